@@ -1,0 +1,62 @@
+"""Detector registry: one interface (``base.Detector``), one registry, one module per backend.
+
+Backends are the modules of this package; each defines a ``Detector`` subclass decorated with
+``@register``. Modules are imported on first use of the registry (cheap: heavy frameworks are
+imported in ``load``). Third-party backends can register through the ``blurbeam.detectors``
+entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from importlib.metadata import entry_points
+
+from blurbeam.detectors.base import Detector, DetectorSpec, Face
+
+__all__ = ["Detector", "DetectorSpec", "Face", "register", "available", "get_class", "create"]
+
+_REGISTRY: dict[str, type[Detector]] = {}
+_DISCOVERED = False
+
+
+def register(cls: type[Detector]) -> type[Detector]:
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    existing = _REGISTRY.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"detector {cls.name!r} registered twice ({existing} and {cls})")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name != "base" and not mod.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{mod.name}")
+    for ep in entry_points(group="blurbeam.detectors"):
+        register(ep.load())
+
+
+def available() -> list[str]:
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def get_class(name: str) -> type[Detector]:
+    _discover()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown detector {name!r}; available: {', '.join(available())}") from None
+
+
+def create(spec: DetectorSpec, load: bool = True) -> Detector:
+    det = get_class(spec.name)(spec)
+    if load:
+        det.load()
+    return det
