@@ -52,7 +52,9 @@ def get_class(name: str) -> type[Detector]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown detector {name!r}; available: {', '.join(available())}") from None
+        raise ValueError(
+            f"unknown detector {name!r}; available: {', '.join(available())}"
+        ) from None
 
 
 def create(spec: DetectorSpec, load: bool = True) -> Detector:

@@ -1,0 +1,353 @@
+"""Decoding and encoding rules. Pure code: no Beam.
+
+``decode`` turns untrusted bytes into a ``DecodedImage`` (pixels as the viewer sees them, EXIF
+orientation applied) or raises ``ImageError`` with a one-line reason. ``encode`` writes pixels back in
+the source's format with the source's quality settings, stripping metadata unless asked to keep it.
+
+Pixel layout: ``(H, W, C)`` numpy arrays, C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA),
+dtype uint8 or uint16 (16-bit PNG and TIFF keep their depth).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image, ImageFile, JpegImagePlugin
+
+# We check the pixel count ourselves (clear message, configurable limit) before any decoding.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+DEFAULT_MAX_PIXELS = 100_000_000
+
+#: Formats we decode and write back in kind (Pillow format names).
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "PPM", "JPEG2000")
+
+#: File extensions the directory reader treats as images. Anything else in a folder is not read;
+#: an image-like extension we cannot decode (e.g. HEIC) still gets an audit record with an error.
+IMAGE_EXTENSIONS = frozenset(
+    ".jpg .jpeg .jpe .jfif .png .webp .bmp .dib .tif .tiff .gif .ppm .pgm .pbm .pnm .jp2 .j2k "
+    ".heic .heif .avif .jxl .ico .tga .psd .exr .hdr .dng .cr2 .nef .arw".split()
+)
+
+EXIF_ORIENTATION = 0x0112
+EXIF_GPS_IFD = 0x8825
+
+
+class ImageError(Exception):
+    """A one-line, user-facing reason why an input image cannot be processed."""
+
+
+@dataclass
+class DecodedImage:
+    pixels: np.ndarray
+    format: str  # Pillow format name, e.g. "JPEG"
+    mode: str  # source pixel mode, e.g. "RGB", "CMYK", "I;16", "RGBA;16"
+    orientation: int = 1  # the EXIF orientation that was applied (1 = none)
+    exif: Any = None  # PIL.Image.Exif of the source, for --keep-metadata
+    icc_profile: bytes | None = None
+    save_params: dict[str, Any] = field(default_factory=dict)  # quality settings of the source
+    comment: bytes | None = None
+    xmp: bool = False  # the source carried XMP (dropped on output; see docs)
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.pixels.shape[2] in (2, 4)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] if text else type(exc).__name__
+
+
+def _png_bit_depth(data: bytes) -> int | None:
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 26 and data[12:16] == b"IHDR":
+        return data[24]
+    return None
+
+
+def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Rotate/flip ``(H, W, C)`` pixels as EXIF orientation 1-8 says (same result as Pillow's
+    ``ImageOps.exif_transpose``)."""
+    if orientation == 2:
+        out = pixels[:, ::-1]
+    elif orientation == 3:
+        out = pixels[::-1, ::-1]
+    elif orientation == 4:
+        out = pixels[::-1]
+    elif orientation == 5:
+        out = pixels.transpose(1, 0, 2)
+    elif orientation == 6:
+        out = np.rot90(pixels, k=-1)
+    elif orientation == 7:
+        out = np.rot90(pixels, k=2).transpose(1, 0, 2)
+    elif orientation == 8:
+        out = np.rot90(pixels, k=1)
+    else:
+        out = pixels
+    return np.ascontiguousarray(out)
+
+
+def _orientation_of(im: Image.Image) -> tuple[Any, int]:
+    try:
+        exif = im.getexif()
+    except Exception:  # a broken EXIF block is not worth failing the image for
+        return None, 1
+    try:
+        orientation = int(exif.get(EXIF_ORIENTATION, 1))
+    except (TypeError, ValueError):
+        orientation = 1
+    return exif, orientation if 1 <= orientation <= 8 else 1
+
+
+def _pixels_from_pillow(im: Image.Image) -> tuple[np.ndarray, str]:
+    """Pillow image -> (H, W, C) uint8/uint16 array in our layout; returns (pixels, source mode)."""
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        im = im.convert("RGB")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode == "La":
+        im = im.convert("LA")
+    elif mode == "RGBa":
+        im = im.convert("RGBA")
+    if im.mode in ("L", "LA", "RGB", "RGBA"):
+        arr = np.asarray(im)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        return arr, mode
+    if im.mode.startswith("I;16"):
+        arr = np.asarray(im).astype(np.uint16)
+        return arr[:, :, None], mode
+    if im.mode == "I":
+        arr = np.asarray(im)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ImageError("unsupported pixel mode: 32-bit integer samples outside 16-bit range")
+        return arr.astype(np.uint16)[:, :, None], mode
+    raise ImageError(f"unsupported pixel mode {im.mode!r}")
+
+
+def _decode_16bit_png(data: bytes) -> np.ndarray:
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise ImageError("corrupt or truncated PNG data")
+    if arr.ndim == 2:
+        return arr[:, :, None]
+    if arr.shape[2] == 3:
+        return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    if arr.shape[2] == 4:
+        return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)
+    return arr
+
+
+def _save_params(im: Image.Image, fmt: str, data: bytes) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if fmt == "JPEG":
+        q = getattr(im, "quantization", None)
+        if q:
+            params["qtables"] = [list(t) for t in q.values()]
+        try:
+            sampling = JpegImagePlugin.get_sampling(im)
+        except Exception:
+            sampling = -1
+        if sampling != -1:
+            params["subsampling"] = sampling
+        if im.info.get("progressive") or im.info.get("progression"):
+            params["progressive"] = True
+    elif fmt == "WEBP":
+        # VP8L chunk = lossless WebP; keep it lossless. Lossy WebP does not record its quality.
+        if b"VP8L" in data[12:40]:
+            params["lossless"] = True
+        else:
+            params["quality"] = 90
+    elif fmt == "TIFF":
+        comp = im.info.get("compression")
+        if comp and comp != "raw":
+            params["compression"] = comp
+    return params
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode untrusted image bytes. Raises ImageError with a one-line reason."""
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(data))
+    except Image.UnidentifiedImageError:
+        raise ImageError("not a recognised image format") from None
+    except Exception as exc:  # header parsing of a hostile file
+        raise ImageError(f"unreadable image header: {_one_line(exc)}") from None
+    fmt = (im.format or "").upper()
+    if fmt == "MPO":  # multi-picture JPEG: we would keep only the first picture
+        fmt = "JPEG" if getattr(im, "n_frames", 1) == 1 else fmt
+    if fmt not in SUPPORTED_FORMATS:
+        raise ImageError(f"unsupported image format {fmt or 'unknown'}")
+    w, h = im.size
+    if w <= 0 or h <= 0:
+        raise ImageError(f"invalid image size {w}x{h}")
+    if w * h > max_pixels:
+        raise ImageError(
+            f"image too large: {w}x{h} = {w * h} pixels exceeds --max-pixels {max_pixels} "
+            "(possible decompression bomb)"
+        )
+    n_frames = getattr(im, "n_frames", 1)
+    if n_frames > 1:
+        raise ImageError(
+            f"multi-frame image ({n_frames} frames): only single-frame images can be anonymized"
+        )
+    exif, orientation = _orientation_of(im)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if _png_bit_depth(data) == 16:
+                pixels = _decode_16bit_png(data)
+                mode = {1: "I;16", 2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[pixels.shape[2]]
+            else:
+                im.load()
+                pixels, mode = _pixels_from_pillow(im)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"corrupt or truncated image data: {_one_line(exc)}") from None
+    if pixels.shape[0] != h or pixels.shape[1] != w:
+        raise ImageError(
+            f"decoded size {pixels.shape[1]}x{pixels.shape[0]} differs from header {w}x{h}"
+        )
+    return DecodedImage(
+        pixels=apply_orientation(pixels, orientation),
+        format=fmt,
+        mode=mode,
+        orientation=orientation,
+        exif=exif,
+        icc_profile=im.info.get("icc_profile"),
+        save_params=_save_params(im, fmt, data),
+        comment=im.info.get("comment") if isinstance(im.info.get("comment"), bytes) else None,
+        xmp=bool(im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")),
+    )
+
+
+def to_rgb8(pixels: np.ndarray) -> np.ndarray:
+    """The 8-bit RGB view detectors take. Alpha is ignored on purpose: colour under transparent
+    pixels is still in the file, so faces there are detected and blurred too."""
+    arr = pixels
+    if arr.dtype == np.uint16:
+        arr = (arr >> 8).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        raise ValueError(f"unsupported pixel dtype {arr.dtype}")
+    c = arr.shape[2]
+    if c in (1, 2):
+        return np.ascontiguousarray(np.repeat(arr[:, :, :1], 3, axis=2))
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def color_channels(pixels: np.ndarray) -> int:
+    """Number of colour channels (alpha excluded)."""
+    return {1: 1, 2: 1, 3: 3, 4: 3}[pixels.shape[2]]
+
+
+@dataclass(frozen=True)
+class MetadataPolicy:
+    keep_metadata: bool = False  # keep EXIF (orientation reset, thumbnail dropped) and comments
+    keep_gps: bool = False  # with keep_metadata: keep the GPS block too
+
+
+def _exif_bytes(src: DecodedImage, policy: MetadataPolicy) -> bytes | None:
+    if not policy.keep_metadata or src.exif is None or not len(src.exif):
+        return None
+    exif = Image.Exif()
+    exif.update(dict(src.exif.items()))  # IFD0 only: the IFD1 thumbnail is not copied
+    for ifd in (0x8769, 0xA005):  # Exif and Interop sub-IFDs
+        if ifd in src.exif:
+            sub = src.exif.get_ifd(ifd)
+            if sub:
+                exif[ifd] = dict(sub)
+    if EXIF_ORIENTATION in exif:
+        exif[EXIF_ORIENTATION] = 1  # pixels are already upright
+    if EXIF_GPS_IFD in exif:
+        if policy.keep_gps and src.exif.get_ifd(EXIF_GPS_IFD):
+            exif[EXIF_GPS_IFD] = dict(src.exif.get_ifd(EXIF_GPS_IFD))
+        else:
+            del exif[EXIF_GPS_IFD]
+    return exif.tobytes()
+
+
+def _encode_16bit(pixels: np.ndarray, fmt: str) -> bytes:
+    c = pixels.shape[2]
+    arr = pixels
+    if c == 3:
+        arr = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    elif c == 4:
+        arr = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
+    elif c == 2:
+        raise ImageError("cannot write 16-bit gray+alpha images")
+    ext = {"PNG": ".png", "TIFF": ".tiff"}.get(fmt)
+    if ext is None:
+        raise ImageError(f"cannot write 16-bit {fmt}")
+    ok, buf = cv2.imencode(ext, arr)
+    if not ok:
+        raise ImageError(f"16-bit {fmt} encoding failed")
+    return buf.tobytes()
+
+
+def encode(src: DecodedImage, pixels: np.ndarray, policy: MetadataPolicy | None = None) -> bytes:
+    """Encode ``pixels`` (same layout as ``src.pixels``) in the source's format and quality."""
+    policy = policy or MetadataPolicy()
+    fmt = src.format
+    if pixels.dtype == np.uint16:
+        if pixels.shape[2] == 1 and fmt in ("PNG", "TIFF"):
+            im = Image.fromarray(pixels[:, :, 0].astype("<u2"), mode="I;16")
+        else:
+            return _encode_16bit(pixels, fmt)
+    else:
+        arr = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
+        im = Image.fromarray(np.ascontiguousarray(arr))
+    if fmt == "JPEG" and im.mode in ("LA", "RGBA"):
+        raise ImageError("JPEG cannot hold alpha")
+    if fmt in ("BMP", "PPM") and im.mode == "LA":
+        im = im.convert("L")
+    if fmt == "PPM" and im.mode == "RGBA":
+        im = im.convert("RGB")
+    params: dict[str, Any] = dict(src.save_params)
+    if src.icc_profile and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        params["icc_profile"] = src.icc_profile
+    exif = _exif_bytes(src, policy)
+    if exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        params["exif"] = exif
+    if policy.keep_metadata and src.comment and fmt == "JPEG":
+        params["comment"] = src.comment
+    if fmt == "JPEG" and "qtables" not in params:
+        params["quality"] = 95
+    buf = io.BytesIO()
+    try:
+        im.save(buf, format=fmt, **params)
+    except Exception as exc:
+        raise ImageError(f"{fmt} encoding failed: {_one_line(exc)}") from None
+    return buf.getvalue()
+
+
+def sniff_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the header only, or None (for progress/preflight; never trusted)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception:
+        return None
