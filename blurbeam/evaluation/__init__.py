@@ -1,0 +1,1 @@
+"""Detection-quality evaluation: WIDER FACE AP, blur recall and false positives (no Beam)."""
