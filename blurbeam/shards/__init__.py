@@ -1,0 +1,187 @@
+"""Shards: where image records come from. Pure code: no Beam.
+
+``expand_input(spec)`` turns the user's ``--input`` (a file, a directory, a glob or an fsspec URL)
+into ``ShardRef``s; ``read_records(ref)`` turns one shard into ``ImageRecord``s. A shard format is
+one module of this package defining a ``ShardFormat`` subclass decorated with ``@register_format``
+(``files`` is the first: each image file is its own shard). Storage goes through fsspec, so every
+filesystem fsspec knows works the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import fsspec
+
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    kind: str  # the ShardFormat name, e.g. "file"
+    uri: str  # where the shard is (a local path or an fsspec URL)
+    rel: str  # its path relative to the input root, "/"-separated; mirrored under --output
+
+
+@dataclass
+class ImageRecord:
+    source_uri: str  # the image: the file, or "shard_uri#member" inside a container shard
+    shard_uri: str
+    key: str  # the image's key within the shard ("" for a plain file)
+    rel: str  # output path relative to --output
+    data: bytes | None
+    error: str | None = None  # set when the record could not be read
+
+
+class InputError(Exception):
+    """The --input spec itself is unusable (nothing matches, unreadable root...)."""
+
+
+class UnsafePathError(ValueError):
+    """A relative path (e.g. an archive member name) would escape the output root."""
+
+
+class ShardFormat:
+    """One kind of shard. ``matches`` decides from a file name whether a file is of this kind."""
+
+    name: str = ""
+
+    def matches(self, path: str) -> bool:
+        raise NotImplementedError
+
+    def read(self, ref: ShardRef, max_bytes: int) -> Iterator[ImageRecord]:
+        raise NotImplementedError
+
+
+_FORMATS: dict[str, ShardFormat] = {}
+_DISCOVERED = False
+
+
+def register_format(cls: type[ShardFormat]) -> type[ShardFormat]:
+    _FORMATS[cls.name] = cls()
+    return cls
+
+
+def formats() -> dict[str, ShardFormat]:
+    global _DISCOVERED
+    if not _DISCOVERED:
+        _DISCOVERED = True
+        for mod in pkgutil.iter_modules(__path__):
+            if not mod.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{mod.name}")
+    return _FORMATS
+
+
+def get_format(kind: str) -> ShardFormat:
+    try:
+        return formats()[kind]
+    except KeyError:
+        raise ValueError(f"unknown shard kind {kind!r}") from None
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+def to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    return path if is_local(fs) else fs.unstrip_protocol(path)
+
+
+def safe_relpath(rel: str) -> str:
+    """Normalise a relative output path; reject absolute paths, drive letters and ``..``."""
+    if not rel or "\x00" in rel:
+        raise UnsafePathError(f"unsafe path {rel!r}: empty or contains NUL")
+    rel = rel.replace("\\", "/")
+    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
+        raise UnsafePathError(f"unsafe path {rel!r}: absolute")
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts) or not parts:
+        raise UnsafePathError(f"unsafe path {rel!r}: escapes the output directory")
+    return "/".join(parts)
+
+
+def join_output(root: str, rel: str) -> str:
+    rel = safe_relpath(rel)
+    return (
+        posixpath.join(root.rstrip("/"), rel)
+        if "://" in root
+        else os.path.join(root, *rel.split("/"))
+    )
+
+
+def _has_magic(s: str) -> bool:
+    return any(c in s for c in "*?[")
+
+
+def _match_kind(path: str) -> str | None:
+    for fmt in formats().values():
+        if fmt.matches(path):
+            return fmt.name
+    return None
+
+
+def expand_input(spec: str, exclude: str | None = None) -> Iterator[ShardRef]:
+    """All shards named by ``spec``, sorted. Hidden files and directories (".name") are skipped,
+    and so is anything under ``exclude`` (the output directory, when it lies inside the input)."""
+    fs, path = fsspec.core.url_to_fs(spec)
+    path = path.rstrip("/") or "/"
+    excl = None
+    if exclude:
+        efs, epath = fsspec.core.url_to_fs(exclude)
+        excl = epath.rstrip("/") + "/"
+    if _has_magic(path):
+        root = path
+        while _has_magic(root):
+            root = posixpath.dirname(root)
+        candidates = [p for p in fs.glob(path) if not fs.isdir(p)]
+    elif fs.isdir(path):
+        root = path
+        candidates = fs.find(path)
+    elif fs.exists(path):
+        root = posixpath.dirname(path)
+        candidates = [path]
+    else:
+        raise InputError(f"--input {spec!r} does not exist")
+    found = False
+    for p in sorted(candidates):
+        rel = posixpath.relpath(p, root) if root not in ("", "/") else p.lstrip("/")
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if excl and (p + "/").startswith(excl):
+            continue
+        kind = _match_kind(p)
+        if kind is None:
+            continue
+        found = True
+        yield ShardRef(kind=kind, uri=to_uri(fs, p), rel=rel)
+    if not found:
+        raise InputError(f"--input {spec!r} holds no images or shards we can read")
+
+
+def read_records(ref: ShardRef, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[ImageRecord]:
+    return get_format(ref.kind).read(ref, max_bytes)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole file so a reader never sees half of it: on local disks a temporary file in
+    the same directory is renamed over the target; object stores publish whole objects anyway."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if is_local(fs):
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{id(data):x}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    else:
+        fs.pipe_file(path, data)

@@ -1,0 +1,77 @@
+"""The audit record: one row per input image. This module is the one source of truth for its
+Arrow schema; ``schemas/AUDIT.md`` documents every field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+STATUSES = ("ok", "no_faces", "error")
+
+LANDMARK = pa.struct([("x", pa.float32()), ("y", pa.float32())])
+FACE = pa.struct(
+    [
+        ("x", pa.float32()),
+        ("y", pa.float32()),
+        ("w", pa.float32()),
+        ("h", pa.float32()),
+        ("score", pa.float32()),
+        ("landmarks", pa.list_(LANDMARK)),
+    ]
+)
+
+AUDIT_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("shard_uri", pa.string()),
+        ("key", pa.string()),
+        ("output_uri", pa.string()),
+        ("source_sha256", pa.string()),
+        ("output_sha256", pa.string()),
+        ("source_bytes", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("format", pa.string()),
+        ("mode", pa.string()),
+        ("exif_orientation", pa.int8()),
+        ("status", pa.string()),
+        ("error_stage", pa.string()),
+        ("error", pa.string()),
+        ("num_faces", pa.int32()),
+        ("faces", pa.list_(FACE)),
+        ("detector", pa.string()),
+        ("detector_params", pa.string()),
+        ("detector_model_sha256", pa.string()),
+        ("method", pa.string()),
+        ("method_params", pa.string()),
+        ("metadata_policy", pa.string()),
+        ("config_hash", pa.string()),
+        ("package_version", pa.string()),
+        ("processed_at", pa.timestamp("us", tz="UTC")),
+        ("duration_ms", pa.float64()),
+    ]
+)
+
+FIELD_NAMES = tuple(AUDIT_SCHEMA.names)
+
+
+def validate_record(record: dict[str, Any]) -> None:
+    """Raise ValueError when a record does not have exactly the schema's fields or a bad status."""
+    missing = set(FIELD_NAMES) - set(record)
+    extra = set(record) - set(FIELD_NAMES)
+    if missing or extra:
+        raise ValueError(
+            f"audit record fields differ: missing={sorted(missing)} extra={sorted(extra)}"
+        )
+    if record["status"] not in STATUSES:
+        raise ValueError(f"bad status {record['status']!r}")
+    if (record["status"] == "error") != bool(record["error"]):
+        raise ValueError("status 'error' and a non-empty error must go together")
+
+
+def to_table(records: list[dict[str, Any]]) -> pa.Table:
+    for r in records:
+        validate_record(r)
+    return pa.Table.from_pylist(records, schema=AUDIT_SCHEMA)
