@@ -1,0 +1,249 @@
+"""High-recall detection: one or two backends at several scales, fused into one set of faces.
+
+A face of 8-16 px is below what CenterFace or YuNet see at the image's own size; the same face
+after a 2x upscale is 16-32 px, well inside their range. This meta-backend runs its ``base``
+detector at each of ``scales`` (``1.0`` is the image as is; ``2.0`` upscales it, in tiles of
+``tile`` pixels of the upscaled image so memory stays bounded), maps every face back to image
+pixels, keeps from an upscaled pass only the faces that are small in the original image (the
+large ones are better seen at 1x), optionally adds a second backend (``ensemble``) at 1x, and
+fuses the lot: ``nms`` keeps the best box of each cluster, ``vote`` (the default) replaces it by
+the score-weighted mean of the cluster's boxes and landmarks.
+
+The upscaled pass can be restricted to where faces are: ``focus=True`` upscales only tiles around
+the faces the 1x pass found with a small size (crowds of small faces come in groups), which costs
+far less than upscaling the whole image and loses little recall.
+
+Options (DetectorSpec.options), all optional:
+``base`` (centerface), ``base_options`` (tuple of pairs for the base), ``scales`` ((1.0, 2.0)),
+``upscaled_max_face`` (32: faces from a scale > 1 pass whose larger side in image pixels exceeds
+this are dropped), ``tile`` (1024, in upscaled pixels; 0 = the whole image), ``tile_overlap``
+(64), ``focus`` (False), ``focus_max_face`` (24: 1x faces at most this large make a tile
+upscaled), ``focus_margin`` (96 image px around them), ``ensemble`` (None, or a second backend
+name run at 1x), ``ensemble_options``, ``fusion`` (vote | nms), ``fusion_iou`` (0.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from blurbeam.detectors import create, register
+from blurbeam.detectors.base import Detector, DetectorSpec, Face
+
+FUSIONS = ("vote", "nms")
+
+
+def _pairs(value: Any) -> tuple[tuple[str, Any], ...]:
+    if value is None:
+        return ()
+    if isinstance(value, dict):
+        return tuple(value.items())
+    return tuple((str(k), v) for k, v in value)
+
+
+def boxes_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """IoU of one (x, y, w, h) box with (N, 4) boxes."""
+    ix = np.maximum(
+        0.0,
+        np.minimum(box[0] + box[2], others[:, 0] + others[:, 2]) - np.maximum(box[0], others[:, 0]),
+    )
+    iy = np.maximum(
+        0.0,
+        np.minimum(box[1] + box[3], others[:, 1] + others[:, 3]) - np.maximum(box[1], others[:, 1]),
+    )
+    inter = ix * iy
+    union = box[2] * box[3] + others[:, 2] * others[:, 3] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def fuse(faces: Sequence[Face], iou: float = 0.4, method: str = "vote") -> list[Face]:
+    """Merge overlapping detections of the same face (from several scales or backends).
+
+    Greedy by score: the best remaining face and every face overlapping it by ``iou`` or more
+    form a cluster. ``nms`` keeps the best face; ``vote`` keeps its score but averages the
+    cluster's boxes (and landmarks, over the faces that have them) weighted by score.
+    """
+    if method not in FUSIONS:
+        raise ValueError(f"unknown fusion {method!r}; choose from {FUSIONS}")
+    if not faces:
+        return []
+    order = sorted(range(len(faces)), key=lambda i: -faces[i].score)
+    faces = [faces[i] for i in order]
+    boxes = np.array([[f.x, f.y, f.w, f.h] for f in faces], dtype=np.float64)
+    scores = np.array([f.score for f in faces], dtype=np.float64)
+    alive = np.ones(len(faces), dtype=bool)
+    out: list[Face] = []
+    for i in range(len(faces)):
+        if not alive[i]:
+            continue
+        cand = np.nonzero(alive)[0]
+        members = cand[boxes_iou(boxes[i], boxes[cand]) >= iou]
+        members = np.union1d(members, [i])
+        alive[members] = False
+        best = faces[i]
+        if method == "nms" or len(members) == 1:
+            out.append(best)
+            continue
+        wts = scores[members] / scores[members].sum() if scores[members].sum() > 0 else None
+        x, y, w, h = np.average(boxes[members], axis=0, weights=wts)
+        with_lm = [m for m in members if faces[m].landmarks is not None]
+        lms = best.landmarks
+        if with_lm:
+            pts = np.array([faces[m].landmarks for m in with_lm], dtype=np.float64)
+            lw = scores[with_lm]
+            mean = np.average(pts, axis=0, weights=lw if lw.sum() > 0 else None)
+            lms = tuple((float(px), float(py)) for px, py in mean)
+        out.append(Face(float(x), float(y), float(w), float(h), best.score, lms))
+    return out
+
+
+def tiles(width: int, height: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) tiles of at most ``tile`` px covering the image with ``overlap``."""
+    if tile <= 0 or (width <= tile and height <= tile):
+        return [(0, 0, width, height)]
+    step = max(1, tile - overlap)
+
+    def starts(n: int) -> list[int]:
+        if n <= tile:
+            return [0]
+        s = list(range(0, n - tile, step))
+        return s + [n - tile]
+
+    return [
+        (x, y, min(x + tile, width), min(y + tile, height))
+        for y in starts(height)
+        for x in starts(width)
+    ]
+
+
+def _map_face(f: Face, scale: float, dx: float, dy: float) -> Face:
+    lms = None
+    if f.landmarks is not None:
+        lms = tuple(((px + dx) / scale, (py + dy) / scale) for px, py in f.landmarks)
+    return Face((f.x + dx) / scale, (f.y + dy) / scale, f.w / scale, f.h / scale, f.score, lms)
+
+
+def focus_regions(
+    faces: Iterable[Face], max_face: float, margin: float, width: int, height: int
+) -> list[tuple[int, int, int, int]]:
+    """Merged (x0, y0, x1, y1) image regions around small faces, each grown by ``margin``."""
+    rects = []
+    for f in faces:
+        if max(f.w, f.h) <= max_face:
+            rects.append(
+                [
+                    max(0, int(f.x - margin)),
+                    max(0, int(f.y - margin)),
+                    min(width, int(np.ceil(f.x + f.w + margin))),
+                    min(height, int(np.ceil(f.y + f.h + margin))),
+                ]
+            )
+    merged = True
+    while merged and len(rects) > 1:  # merge overlapping rectangles until none overlap
+        merged = False
+        out: list[list[int]] = []
+        for r in rects:
+            for o in out:
+                if r[0] < o[2] and o[0] < r[2] and r[1] < o[3] and o[1] < r[3]:
+                    o[0], o[1] = min(o[0], r[0]), min(o[1], r[1])
+                    o[2], o[3] = max(o[2], r[2]), max(o[3], r[3])
+                    merged = True
+                    break
+            else:
+                out.append(list(r))
+        rects = out
+    return [(r[0], r[1], r[2], r[3]) for r in rects]
+
+
+@register
+class MultiScaleDetector(Detector):
+    name = "multiscale"
+    default_score_threshold = 0.2
+    gives_landmarks = True
+
+    def load(self) -> None:
+        o = self.options
+        self._scales = tuple(float(s) for s in o.get("scales", (1.0, 2.0)))
+        if not self._scales or any(s <= 0 for s in self._scales):
+            raise ValueError(f"multiscale scales must be positive, got {self._scales}")
+        self._upscaled_max = float(o.get("upscaled_max_face", 32))
+        self._tile = int(o.get("tile", 1024))
+        self._overlap = int(o.get("tile_overlap", 64))
+        self._focus = bool(o.get("focus", False))
+        self._focus_max = float(o.get("focus_max_face", 24))
+        self._focus_margin = float(o.get("focus_margin", 96))
+        self._fusion = str(o.get("fusion", "vote"))
+        self._fusion_iou = float(o.get("fusion_iou", 0.4))
+        if self._fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self._fusion!r}; choose from {FUSIONS}")
+        base_name = str(o.get("base", "centerface"))
+        if base_name == self.name:
+            raise ValueError("multiscale cannot use itself as base")
+        # The bases get this detector's threshold so low-score faces reach the fusion.
+        self._base = create(
+            DetectorSpec(base_name, self.score_threshold, 0.0, _pairs(o.get("base_options")))
+        )
+        self._ensemble: Detector | None = None
+        ens = o.get("ensemble")
+        if ens:
+            self._ensemble = create(
+                DetectorSpec(str(ens), self.score_threshold, 0.0, _pairs(o.get("ensemble_options")))
+            )
+        parts = [self._base.model_sha256]
+        if self._ensemble is not None:
+            parts.append(self._ensemble.model_sha256)
+        self.model_sha256 = "+".join(parts)
+
+    def _at_scale(self, rgb: np.ndarray, scale: float) -> list[Face]:
+        h, w = rgb.shape[:2]
+        if scale == 1.0:
+            return self._base.detect(rgb)
+        interp = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
+        big = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=interp)
+        faces = []
+        for x0, y0, x1, y1 in tiles(big.shape[1], big.shape[0], self._tile, self._overlap):
+            crop = np.ascontiguousarray(big[y0:y1, x0:x1])
+            faces += [_map_face(f, scale, x0, y0) for f in self._base.detect(crop)]
+        return faces
+
+    def _in_regions(
+        self, rgb: np.ndarray, scale: float, regions: list[tuple[int, int, int, int]]
+    ) -> list[Face]:
+        faces = []
+        for x0, y0, x1, y1 in regions:
+            crop = rgb[y0:y1, x0:x1]
+            big = cv2.resize(
+                crop,
+                (round((x1 - x0) * scale), round((y1 - y0) * scale)),
+                interpolation=cv2.INTER_LINEAR,
+            )
+            for f in self._base.detect(big):
+                faces.append(_map_face(f, scale, x0 * scale, y0 * scale))
+        return faces
+
+    def _detect(self, rgb: np.ndarray) -> list[Face]:
+        h, w = rgb.shape[:2]
+        found: list[Face] = []
+        first = [s for s in self._scales if s <= 1.0]
+        ups = [s for s in self._scales if s > 1.0]
+        for s in first:
+            found += self._at_scale(rgb, s)
+        if self._ensemble is not None:
+            found += self._ensemble.detect(rgb)
+        for s in ups:
+            if self._focus:
+                regions = focus_regions(found, self._focus_max, self._focus_margin, w, h)
+                extra = self._in_regions(rgb, s, regions)
+            else:
+                extra = self._at_scale(rgb, s)
+            found += [f for f in extra if max(f.w, f.h) <= self._upscaled_max]
+        clipped = []
+        for f in found:
+            x0, y0 = max(0.0, f.x), max(0.0, f.y)
+            x1, y1 = min(float(w), f.x + f.w), min(float(h), f.y + f.h)
+            if x1 > x0 and y1 > y0:
+                clipped.append(Face(x0, y0, x1 - x0, y1 - y0, f.score, f.landmarks))
+        return fuse(clipped, self._fusion_iou, self._fusion)
