@@ -16,8 +16,10 @@ far less than upscaling the whole image and loses little recall.
 Options (DetectorSpec.options), all optional:
 ``base`` (centerface), ``base_options`` (tuple of pairs for the base), ``scales`` ((1.0, 2.0)),
 ``upscaled_max_face`` (32: faces from a scale > 1 pass whose larger side in image pixels exceeds
-this are dropped), ``tile`` (1024, in upscaled pixels; 0 = the whole image), ``tile_overlap``
-(64), ``focus`` (False), ``focus_max_face`` (24: 1x faces at most this large make a tile
+this are dropped), ``upscale_base`` (the backend for scales > 1; default ``base``),
+``upscale_base_options``, ``upscaled_score_factor`` (1.0: multiplies the scores of faces only an
+upscaled pass found, ranking them after equally confident 1x faces when below 1),
+``tile`` (2048, in upscaled pixels; 0 = the whole image), ``tile_overlap`` (96), ``focus`` (False), ``focus_max_face`` (24: 1x faces at most this large make a tile
 upscaled), ``focus_margin`` (96 image px around them), ``ensemble`` (None, or a second backend
 name run at 1x), ``ensemble_options``, ``fusion`` (vote | nms), ``fusion_iou`` (0.4).
 """
@@ -170,8 +172,9 @@ class MultiScaleDetector(Detector):
         if not self._scales or any(s <= 0 for s in self._scales):
             raise ValueError(f"multiscale scales must be positive, got {self._scales}")
         self._upscaled_max = float(o.get("upscaled_max_face", 32))
-        self._tile = int(o.get("tile", 1024))
-        self._overlap = int(o.get("tile_overlap", 64))
+        self._tile = int(o.get("tile", 2048))
+        self._overlap = int(o.get("tile_overlap", 96))
+        self._up_factor = float(o.get("upscaled_score_factor", 1.0))
         self._focus = bool(o.get("focus", False))
         self._focus_max = float(o.get("focus_max_face", 24))
         self._focus_margin = float(o.get("focus_margin", 96))
@@ -186,6 +189,16 @@ class MultiScaleDetector(Detector):
         self._base = create(
             DetectorSpec(base_name, self.score_threshold, 0.0, _pairs(o.get("base_options")))
         )
+        self._up_base = self._base
+        up_name = o.get("upscale_base")
+        if up_name and (up_name != base_name or o.get("upscale_base_options")):
+            if up_name == self.name:
+                raise ValueError("multiscale cannot use itself as upscale_base")
+            self._up_base = create(
+                DetectorSpec(
+                    str(up_name), self.score_threshold, 0.0, _pairs(o.get("upscale_base_options"))
+                )
+            )
         self._ensemble: Detector | None = None
         ens = o.get("ensemble")
         if ens:
@@ -193,20 +206,23 @@ class MultiScaleDetector(Detector):
                 DetectorSpec(str(ens), self.score_threshold, 0.0, _pairs(o.get("ensemble_options")))
             )
         parts = [self._base.model_sha256]
+        if self._up_base is not self._base:
+            parts.append(self._up_base.model_sha256)
         if self._ensemble is not None:
             parts.append(self._ensemble.model_sha256)
         self.model_sha256 = "+".join(parts)
 
     def _at_scale(self, rgb: np.ndarray, scale: float) -> list[Face]:
         h, w = rgb.shape[:2]
+        base = self._base if scale <= 1.0 else self._up_base
         if scale == 1.0:
-            return self._base.detect(rgb)
+            return base.detect(rgb)
         interp = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
         big = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=interp)
         faces = []
         for x0, y0, x1, y1 in tiles(big.shape[1], big.shape[0], self._tile, self._overlap):
             crop = np.ascontiguousarray(big[y0:y1, x0:x1])
-            faces += [_map_face(f, scale, x0, y0) for f in self._base.detect(crop)]
+            faces += [_map_face(f, scale, x0, y0) for f in base.detect(crop)]
         return faces
 
     def _in_regions(
@@ -220,7 +236,7 @@ class MultiScaleDetector(Detector):
                 (round((x1 - x0) * scale), round((y1 - y0) * scale)),
                 interpolation=cv2.INTER_LINEAR,
             )
-            for f in self._base.detect(big):
+            for f in self._up_base.detect(big):
                 faces.append(_map_face(f, scale, x0 * scale, y0 * scale))
         return faces
 
@@ -239,7 +255,12 @@ class MultiScaleDetector(Detector):
                 extra = self._in_regions(rgb, s, regions)
             else:
                 extra = self._at_scale(rgb, s)
-            found += [f for f in extra if max(f.w, f.h) <= self._upscaled_max]
+            extra = [f for f in extra if max(f.w, f.h) <= self._upscaled_max]
+            if self._up_factor != 1.0:
+                extra = [
+                    Face(f.x, f.y, f.w, f.h, f.score * self._up_factor, f.landmarks) for f in extra
+                ]
+            found += extra
         clipped = []
         for f in found:
             x0, y0 = max(0.0, f.x), max(0.0, f.y)

@@ -1,0 +1,135 @@
+"""The high-recall multiscale detector: fusion, tiling, and a small face single-scale misses."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from blurbeam.detectors import DetectorSpec, Face, create
+from blurbeam.detectors.multiscale import focus_regions, fuse, tiles
+from blurbeam.geometry import iou
+
+
+def have_centerface() -> bool:
+    from blurbeam.detectors.centerface import CenterFaceUnavailable, source_model_path
+
+    try:
+        source_model_path()
+        import onnxruntime  # noqa: F401
+    except (CenterFaceUnavailable, ImportError):
+        return False
+    return True
+
+
+#: The astronaut's face in skimage's 512x512 picture, as CenterFace and YuNet both box it.
+ASTRONAUT_FACE = (180.0, 60.0, 89.0, 117.0)
+
+
+def small_face_scene(astronaut: np.ndarray, face_px: float) -> tuple[np.ndarray, tuple]:
+    """The astronaut shrunk so her face's larger side is ``face_px``, on a grey 640x480 scene;
+    returns the image and the face box."""
+    r = face_px / ASTRONAUT_FACE[3]
+    small = cv2.resize(astronaut, (round(512 * r), round(512 * r)), interpolation=cv2.INTER_AREA)
+    canvas = np.full((480, 640, 3), 128, np.uint8)
+    ox, oy = 300, 200
+    canvas[oy : oy + small.shape[0], ox : ox + small.shape[1]] = small
+    fx, fy, fw, fh = ASTRONAUT_FACE
+    return canvas, (ox + fx * r, oy + fy * r, fw * r, fh * r)
+
+
+def best_iou(faces: list[Face], box: tuple) -> float:
+    return max((iou(box, (f.x, f.y, f.w, f.h)) for f in faces), default=0.0)
+
+
+def test_fuse_vote_and_nms() -> None:
+    a = Face(10, 10, 20, 20, 0.9, ((15, 15),) * 5)
+    b = Face(12, 12, 20, 20, 0.3, ((17, 17),) * 5)
+    c = Face(100, 100, 20, 20, 0.5)
+    nms = fuse([b, c, a], iou=0.4, method="nms")
+    assert nms == [a, c]
+    vote = fuse([b, c, a], iou=0.4, method="vote")
+    assert len(vote) == 2 and vote[1] == c
+    merged = vote[0]
+    assert merged.score == 0.9
+    assert merged.x == pytest.approx((10 * 0.9 + 12 * 0.3) / 1.2)
+    assert merged.landmarks[0][0] == pytest.approx((15 * 0.9 + 17 * 0.3) / 1.2)
+    assert fuse([], 0.4) == []
+    with pytest.raises(ValueError, match="unknown fusion"):
+        fuse([a], 0.4, "mean")
+
+
+def test_tiles_cover_the_image_with_overlap() -> None:
+    assert tiles(500, 400, 0, 0) == [(0, 0, 500, 400)]
+    assert tiles(500, 400, 1024, 64) == [(0, 0, 500, 400)]
+    ts = tiles(2500, 1100, 1024, 96)
+    covered = np.zeros((1100, 2500), bool)
+    for x0, y0, x1, y1 in ts:
+        assert x1 - x0 <= 1024 and y1 - y0 <= 1024
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
+    xs = sorted({t[0] for t in ts})
+    assert all(b - a <= 1024 - 96 for a, b in zip(xs, xs[1:], strict=False))
+
+
+def test_focus_regions_merge_around_small_faces() -> None:
+    faces = [
+        Face(100, 100, 10, 12, 0.3),
+        Face(130, 100, 10, 12, 0.3),  # overlaps the first once grown: merged
+        Face(600, 400, 10, 12, 0.3),
+        Face(300, 300, 80, 90, 0.9),  # large: no upscaling needed
+    ]
+    regions = focus_regions(faces, max_face=24, margin=50, width=700, height=480)
+    assert sorted(regions) == [(50, 50, 190, 162), (550, 350, 660, 462)]
+
+
+def test_bad_options_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="fusion"):
+        create(DetectorSpec("multiscale", options=(("base", "yunet"), ("fusion", "avg"))))
+    with pytest.raises(ValueError, match="scales"):
+        create(DetectorSpec("multiscale", options=(("base", "yunet"), ("scales", (0.0,)))))
+    with pytest.raises(ValueError, match="itself"):
+        create(DetectorSpec("multiscale", options=(("base", "multiscale"),)))
+
+
+@pytest.mark.parametrize(
+    ("base", "face_px"),
+    [
+        ("yunet", 12.0),
+        pytest.param(
+            "centerface",
+            10.0,
+            marks=pytest.mark.skipif(not have_centerface(), reason="CenterFace not installed"),
+        ),
+    ],
+)
+def test_high_recall_finds_a_small_face_single_scale_misses(
+    astronaut: np.ndarray, base: str, face_px: float
+) -> None:
+    scene, box = small_face_scene(astronaut, face_px)
+    single = create(DetectorSpec(base)).detect(scene)
+    multi = create(DetectorSpec("multiscale", options=(("base", base),))).detect(scene)
+    assert best_iou(single, box) < 0.5
+    assert best_iou(multi, box) >= 0.5
+    hit = max(multi, key=lambda f: iou(box, (f.x, f.y, f.w, f.h)))
+    assert hit.landmarks is not None and len(hit.landmarks) == 5  # kept for alignment
+
+
+def test_upscaled_pass_keeps_only_small_faces(astronaut: np.ndarray) -> None:
+    only_up = create(
+        DetectorSpec("multiscale", options=(("base", "yunet"), ("scales", (2.0,))))
+    ).detect(astronaut)
+    assert only_up == []  # the 117 px face is found at 2x but is not small
+    both = create(DetectorSpec("multiscale", options=(("base", "yunet"),))).detect(astronaut)
+    assert len(both) == 1 and best_iou(both, ASTRONAUT_FACE) > 0.7
+
+
+def test_ensemble_fuses_the_same_face_once(astronaut: np.ndarray) -> None:
+    if not have_centerface():
+        pytest.skip("CenterFace not installed")
+    det = create(
+        DetectorSpec("multiscale", options=(("base", "centerface"), ("ensemble", "yunet")))
+    )
+    faces = det.detect(astronaut)
+    assert len(faces) == 1 and best_iou(faces, ASTRONAUT_FACE) > 0.7
+    assert "+" in det.model_sha256
