@@ -314,7 +314,7 @@ def encode(src: DecodedImage, pixels: np.ndarray, policy: MetadataPolicy | None 
     fmt = src.format
     if pixels.dtype == np.uint16:
         if pixels.shape[2] == 1 and fmt in ("PNG", "TIFF"):
-            im = Image.fromarray(pixels[:, :, 0].astype("<u2"), mode="I;16")
+            im = Image.fromarray(np.ascontiguousarray(pixels[:, :, 0]).astype("<u2"))
         else:
             return _encode_16bit(pixels, fmt)
     else:

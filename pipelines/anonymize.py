@@ -130,6 +130,9 @@ def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = Fa
         default=0.0,
         help="exit non-zero above this error fraction",
     )
+    _option(
+        parser, "audit-shards", type=int, default=1, help="number of audit Parquet files per run"
+    )
     _option(parser, "run-id", default=None, help="identifier of this run (default: time + random)")
     _option(
         parser, "progress", default="auto", choices=("auto", "on", "off"), help="live progress line"
@@ -169,6 +172,7 @@ class RunPlan:
     config: dict[str, Any]
     max_pixels: int
     max_bytes: int
+    audit_shards: int = 1
 
 
 def plan(opts: AnonymizeOptions) -> RunPlan:
@@ -234,7 +238,7 @@ def build(p: beam.Pipeline, rp: RunPlan, progress_dir: str | None = None):
     tasks = p | "ReadImages" >> ReadImages(rp.input, rp.max_pixels, rp.max_bytes, exclude=rp.output)
     detected = tasks | "DetectFaces" >> DetectFaces(rp.spec)
     return detected | "AnonymizeAndWrite" >> AnonymizeAndWrite(
-        rp.output, rp.ctx, rp.blur, rp.policy, progress_dir
+        rp.output, rp.ctx, rp.blur, rp.policy, progress_dir, rp.audit_shards
     )
 
 

@@ -56,10 +56,12 @@ class AnonymizeAndWrite(beam.PTransform):
         blur: BlurConfig,
         policy: MetadataPolicy,
         progress_dir: str | None = None,
+        audit_shards: int = 1,
     ):
         super().__init__()
         self._output, self._ctx, self._blur, self._policy = output, ctx, blur, policy
         self._progress_dir = progress_dir
+        self._audit_shards = audit_shards
 
     def expand(self, tasks):
         records = (
@@ -68,5 +70,5 @@ class AnonymizeAndWrite(beam.PTransform):
             | "Encode" >> beam.ParDo(EncodeFn(self._policy))
             | "WriteImages" >> beam.ParDo(WriteImageFn(self._output, self._ctx, self._progress_dir))
         )
-        _ = records | "WriteAudit" >> WriteAudit(self._output, self._ctx.run_id)
+        _ = records | "WriteAudit" >> WriteAudit(self._output, self._ctx.run_id, self._audit_shards)
         return records

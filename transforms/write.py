@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
+import zlib
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -74,14 +76,46 @@ class WriteImageFn(beam.DoFn):
             self._flush()
 
 
-class WriteAudit(beam.PTransform):
-    """Audit dicts -> Parquet part files ``OUTPUT/audit/run-<run_id>-*.parquet``."""
+class _WriteAuditShardFn(beam.DoFn):
+    def __init__(self, prefix: str, num_shards: int) -> None:
+        self._prefix = prefix
+        self._num_shards = num_shards
 
-    def __init__(self, output: str, run_id: str) -> None:
+    def process(self, keyed):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        shard, records = keyed
+        rows = sorted(records, key=lambda r: (r["source_uri"], r["key"] or ""))
+        buf = io.BytesIO()
+        with pq.ParquetWriter(buf, AUDIT_SCHEMA) as writer:
+            for i in range(0, len(rows), 10_000):
+                writer.write_table(pa.Table.from_pylist(rows[i : i + 10_000], schema=AUDIT_SCHEMA))
+        uri = f"{self._prefix}-{shard:05d}-of-{self._num_shards:05d}.parquet"
+        write_bytes(uri, buf.getvalue())
+        yield uri
+
+
+class WriteAudit(beam.PTransform):
+    """Audit dicts -> Parquet part files ``OUTPUT/audit/run-<run_id>-KKKKK-of-NNNNN.parquet``.
+
+    Records are spread over ``num_shards`` files by a stable hash of their source URI; each file
+    has a deterministic name and is written whole, so a retried bundle rewrites the same file
+    instead of adding duplicates. Storage goes through fsspec like everything else.
+    """
+
+    def __init__(self, output: str, run_id: str, num_shards: int = 1) -> None:
         super().__init__()
+        if num_shards < 1:
+            raise ValueError("audit shards must be >= 1")
         self._prefix = join_output(output, f"audit/run-{run_id}")
+        self._num_shards = num_shards
 
     def expand(self, records):
-        return records | "Parquet" >> beam.io.WriteToParquet(
-            self._prefix, AUDIT_SCHEMA, file_name_suffix=".parquet"
+        n = self._num_shards
+        return (
+            records
+            | "ByShard" >> beam.Map(lambda r: (zlib.crc32(r["source_uri"].encode()) % n, r))
+            | "Group" >> beam.GroupByKey()
+            | "WriteParquet" >> beam.ParDo(_WriteAuditShardFn(self._prefix, n))
         )
