@@ -228,6 +228,7 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
         config,
         opts.max_pixels,
         opts.max_bytes,
+        opts.audit_shards,
     )
 
 
