@@ -139,41 +139,46 @@ def build_dataset(root: str | Path) -> list[Path]:
     return written
 
 
+def _tile(img: np.ndarray | None, cell: int) -> np.ndarray:
+    tile = np.full((cell, cell, 3), 255, np.uint8)
+    if img is None:
+        cv2.putText(tile, "not written", (10, cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (200, 0, 0), 2)
+        return tile
+    img8 = img if img.dtype == np.uint8 else (img >> 8).astype(np.uint8)
+    if img8.shape[2] in (1, 2):
+        img8 = np.repeat(img8[:, :, :1], 3, axis=2)
+    img8 = img8[:, :, :3]
+    s = cell / max(img8.shape[:2])
+    size = (max(1, round(img8.shape[1] * s)), max(1, round(img8.shape[0] * s)))
+    small = cv2.resize(img8, size, interpolation=cv2.INTER_AREA)
+    y0, x0 = (cell - small.shape[0]) // 2, (cell - small.shape[1]) // 2
+    tile[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
+    return tile
+
+
 def contact_sheet(
-    pairs: list[tuple[str, np.ndarray, np.ndarray | None]], out_path: str | Path, cell: int = 320
+    pairs: list[tuple[str, np.ndarray | None, np.ndarray | None]],
+    out_path: str | Path,
+    cell: int = 240,
+    columns: int = 2,
 ) -> None:
-    """Before/after grid: one row per (label, before, after) with after=None for failed images."""
-    rows = []
+    """Before/after grid, ``columns`` pairs per row; ``after`` is None for images not written."""
+    gap = 8
+    blocks = []
     for label, before, after in pairs:
-        cells = []
-        for img in (before, after):
-            tile = np.full((cell, cell, 3), 255, np.uint8)
-            if img is not None:
-                img8 = img if img.dtype == np.uint8 else (img >> 8).astype(np.uint8)
-                if img8.shape[2] in (1, 2):
-                    img8 = np.repeat(img8[:, :, :1], 3, axis=2)
-                img8 = img8[:, :, :3]
-                s = cell / max(img8.shape[:2])
-                small = cv2.resize(
-                    img8,
-                    (max(1, round(img8.shape[1] * s)), max(1, round(img8.shape[0] * s))),
-                    interpolation=cv2.INTER_AREA,
-                )
-                tile[: small.shape[0], : small.shape[1]] = small
-            else:
-                cv2.putText(
-                    tile,
-                    "not written (error)",
-                    (10, cell // 2),
-                    cv2.FONT_HERSHEY_SIMPLEX,
-                    0.6,
-                    (200, 0, 0),
-                    2,
-                )
-            cells.append(tile)
-        label_bar = np.full((28, cell * 2 + 8, 3), 255, np.uint8)
-        cv2.putText(label_bar, label[:60], (4, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
-        row = np.hstack([cells[0], np.full((cell, 8, 3), 255, np.uint8), cells[1]])
-        rows.append(np.vstack([label_bar, row]))
-    sheet = np.vstack(rows) if rows else np.full((cell, cell * 2, 3), 255, np.uint8)
-    Image.fromarray(sheet).save(str(out_path))
+        bar = np.full((26, cell * 2 + gap, 3), 255, np.uint8)
+        cv2.putText(bar, label[:48], (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+        row = np.hstack([_tile(before, cell), np.full((cell, gap, 3), 255, np.uint8), _tile(after, cell)])
+        blocks.append(np.vstack([bar, row, np.full((gap, cell * 2 + gap, 3), 255, np.uint8)]))
+    if not blocks:
+        blocks = [np.full((cell, cell * 2 + gap, 3), 255, np.uint8)]
+    while len(blocks) % columns:
+        blocks.append(np.full_like(blocks[0], 255))
+    sep = np.full((blocks[0].shape[0], 3 * gap, 3), 255, np.uint8)
+    rows = []
+    for i in range(0, len(blocks), columns):
+        parts = []
+        for b in blocks[i : i + columns]:
+            parts += [b, sep]
+        rows.append(np.hstack(parts[:-1]))
+    Image.fromarray(np.vstack(rows)).save(str(out_path))
