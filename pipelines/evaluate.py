@@ -89,7 +89,7 @@ def finalize(
     """All per-image records -> AP, privacy summary, timings; writes metrics, plots, records."""
     from blurbeam.evaluation import wider
     from blurbeam.evaluation.plots import save_pr_curve
-    from blurbeam.evaluation.privacy import summarise
+    from blurbeam.evaluation.privacy import SWEEP_THRESHOLDS, summarise, threshold_sweep
     from blurbeam.shards import join_output, write_bytes
     from blurbeam.transforms.evaluate import privacy_from_record, records_to_jsonl
 
@@ -107,6 +107,15 @@ def finalize(
         save_pr_curve(res, Path(output) / name, meta["detector"]["name"])
         plots[lv] = name
     privacy = summarise(privacy_from_record(r) for r in labelled if r["privacy"] is not None)
+    sweep = threshold_sweep(
+        (
+            (gt.images[r["key"]], preds[r["key"]], int(r["width"]), int(r["height"]))
+            for r in labelled
+            if r["privacy"] is not None
+        ),
+        [t for t in SWEEP_THRESHOLDS if t >= meta["ap_min_score"]],
+        PrivacyConfig(**meta["privacy_config"]),
+    )
     ok = [r for r in records if not r["error"]]
     detect_ms = [r["timings_ms"]["detect"] for r in ok if "detect" in r["timings_ms"]]
     total_ms = [sum(r["timings_ms"].get(s, 0.0) for s in ("decode", "detect")) for r in ok]
@@ -124,6 +133,7 @@ def finalize(
         "ap": {lv: results[lv].ap for lv in LEVELS},
         "ap_faces": {lv: results[lv].face_count for lv in LEVELS},
         "privacy": privacy,
+        "threshold_sweep": sweep,
         "predictions_per_image": (
             float(np.mean([len(r["preds"]) for r in labelled])) if labelled else None
         ),

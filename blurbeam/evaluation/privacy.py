@@ -133,3 +133,34 @@ def summarise(images: Iterable[ImagePrivacy]) -> dict[str, object]:
             float(sum(im.false_positives for im in images) / n) if n else None
         ),
     }
+
+
+#: Anonymize thresholds at which ``blurbeam evaluate`` also reports blur recall and false
+#: positives, to choose a threshold for recall.
+SWEEP_THRESHOLDS: tuple[float, ...] = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def threshold_sweep(
+    items: Iterable[tuple[ImageGt, np.ndarray, int, int]],
+    thresholds: Iterable[float] = SWEEP_THRESHOLDS,
+    cfg: PrivacyConfig = PrivacyConfig(),
+) -> list[dict[str, object]]:
+    """Blur recall and false positives per image at each threshold, for the images given as
+    (ground truth, predictions (N, 5) x y w h score, width, height)."""
+    items = list(items)
+    rows = []
+    for t in thresholds:
+        per_image = [
+            image_privacy(gt, preds[preds[:, 4] >= t] if len(preds) else preds, w, h, cfg)
+            for gt, preds, w, h in items
+        ]
+        s = summarise(per_image)
+        rows.append(
+            {
+                "threshold": t,
+                "blur_recall": s["blur_recall"],
+                "false_positives_per_image": s["false_positives_per_image"],
+                "detections_per_image": s["detections_per_image"],
+            }
+        )
+    return rows
