@@ -17,7 +17,20 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "anonymize": ("blurbeam.pipelines.anonymize", "detect and blur faces in an image dataset"),
     "demo": ("blurbeam.pipelines.demo", "build a small sample dataset and anonymize it"),
-    "evaluate": ("blurbeam.pipelines.evaluate", "WIDER FACE AP, blur recall and cost of a detector"),
+    "privacy-audit": (
+        "blurbeam.pipelines.privacy_audit",
+        "measure whether anonymized faces can still be recognised (and the defaults sweep)",
+    ),
+    "evaluate": (
+        "blurbeam.pipelines.evaluate",
+        "WIDER FACE AP, blur recall and cost of a detector",
+    ),
+    "train-deblur": ("blurbeam.pipelines.train_deblur", "train the face-deblurring network on CPU"),
+    "evaluate-deblur": (
+        "blurbeam.pipelines.evaluate_deblur",
+        "benchmark face deblurring against the baselines",
+    ),
+    "deblur": ("blurbeam.pipelines.deblur", "detect faces in images and restore (deblur) them"),
 }
 
 

@@ -1,0 +1,194 @@
+"""Outputs of an audit or a sweep: Parquet rows per face x attacker, a summary per method and
+strength (Parquet + JSON), a Markdown report and a plot of top-1 identification against
+strength per method."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from blurbeam.privacy.recognizer import COSINE_THRESHOLD
+from blurbeam.privacy.scoring import (
+    MIN_GALLERY,
+    TARGET_REID,
+    TARGET_TOP1,
+    WEAK_TOP1,
+    SettingScore,
+)
+
+ROW_SCHEMA = pa.schema(
+    [
+        ("method", pa.string()),
+        ("strength", pa.float64()),
+        ("face_id", pa.string()),
+        ("face_size", pa.float64()),
+        ("attacker", pa.string()),
+        ("cosine", pa.float64()),
+        ("match", pa.bool_()),
+        ("rank", pa.int32()),
+        ("top1", pa.bool_()),
+        ("gallery_size", pa.int32()),
+    ]
+)
+
+STRENGTH_MEANS = {
+    "gaussian": "sigma / face size",
+    "bilateral": "sigma / face size",
+    "box": "kernel / face size",
+    "median": "kernel / face size",
+    "pixelate": "blocks across the face (fewer = stronger)",
+    "solid": "-",
+}
+
+
+def rows_table(scores: Sequence[SettingScore], face_size: Mapping[str, float]) -> pa.Table:
+    rows = []
+    for s in scores:
+        for r in s.rows:
+            rows.append({**r, "face_size": float(face_size.get(r["face_id"], math.nan))})
+    return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+
+
+def write_outputs(
+    out: Path,
+    scores: Sequence[SettingScore],
+    face_size: Mapping[str, float],
+    title: str,
+    notes: Sequence[str] = (),
+) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "rows": out / "privacy_rows.parquet",
+        "summary": out / "privacy_summary.parquet",
+        "summary_json": out / "privacy_summary.json",
+        "report": out / "PRIVACY_REPORT.md",
+        "plot": out / "top1_vs_strength.png",
+    }
+    pq.write_table(rows_table(scores, face_size), paths["rows"])
+    summaries = [s.summary() for s in scores]
+    pq.write_table(pa.Table.from_pylist(summaries), paths["summary"])
+    paths["summary_json"].write_text(json.dumps(summaries, indent=1, default=_json_default))
+    plot_top1(scores, paths["plot"])
+    paths["report"].write_text(markdown(scores, title, notes, plot_name=paths["plot"].name))
+    return paths
+
+
+def _json_default(o):
+    try:
+        return float(o)
+    except (TypeError, ValueError):
+        return str(o)
+
+
+def _pct(x: float, digits: int = 1) -> str:
+    return "n/a" if x != x else f"{100 * x:.{digits}f}%"
+
+
+def verdict(s: SettingScore) -> str:
+    if s.passes:
+        return "pass"
+    if s.top1_max.value >= WEAK_TOP1:
+        return "FAIL (weak)"
+    return "fail"
+
+
+def markdown_table(scores: Sequence[SettingScore]) -> str:
+    head = (
+        "| method | strength | faces | top-1 worst attacker [95% CI] | worst attacker | "
+        "top-1 any attacker | chance | verification re-id (worst) [95% CI] | impostor rate | "
+        "verdict |\n"
+        "|---|---:|---:|---|---|---|---:|---|---|---|\n"
+    )
+    lines = []
+    for s in sorted(scores, key=lambda s: (s.method, -s.top1_max.value, s.strength)):
+        lines.append(
+            f"| {s.method} | {s.strength:g} | {s.n_faces} | {s.top1_max.fmt()} | "
+            f"{s.worst_attacker} | {s.top1_any.fmt()} | {_pct(s.chance, 2)} | {s.reid.fmt()} | "
+            f"{s.impostor.fmt(2)} | {verdict(s)} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def attacker_table(scores: Sequence[SettingScore]) -> str:
+    attackers: list[str] = []
+    for s in scores:
+        attackers += [a for a in s.attackers if a not in attackers]
+    head = "| method | strength | " + " | ".join(attackers) + " |\n"
+    head += "|---|---:|" + "---:|" * len(attackers) + "\n"
+    lines = []
+    for s in sorted(scores, key=lambda s: (s.method, s.strength)):
+        cells = [_pct(s.top1[a].value) if a in s.top1 else "-" for a in attackers]
+        lines.append(f"| {s.method} | {s.strength:g} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def markdown(
+    scores: Sequence[SettingScore], title: str, notes: Sequence[str] = (), plot_name: str = ""
+) -> str:
+    parts = [f"# {title}\n"]
+    parts += [f"{n}\n" for n in notes]
+    small = [s for s in scores if s.gallery_size < MIN_GALLERY]
+    if small:
+        parts.append(
+            f"**Warning:** gallery of {small[0].gallery_size} faces, fewer than {MIN_GALLERY}: "
+            "top-1 identification is easier than with a large gallery and its chance level is "
+            "high; read these rates with that in mind.\n"
+        )
+    parts.append(
+        f"Identity model: SFace (OpenCV), same person when cosine >= {COSINE_THRESHOLD}. "
+        "Anonymized faces are aligned with the original face's landmarks. Targets: top-1 "
+        f"identification <= {_pct(TARGET_TOP1, 0)} under every attacker and verification "
+        f"re-identification <= {_pct(TARGET_REID, 0)} under the worst attacker; a setting with "
+        f">= {_pct(WEAK_TOP1, 0)} top-1 is flagged weak. Intervals: Wilson 95% (bootstrap over "
+        "faces for the impostor rate).\n"
+    )
+    parts.append("## Summary per method and strength\n")
+    parts.append(markdown_table(scores))
+    parts.append("\n## Top-1 identification per attacker\n")
+    parts.append(attacker_table(scores))
+    if plot_name:
+        parts.append(f"\n![top-1 identification against strength]({plot_name})\n")
+    return "\n".join(parts)
+
+
+def plot_top1(scores: Sequence[SettingScore], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = sorted({s.method for s in scores})
+    ncols = min(3, len(methods))
+    nrows = int(math.ceil(len(methods) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False)
+    for ax, method in zip(axes.flat, methods, strict=False):
+        ss = sorted((s for s in scores if s.method == method), key=lambda s: s.strength)
+        x = [s.strength for s in ss]
+        for label, get in (
+            ("worst attacker", lambda s: s.top1_max),
+            ("no attacker", lambda s: s.top1.get("none", s.top1_max)),
+        ):
+            y = [100 * get(s).value for s in ss]
+            lo = [100 * (get(s).value - get(s).lo) for s in ss]
+            hi = [100 * (get(s).hi - get(s).value) for s in ss]
+            ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=label)
+        ax.plot(x, [100 * s.chance for s in ss], "k:", label="chance")
+        ax.axhline(100 * TARGET_TOP1, color="g", ls="--", lw=0.8, label="target")
+        ax.set_title(method)
+        ax.set_xlabel(f"strength ({STRENGTH_MEANS.get(method, '')})", fontsize=8)
+        ax.set_ylabel("top-1 identification (%)")
+        ax.set_ylim(0, 100)
+        if method == "pixelate":
+            ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(methods) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
