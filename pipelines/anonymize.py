@@ -137,6 +137,32 @@ def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = Fa
     _option(
         parser, "progress", default="auto", choices=("auto", "on", "off"), help="live progress line"
     )
+    _option(
+        parser,
+        "image-column",
+        default=None,
+        help="Parquet shards: the image column, binary or struct{bytes, path} (default: detected)",
+    )
+    _option(
+        parser,
+        "skip-existing",
+        action="store_true",
+        help="skip images that already succeeded under the same config (audit under --output)",
+    )
+    _option(
+        parser,
+        "input-slices",
+        type=int,
+        default=0,
+        help="list the input in this many parallel pieces (default: 1; DaskRunner: its partitions)",
+    )
+    _option(
+        parser,
+        "opencv-threads",
+        type=int,
+        default=None,
+        help="cv2.setNumThreads in each worker (e.g. 1 when workers = cores; default: OpenCV's)",
+    )
 
 
 class AnonymizeOptions(PipelineOptions):
@@ -173,6 +199,15 @@ class RunPlan:
     max_pixels: int
     max_bytes: int
     audit_shards: int = 1
+    image_column: str | None = None
+    skip_existing: bool = False
+    input_slices: int = 1
+    opencv_threads: int | None = None
+
+    def shard_options(self):
+        from blurbeam.shards import ShardOptions
+
+        return ShardOptions(max_bytes=self.max_bytes, image_column=self.image_column)
 
 
 def plan(opts: AnonymizeOptions) -> RunPlan:
@@ -205,6 +240,8 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
         "max_pixels": opts.max_pixels,
         "max_bytes": opts.max_bytes,
     }
+    if opts.image_column:  # only when set, so that configs without it keep their hash
+        config["image_column"] = opts.image_column
     run_id = (
         opts.run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     )
@@ -229,6 +266,10 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
         opts.max_pixels,
         opts.max_bytes,
         opts.audit_shards,
+        image_column=opts.image_column,
+        skip_existing=bool(opts.skip_existing),
+        input_slices=max(1, opts.input_slices or 1),
+        opencv_threads=opts.opencv_threads,
     )
 
 
@@ -236,11 +277,49 @@ def build(p: beam.Pipeline, rp: RunPlan, progress_dir: str | None = None):
     """The anonymize pipeline on ``p``; returns the audit-record PCollection."""
     from blurbeam.transforms.anonymize import AnonymizeAndWrite, DetectFaces, ReadImages
 
-    tasks = p | "ReadImages" >> ReadImages(rp.input, rp.max_pixels, rp.max_bytes, exclude=rp.output)
+    tasks = p | "ReadImages" >> ReadImages(
+        rp.input,
+        rp.max_pixels,
+        rp.max_bytes,
+        exclude=rp.output,
+        image_column=rp.image_column,
+        skip_existing=(rp.output, rp.ctx.config_hash, rp.run_id) if rp.skip_existing else None,
+        input_slices=rp.input_slices,
+        opencv_threads=rp.opencv_threads,
+    )
     detected = tasks | "DetectFaces" >> DetectFaces(rp.spec)
     return detected | "AnonymizeAndWrite" >> AnonymizeAndWrite(
-        rp.output, rp.ctx, rp.blur, rp.policy, progress_dir, rp.audit_shards
+        rp.output,
+        rp.ctx,
+        rp.blur,
+        rp.policy,
+        progress_dir,
+        rp.audit_shards,
+        shard_options=rp.shard_options(),
     )
+
+
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+DEFAULT_DASK_PARTITIONS = 16
+
+
+def prepare_runner(beam_args: list[str], input_slices: int) -> tuple[list[str], int]:
+    """Runner-specific defaults: ``--runner DaskRunner`` is Beam's DaskRunner (by its full
+    path), and there the input is listed in as many slices as the Dask bags have partitions
+    (``--dask_npartitions``, default 16), since Dask ignores Reshuffle. Returns the Beam arguments
+    and the number of input slices (``input_slices`` when it is set, else 1 elsewhere)."""
+    args = list(beam_args)
+    runner = PipelineOptions(args).view_as(StandardOptions).runner or ""
+    if runner not in ("DaskRunner", "dask", DASK_RUNNER):
+        return args, max(1, input_slices or 1)
+    args += ["--runner", DASK_RUNNER]
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--dask_npartitions", type=int, default=None)
+    partitions = parser.parse_known_args(args)[0].dask_npartitions
+    slices = input_slices or partitions or DEFAULT_DASK_PARTITIONS
+    if partitions is None and "--dask_partition_size" not in " ".join(args):
+        args.append(f"--dask_npartitions={slices}")
+    return args, slices
 
 
 class _Progress:
@@ -357,6 +436,7 @@ def query_counters(result) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    beam_args, slices = prepare_runner(beam_args, args.input_slices)
     options = PipelineOptions(beam_args, **vars(args))
     opts = options.view_as(AnonymizeOptions)
     try:
@@ -364,18 +444,25 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     except ValueError as exc:
         print(f"blurbeam anonymize: error: {exc}", file=sys.stderr)
         return 2
+    rp.input_slices = slices
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     local = runner in ("DirectRunner", "direct", "FnApiRunner")
     total = None
+    what = ""
     if local:
         try:
-            total = sum(1 for _ in expand_input(rp.input, exclude=rp.output))
+            refs = list(expand_input(rp.input, exclude=rp.output))
         except InputError as exc:
             print(f"blurbeam anonymize: error: {exc}", file=sys.stderr)
             return 2
+        if all(r.kind == "file" for r in refs):
+            total = len(refs)
+            what = f", {total} inputs"
+        else:
+            what = f", {len(refs)} files and shards"
     print(
         f"blurbeam {__version__}: run {rp.run_id}, detector {rp.spec.name}, method {rp.blur.method}, "
-        f"runner {runner}" + (f", {total} inputs" if total is not None else ""),
+        f"runner {runner}{what}" + (", skipping images already done" if rp.skip_existing else ""),
         file=sys.stderr,
     )
     show = opts.progress == "on" or (opts.progress == "auto" and local)
@@ -384,14 +471,27 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         p = beam.Pipeline(options=options)
         build(p, rp, progress.dir)
         result = p.run()
-        result.wait_until_finish()
+        try:
+            result.wait_until_finish()
+        finally:
+            client = getattr(result, "client", None)  # DaskRunner's dask.distributed client
+            if client is not None:
+                client.close()
     wall = time.monotonic() - t0
     table = read_run_records(rp.output, rp.run_id)
     summary = summarize(table, rp, wall, runner, query_counters(result))
+    if rp.skip_existing:
+        summary["images_skipped"] = summary["metrics"].get("images_skipped")
     from blurbeam.shards import join_output, write_bytes
 
     write_bytes(join_output(rp.output, "run.json"), json.dumps(summary, indent=2).encode())
     c = summary["status_counts"]
+    if rp.skip_existing:
+        print(
+            f"skipped {summary['images_skipped'] if summary['images_skipped'] is not None else '?'}"
+            " images already done under this config",
+            file=sys.stderr,
+        )
     print(
         f"done: {summary['images']} images ({c['ok']} with faces, {c['no_faces']} without, "
         f"{c['error']} errors), {summary['faces']} faces, {summary['wall_s']:.1f} s, "

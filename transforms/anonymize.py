@@ -1,5 +1,9 @@
 """The anonymize chain as composable PTransforms: ``ReadImages`` (expand + read + decode),
-``DetectFaces`` and ``AnonymizeAndWrite``. The evaluate and deblur pipelines reuse the first two."""
+``DetectFaces`` and ``AnonymizeAndWrite``. The evaluate and deblur pipelines reuse the first two.
+
+Plain image files are written one by one as they come; images from container shards (tar,
+Parquet, TFRecord: their tasks have a non-empty ``key``) are grouped by shard and each output shard
+is written whole, in the input's format, by ``WriteShardFn``."""
 
 from __future__ import annotations
 
@@ -8,17 +12,29 @@ import apache_beam as beam
 from blurbeam.blur import BlurConfig
 from blurbeam.detectors import DetectorSpec
 from blurbeam.imageio import MetadataPolicy
+from blurbeam.shards import ShardOptions
 from blurbeam.task import RunContext
 from blurbeam.transforms.detect import DetectFn
 from blurbeam.transforms.image import AnonymizeFn, DecodeFn, EncodeFn
 from blurbeam.transforms.read import ExpandInput, ReadImagesFn
-from blurbeam.transforms.write import WriteAudit, WriteImageFn
+from blurbeam.transforms.write import WriteAudit, WriteImageFn, WriteShardFn
 
 
 class ReadImages(beam.PTransform):
     """--input spec -> decoded ImageTasks (failed reads/decodes travel on as failed tasks)."""
 
-    def __init__(self, spec: str, max_pixels: int, max_bytes: int, exclude: str | None = None):
+    def __init__(
+        self,
+        spec: str,
+        max_pixels: int,
+        max_bytes: int,
+        exclude: str | None = None,
+        *,
+        image_column: str | None = None,
+        skip_existing: tuple[str, str, str] | None = None,
+        input_slices: int = 1,
+        opencv_threads: int | None = None,
+    ):
         super().__init__()
         self._spec, self._max_pixels, self._max_bytes, self._exclude = (
             spec,
@@ -26,12 +42,22 @@ class ReadImages(beam.PTransform):
             max_bytes,
             exclude,
         )
+        self._image_column = image_column
+        self._skip_existing = skip_existing
+        self._input_slices = input_slices
+        self._opencv_threads = opencv_threads
 
     def expand(self, pbegin):
+        read = ReadImagesFn(
+            self._max_bytes,
+            image_column=self._image_column,
+            skip_existing=self._skip_existing,
+            opencv_threads=self._opencv_threads,
+        )
         return (
             pbegin
-            | "Expand" >> ExpandInput(self._spec, self._exclude)
-            | "Read" >> beam.ParDo(ReadImagesFn(self._max_bytes))
+            | "Expand" >> ExpandInput(self._spec, self._exclude, self._input_slices)
+            | "Read" >> beam.ParDo(read)
             | "Decode" >> beam.ParDo(DecodeFn(self._max_pixels))
         )
 
@@ -57,18 +83,35 @@ class AnonymizeAndWrite(beam.PTransform):
         policy: MetadataPolicy,
         progress_dir: str | None = None,
         audit_shards: int = 1,
+        shard_options: ShardOptions | None = None,
     ):
         super().__init__()
         self._output, self._ctx, self._blur, self._policy = output, ctx, blur, policy
         self._progress_dir = progress_dir
         self._audit_shards = audit_shards
+        self._shard_options = shard_options or ShardOptions()
 
     def expand(self, tasks):
-        records = (
+        encoded = (
             tasks
             | "Anonymize" >> beam.ParDo(AnonymizeFn(self._blur))
             | "Encode" >> beam.ParDo(EncodeFn(self._policy))
+        )
+        file_records = (
+            encoded
+            | "PlainFiles" >> beam.Filter(lambda t: not t.key)
             | "WriteImages" >> beam.ParDo(WriteImageFn(self._output, self._ctx, self._progress_dir))
         )
+        shard_records = (
+            encoded
+            | "InShards" >> beam.Filter(lambda t: bool(t.key))
+            | "KeyByShard" >> beam.Map(lambda t: ((t.shard_uri, t.rel), t))
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShards"
+            >> beam.ParDo(
+                WriteShardFn(self._output, self._ctx, self._progress_dir, self._shard_options)
+            )
+        )
+        records = (file_records, shard_records) | "AllRecords" >> beam.Flatten()
         _ = records | "WriteAudit" >> WriteAudit(self._output, self._ctx.run_id, self._audit_shards)
         return records

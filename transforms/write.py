@@ -13,13 +13,20 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from blurbeam.schemas.audit import AUDIT_SCHEMA, validate_record
-from blurbeam.shards import join_output, write_bytes
-from blurbeam.task import ImageTask, RunContext
+from blurbeam.shards import (
+    ShardOptions,
+    get_format,
+    join_output,
+    kind_of,
+    member_uri,
+    write_bytes,
+)
+from blurbeam.task import ImageTask, RunContext, one_line
 
 
-class WriteImageFn(beam.DoFn):
-    """Writes ``task.encoded`` (anonymized bytes) under the output root and emits the task's audit
-    record. A task that failed anywhere has no encoded bytes and writes nothing."""
+class _AuditingFn(beam.DoFn):
+    """Turns finished tasks into validated audit records, with status counters and the live
+    progress files of local runs."""
 
     def __init__(self, output: str, ctx: RunContext, progress_dir: str | None = None) -> None:
         self._output = output
@@ -33,22 +40,12 @@ class WriteImageFn(beam.DoFn):
         self._progress = {"done": 0, "faces": 0, "error": 0}
         self._last_flush = 0.0
 
-    def process(self, task: ImageTask):
-        def write(t: ImageTask) -> None:
-            if t.encoded is None:
-                raise RuntimeError("no anonymized image to write")
-            uri = join_output(self._output, t.rel)
-            write_bytes(uri, t.encoded)
-            t.output_uri = uri
-            t.output_sha256 = hashlib.sha256(t.encoded).hexdigest()
-            t.encoded = None
-
-        task.run_stage("write", write)
+    def _record(self, task: ImageTask) -> dict:
         record = task.audit_record(self._ctx)
         validate_record(record)
         self._counters[record["status"]].inc()
         self._tick(record)
-        yield record
+        return record
 
     def _tick(self, record: dict) -> None:
         if not self._progress_dir:
@@ -76,6 +73,75 @@ class WriteImageFn(beam.DoFn):
             self._flush()
 
 
+class WriteImageFn(_AuditingFn):
+    """Writes ``task.encoded`` (anonymized bytes) under the output root and emits the task's audit
+    record. A task that failed anywhere has no encoded bytes and writes nothing."""
+
+    def process(self, task: ImageTask):
+        def write(t: ImageTask) -> None:
+            if t.encoded is None:
+                raise RuntimeError("no anonymized image to write")
+            uri = join_output(self._output, t.rel)
+            write_bytes(uri, t.encoded)
+            t.output_uri = uri
+            t.output_sha256 = hashlib.sha256(t.encoded).hexdigest()
+            t.encoded = None
+
+        task.run_stage("write", write)
+        yield self._record(task)
+
+
+class WriteShardFn(_AuditingFn):
+    """(shard, its tasks) -> the output shard, written whole and atomically in the input's format,
+    then one audit record per task.
+
+    The source shard is read again and rewritten by its ``ShardFormat``: each image that was
+    anonymized is swapped for its new bytes (after checking the source still holds the bytes that
+    were read), failed images are left out with their sample, everything else is copied
+    unchanged. When no image of the shard succeeded, nothing is written. When the rewrite or the
+    write fails, every image of the shard gets an error record (stage ``write``).
+    """
+
+    def __init__(
+        self,
+        output: str,
+        ctx: RunContext,
+        progress_dir: str | None = None,
+        opts: ShardOptions | None = None,
+    ) -> None:
+        super().__init__(output, ctx, progress_dir)
+        self._opts = opts or ShardOptions()
+        self._shards = Metrics.counter("blurbeam", "shards_written")
+
+    def process(self, keyed):
+        import fsspec
+
+        (shard_uri, rel), tasks = keyed
+        tasks = sorted(tasks, key=lambda t: t.key)
+        done = [t for t in tasks if not t.failed and t.encoded is not None]
+        if done:
+            out_uri = join_output(self._output, rel)
+            try:
+                fmt = get_format(kind_of(shard_uri))
+                fs, path = fsspec.core.url_to_fs(shard_uri)
+                source = fs.cat_file(path)
+                replaced = {t.key: (t.source_sha256, t.encoded) for t in done}
+                write_bytes(out_uri, fmt.rewrite(source, replaced, self._opts))
+                self._shards.inc()
+            except Exception as exc:
+                for t in done:
+                    t.fail("write", f"shard not written: {one_line(exc)}")
+            for t in done:
+                if not t.failed:
+                    t.output_uri = member_uri(out_uri, t.key)
+                    t.output_sha256 = hashlib.sha256(t.encoded).hexdigest()
+                    t.encoded = None
+        for t in tasks:
+            if not t.failed and t.encoded is not None:  # cannot happen: fail closed anyway
+                t.fail("write", "anonymized image was not written")
+            yield self._record(t)
+
+
 class _WriteAuditShardFn(beam.DoFn):
     def __init__(self, prefix: str, num_shards: int) -> None:
         self._prefix = prefix
@@ -99,7 +165,8 @@ class _WriteAuditShardFn(beam.DoFn):
 class WriteAudit(beam.PTransform):
     """Audit dicts -> Parquet part files ``OUTPUT/audit/run-<run_id>-KKKKK-of-NNNNN.parquet``.
 
-    Records are spread over ``num_shards`` files by a stable hash of their source URI; each file
+    Records are spread over ``num_shards`` files by a stable hash of their shard's URI (so the
+    records of a container shard land in one file, all or none after a crash); each file
     has a deterministic name and is written whole, so a retried bundle rewrites the same file
     instead of adding duplicates. Storage goes through fsspec like everything else.
     """
@@ -115,7 +182,7 @@ class WriteAudit(beam.PTransform):
         n = self._num_shards
         return (
             records
-            | "ByShard" >> beam.Map(lambda r: (zlib.crc32(r["source_uri"].encode()) % n, r))
+            | "ByShard" >> beam.Map(lambda r: (zlib.crc32(r["shard_uri"].encode()) % n, r))
             | "Group" >> beam.GroupByKey()
             | "WriteParquet" >> beam.ParDo(_WriteAuditShardFn(self._prefix, n))
         )

@@ -2,13 +2,16 @@
 
 ``expand_input(spec)`` turns the user's ``--input`` (a file, a directory, a glob or an fsspec URL)
 into ``ShardRef``s; ``read_records(ref)`` turns one shard into ``ImageRecord``s. A shard format is
-one module of this package defining a ``ShardFormat`` subclass decorated with ``@register_format``
-(``files`` is the first: each image file is its own shard). Storage goes through fsspec, so every
-filesystem fsspec knows works the same way.
+one module of this package defining a ``ShardFormat`` subclass decorated with ``@register_format``:
+``files`` (each image file is its own shard), ``tar`` (WebDataset), ``parquet`` and ``tfrecord``.
+Container formats (many images per shard) are written back whole by ``ShardFormat.rewrite``: the
+source shard with its images swapped for their anonymized bytes and everything else unchanged.
+Storage goes through fsspec, so every filesystem fsspec knows works the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import pkgutil
@@ -38,6 +41,14 @@ class ImageRecord:
     error: str | None = None  # set when the record could not be read
 
 
+@dataclass(frozen=True)
+class ShardOptions:
+    """How shards are read: limits and format-specific choices."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES  # larger images (or image members) are rejected unread
+    image_column: str | None = None  # Parquet: the image column (default: detected)
+
+
 class InputError(Exception):
     """The --input spec itself is unusable (nothing matches, unreadable root...)."""
 
@@ -46,16 +57,41 @@ class UnsafePathError(ValueError):
     """A relative path (e.g. an archive member name) would escape the output root."""
 
 
+class ShardChangedError(ValueError):
+    """The source shard no longer holds the image bytes that were anonymized."""
+
+
 class ShardFormat:
-    """One kind of shard. ``matches`` decides from a file name whether a file is of this kind."""
+    """One kind of shard. ``matches`` decides from a file name whether a file is of this kind.
+
+    ``read`` yields one ``ImageRecord`` per image (a record with ``error`` set for an image that
+    cannot be read: too large, unsafe member name...). Container formats (``container = True``)
+    also implement ``rewrite`` and ``keys``; their records' ``key`` is unique within the shard and
+    ``rel`` is the shard's own relative path.
+    """
 
     name: str = ""
+    container: bool = False
 
     def matches(self, path: str) -> bool:
         raise NotImplementedError
 
-    def read(self, ref: ShardRef, max_bytes: int) -> Iterator[ImageRecord]:
+    def read(self, ref: ShardRef, opts: ShardOptions) -> Iterator[ImageRecord]:
         raise NotImplementedError
+
+    def keys(self, ref: ShardRef, opts: ShardOptions) -> list[str]:
+        """The key of every image in the shard (for coverage reports); reads no more than needed."""
+        return [r.key for r in self.read(ref, opts)]
+
+    def rewrite(
+        self, source: bytes, replaced: dict[str, tuple[str, bytes]], opts: ShardOptions
+    ) -> bytes:
+        """The shard ``source`` re-encoded in its own format, with each image whose key is in
+        ``replaced`` (``key -> (source sha256, new bytes)``) swapped for the new bytes. Images not
+        in ``replaced`` (they failed) are left out together with their sample (tar sample, Parquet
+        row, TFRecord example); everything else is copied unchanged. Raises ``ShardChangedError``
+        when an image's bytes no longer hash to the given source sha256."""
+        raise NotImplementedError(f"{self.name} shards cannot be rewritten")
 
 
 _FORMATS: dict[str, ShardFormat] = {}
@@ -164,8 +200,40 @@ def expand_input(spec: str, exclude: str | None = None) -> Iterator[ShardRef]:
         raise InputError(f"--input {spec!r} holds no images or shards we can read")
 
 
-def read_records(ref: ShardRef, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[ImageRecord]:
-    return get_format(ref.kind).read(ref, max_bytes)
+def read_records(
+    ref: ShardRef, max_bytes: int = DEFAULT_MAX_BYTES, opts: ShardOptions | None = None
+) -> Iterator[ImageRecord]:
+    return get_format(ref.kind).read(ref, opts or ShardOptions(max_bytes=max_bytes))
+
+
+def kind_of(uri: str) -> str:
+    """The shard kind of a file, from its name (as ``expand_input`` decides it)."""
+    kind = _match_kind(fsspec.core.url_to_fs(uri)[1])
+    if kind is None:
+        raise ValueError(f"not a shard we can read: {uri!r}")
+    return kind
+
+
+def member_uri(shard_uri: str, key: str) -> str:
+    """The URI of one image inside a container shard."""
+    return f"{shard_uri}#{key}"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_source(key: str, data: bytes, replaced: dict[str, tuple[str, bytes]]) -> bytes:
+    """The replacement for image ``key``, after checking that ``data`` is what was anonymized."""
+    expected, new = replaced[key]
+    if sha256(data) != expected:
+        raise ShardChangedError(f"image {key!r} changed in the source shard during the run")
+    return new
+
+
+def one_line_error(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:300]
 
 
 def write_bytes(uri: str, data: bytes) -> None:

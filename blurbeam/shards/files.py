@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import fsspec
 
 from blurbeam.imageio import IMAGE_EXTENSIONS
-from blurbeam.shards import ImageRecord, ShardFormat, ShardRef, register_format
+from blurbeam.shards import ImageRecord, ShardFormat, ShardOptions, ShardRef, register_format
 
 
 @register_format
@@ -18,7 +18,11 @@ class FileFormat(ShardFormat):
     def matches(self, path: str) -> bool:
         return posixpath.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
-    def read(self, ref: ShardRef, max_bytes: int) -> Iterator[ImageRecord]:
+    def keys(self, ref: ShardRef, opts: ShardOptions) -> list[str]:
+        return [""]
+
+    def read(self, ref: ShardRef, opts: ShardOptions) -> Iterator[ImageRecord]:
+        max_bytes = opts.max_bytes
         record = ImageRecord(ref.uri, ref.uri, "", ref.rel, None)
         try:
             fs, path = fsspec.core.url_to_fs(ref.uri)

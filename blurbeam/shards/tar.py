@@ -1,0 +1,191 @@
+"""WebDataset-style tar shards: ``*.tar`` whose members are grouped into samples by key.
+
+The key of a member is its path up to the first dot of its file name (``dir/0001.seg.png`` belongs
+to sample ``dir/0001``), as WebDataset groups them. Members whose last extension is jpg, jpeg, png
+or webp are images: each yields one record keyed by its member name. Every other member (``.json``,
+``.txt``, ``.cls`` ...) is copied through unchanged when the shard is rewritten.
+
+Member names are untrusted. A member with an absolute name or a ``..`` component, a link or a
+special file, or an image name that occurs twice makes its whole sample unusable: its images get
+an error record and the sample is left out of the output shard. Nothing is ever extracted to disk.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import posixpath
+import tarfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import fsspec
+
+from blurbeam.shards import (
+    ImageRecord,
+    ShardFormat,
+    ShardOptions,
+    ShardRef,
+    UnsafePathError,
+    check_source,
+    member_uri,
+    register_format,
+    safe_relpath,
+)
+
+IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp"})
+
+
+def sample_key(name: str) -> str:
+    """WebDataset's key: the directory plus the file name up to its first dot."""
+    directory, base = posixpath.split(name)
+    stem = base.split(".", 1)[0]
+    return posixpath.join(directory, stem) if directory else stem
+
+
+def is_image(name: str) -> bool:
+    base = posixpath.basename(name)
+    return "." in base and base.rsplit(".", 1)[1].lower() in IMAGE_EXTS
+
+
+@dataclass
+class _Member:
+    name: str
+    kind: str  # "file", "dir" or "other" (links, devices, fifos)
+    size: int
+
+
+def _kind(info: tarfile.TarInfo) -> str:
+    return "file" if info.isfile() else "dir" if info.isdir() else "other"
+
+
+def _unsafe_reason(name: str) -> str | None:
+    try:
+        safe_relpath(name)
+    except UnsafePathError as exc:
+        return str(exc)
+    return None
+
+
+def _bad_samples(members: list[_Member]) -> dict[str, str]:
+    """Samples that can never be written back, with the reason."""
+    bad: dict[str, str] = {}
+    counts = Counter(m.name for m in members if is_image(m.name))
+    for m in members:
+        key = sample_key(m.name)
+        reason = _unsafe_reason(m.name)
+        if reason is None and m.kind == "other":
+            reason = f"member {m.name!r} is a link or special file"
+        if reason is None and is_image(m.name) and counts[m.name] > 1:
+            reason = f"image member {m.name!r} occurs {counts[m.name]} times"
+        if reason is not None:
+            bad.setdefault(key, reason)
+    return bad
+
+
+@register_format
+class TarFormat(ShardFormat):
+    name = "tar"
+    container = True
+
+    def matches(self, path: str) -> bool:
+        return path.lower().endswith(".tar")
+
+    def _records(
+        self, ref: ShardRef, members: list[_Member], data: dict[int, bytes], opts: ShardOptions
+    ) -> list[ImageRecord]:
+        bad = _bad_samples(members)
+        records = []
+        for i, m in enumerate(members):
+            unsafe = _unsafe_reason(m.name)
+            if not is_image(m.name) and unsafe is None:
+                continue
+            rec = ImageRecord(member_uri(ref.uri, m.name), ref.uri, m.name, ref.rel, None)
+            if unsafe is not None:
+                rec.error = f"unsafe member name rejected: {unsafe}"
+            elif sample_key(m.name) in bad:
+                rec.error = f"sample {sample_key(m.name)!r} rejected: {bad[sample_key(m.name)]}"
+            elif m.size > opts.max_bytes:
+                rec.error = (
+                    f"member too large: {m.size} bytes exceeds --max-bytes {opts.max_bytes}"
+                )
+            else:
+                rec.data = data.get(i, b"")
+            records.append(rec)
+        if not records:
+            records.append(
+                ImageRecord(
+                    ref.uri,
+                    ref.uri,
+                    "",
+                    ref.rel,
+                    None,
+                    "no image member (jpg, jpeg, png, webp) in tar shard",
+                )
+            )
+        return records
+
+    def read(self, ref: ShardRef, opts: ShardOptions) -> Iterator[ImageRecord]:
+        fs, path = fsspec.core.url_to_fs(ref.uri)
+        members: list[_Member] = []
+        data: dict[int, bytes] = {}
+        with fs.open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r|") as tf:
+            for info in tf:
+                m = _Member(info.name, _kind(info), info.size)
+                if (
+                    m.kind == "file"
+                    and is_image(m.name)
+                    and m.size <= opts.max_bytes
+                    and _unsafe_reason(m.name) is None
+                ):
+                    extracted = tf.extractfile(info)
+                    data[len(members)] = extracted.read() if extracted else b""
+                members.append(m)
+        yield from self._records(ref, members, data, opts)
+
+    def keys(self, ref: ShardRef, opts: ShardOptions) -> list[str]:
+        fs, path = fsspec.core.url_to_fs(ref.uri)
+        with fs.open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
+            members = [_Member(i.name, _kind(i), i.size) for i in tf.getmembers()]
+        return [r.key for r in self._records(ref, members, {}, opts)]
+
+    def rewrite(
+        self, source: bytes, replaced: dict[str, tuple[str, bytes]], opts: ShardOptions
+    ) -> bytes:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=io.BytesIO(source), mode="r:") as src:
+            infos = src.getmembers()
+            members = [_Member(i.name, _kind(i), i.size) for i in infos]
+            drop = set(_bad_samples(members))
+            for m in members:
+                if is_image(m.name) and m.name not in replaced:
+                    drop.add(sample_key(m.name))
+            with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dst:
+                for info in infos:
+                    if sample_key(info.name) in drop:
+                        continue
+                    if not info.isfile():  # directories: nothing else survives _bad_samples
+                        dst.addfile(copy.copy(info))
+                        continue
+                    extracted = src.extractfile(info)
+                    body = extracted.read() if extracted else b""
+                    if is_image(info.name):
+                        body = check_source(info.name, body, replaced)
+                    new = copy.copy(info)
+                    new.size = len(body)
+                    dst.addfile(new, io.BytesIO(body))
+        return out.getvalue()
+
+
+def write_samples(samples: dict[str, dict[str, bytes]]) -> bytes:
+    """A WebDataset tar of ``{key: {extension: bytes}}``, members in key order."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for key in sorted(samples):
+            for ext, body in samples[key].items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(body)
+                info.mtime = 0
+                tf.addfile(info, io.BytesIO(body))
+    return out.getvalue()
