@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -117,7 +119,9 @@ def test_high_recall_finds_a_small_face_single_scale_misses(
 
 def test_upscaled_pass_keeps_only_small_faces(astronaut: np.ndarray) -> None:
     only_up = create(
-        DetectorSpec("multiscale", options=(("base", "yunet"), ("scales", (2.0,))))
+        DetectorSpec(
+            "multiscale", options=(("base", "yunet"), ("scales", (2.0,)), ("focus", False))
+        )
     ).detect(astronaut)
     assert only_up == []  # the 117 px face is found at 2x but is not small
     both = create(DetectorSpec("multiscale", options=(("base", "yunet"),))).detect(astronaut)
@@ -133,3 +137,18 @@ def test_ensemble_fuses_the_same_face_once(astronaut: np.ndarray) -> None:
     faces = det.detect(astronaut)
     assert len(faces) == 1 and best_iou(faces, ASTRONAUT_FACE) > 0.7
     assert "+" in det.model_sha256
+
+
+def test_faces_above_a_score_do_not_depend_on_the_threshold(shared: Path) -> None:
+    """evaluate runs with a low threshold for AP; anonymize must keep exactly the same faces."""
+    crowd = shared / "crowds" / "ppl.jpg"
+    if not crowd.is_file():
+        pytest.skip(f"{crowd} not found")
+    rgb = cv2.cvtColor(cv2.imread(str(crowd)), cv2.COLOR_BGR2RGB)
+    opts = (("base", "yunet"),)
+    low = create(DetectorSpec("multiscale", 0.02, options=opts)).detect(rgb)
+    high = create(DetectorSpec("multiscale", 0.5, options=opts)).detect(rgb)
+    assert len(high) >= 5
+    assert sorted((f.x, f.y, f.w, f.h, f.score) for f in low if f.score >= 0.5) == sorted(
+        (f.x, f.y, f.w, f.h, f.score) for f in high
+    )

@@ -9,17 +9,22 @@ large ones are better seen at 1x), optionally adds a second backend (``ensemble`
 fuses the lot: ``nms`` keeps the best box of each cluster, ``vote`` (the default) replaces it by
 the score-weighted mean of the cluster's boxes and landmarks.
 
-The upscaled pass can be restricted to where faces are: ``focus=True`` upscales only tiles around
-the faces the 1x pass found with a small size (crowds of small faces come in groups), which costs
-far less than upscaling the whole image and loses little recall.
+By default the upscaled pass is restricted to where faces are (``focus``): it upscales only the
+regions around the small faces the 1x pass found, even at low scores (small faces come in crowds),
+which costs far less than upscaling the whole image; ``focus=False`` upscales everything.
 
-Options (DetectorSpec.options), all optional:
+The result above any score does not depend on the detector's threshold: the backends run at
+``min(threshold, floor)``, focus regions come from 1x faces scoring at least ``floor``, and only
+faces of at least ``floor`` are averaged by the vote. So ``blurbeam evaluate`` (which runs with a
+low threshold for AP) measures exactly the faces ``anonymize`` keeps at its threshold.
+
+Options (DetectorSpec.options), all optional: ``floor`` (0.05),
 ``base`` (centerface), ``base_options`` (tuple of pairs for the base), ``scales`` ((1.0, 2.0)),
 ``upscaled_max_face`` (32: faces from a scale > 1 pass whose larger side in image pixels exceeds
 this are dropped), ``upscale_base`` (the backend for scales > 1; default ``base``),
 ``upscale_base_options``, ``upscaled_score_factor`` (1.0: multiplies the scores of faces only an
 upscaled pass found, ranking them after equally confident 1x faces when below 1),
-``tile`` (2048, in upscaled pixels; 0 = the whole image), ``tile_overlap`` (96), ``focus`` (False), ``focus_max_face`` (24: 1x faces at most this large make a tile
+``tile`` (2048, in upscaled pixels; 0 = the whole image), ``tile_overlap`` (96), ``focus`` (True), ``focus_max_face`` (24: 1x faces at most this large make a tile
 upscaled), ``focus_margin`` (96 image px around them), ``ensemble`` (None, or a second backend
 name run at 1x), ``ensemble_options``, ``fusion`` (vote | nms), ``fusion_iou`` (0.4).
 """
@@ -61,12 +66,16 @@ def boxes_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def fuse(faces: Sequence[Face], iou: float = 0.4, method: str = "vote") -> list[Face]:
+def fuse(
+    faces: Sequence[Face], iou: float = 0.4, method: str = "vote", vote_min_score: float = 0.0
+) -> list[Face]:
     """Merge overlapping detections of the same face (from several scales or backends).
 
     Greedy by score: the best remaining face and every face overlapping it by ``iou`` or more
     form a cluster. ``nms`` keeps the best face; ``vote`` keeps its score but averages the
-    cluster's boxes (and landmarks, over the faces that have them) weighted by score.
+    boxes (and landmarks, over the faces that have them) of the cluster's members scoring at
+    least ``vote_min_score``, weighted by score. Because clusters form in score order, the faces
+    above any score are the same whatever lower-scoring faces were also passed in.
     """
     if method not in FUSIONS:
         raise ValueError(f"unknown fusion {method!r}; choose from {FUSIONS}")
@@ -86,6 +95,7 @@ def fuse(faces: Sequence[Face], iou: float = 0.4, method: str = "vote") -> list[
         members = np.union1d(members, [i])
         alive[members] = False
         best = faces[i]
+        members = members[(scores[members] >= vote_min_score) | (members == i)]
         if method == "nms" or len(members) == 1:
             out.append(best)
             continue
@@ -175,35 +185,33 @@ class MultiScaleDetector(Detector):
         self._tile = int(o.get("tile", 2048))
         self._overlap = int(o.get("tile_overlap", 96))
         self._up_factor = float(o.get("upscaled_score_factor", 1.0))
-        self._focus = bool(o.get("focus", False))
+        self._focus = bool(o.get("focus", True))
         self._focus_max = float(o.get("focus_max_face", 24))
         self._focus_margin = float(o.get("focus_margin", 96))
         self._fusion = str(o.get("fusion", "vote"))
         self._fusion_iou = float(o.get("fusion_iou", 0.4))
+        self._floor = float(o.get("floor", 0.05))
+        inner = min(self.score_threshold, self._floor)
         if self._fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {self._fusion!r}; choose from {FUSIONS}")
         base_name = str(o.get("base", "centerface"))
         if base_name == self.name:
             raise ValueError("multiscale cannot use itself as base")
         # The bases get this detector's threshold so low-score faces reach the fusion.
-        self._base = create(
-            DetectorSpec(base_name, self.score_threshold, 0.0, _pairs(o.get("base_options")))
-        )
+        self._base = create(DetectorSpec(base_name, inner, 0.0, _pairs(o.get("base_options"))))
         self._up_base = self._base
         up_name = o.get("upscale_base")
         if up_name and (up_name != base_name or o.get("upscale_base_options")):
             if up_name == self.name:
                 raise ValueError("multiscale cannot use itself as upscale_base")
             self._up_base = create(
-                DetectorSpec(
-                    str(up_name), self.score_threshold, 0.0, _pairs(o.get("upscale_base_options"))
-                )
+                DetectorSpec(str(up_name), inner, 0.0, _pairs(o.get("upscale_base_options")))
             )
         self._ensemble: Detector | None = None
         ens = o.get("ensemble")
         if ens:
             self._ensemble = create(
-                DetectorSpec(str(ens), self.score_threshold, 0.0, _pairs(o.get("ensemble_options")))
+                DetectorSpec(str(ens), inner, 0.0, _pairs(o.get("ensemble_options")))
             )
         parts = [self._base.model_sha256]
         if self._up_base is not self._base:
@@ -251,7 +259,8 @@ class MultiScaleDetector(Detector):
             found += self._ensemble.detect(rgb)
         for s in ups:
             if self._focus:
-                regions = focus_regions(found, self._focus_max, self._focus_margin, w, h)
+                seeds = [f for f in found if f.score >= self._floor]
+                regions = focus_regions(seeds, self._focus_max, self._focus_margin, w, h)
                 extra = self._in_regions(rgb, s, regions)
             else:
                 extra = self._at_scale(rgb, s)
@@ -267,4 +276,4 @@ class MultiScaleDetector(Detector):
             x1, y1 = min(float(w), f.x + f.w), min(float(h), f.y + f.h)
             if x1 > x0 and y1 > y0:
                 clipped.append(Face(x0, y0, x1 - x0, y1 - y0, f.score, f.landmarks))
-        return fuse(clipped, self._fusion_iou, self._fusion)
+        return fuse(clipped, self._fusion_iou, self._fusion, self._floor)
