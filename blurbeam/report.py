@@ -40,7 +40,9 @@ def audit_files(output: str) -> list[str]:
 
 def load_audit(output: str, columns: list[str] | None = None) -> pa.Table:
     """All audit records under ``output``; an empty table when there are none."""
-    schema = AUDIT_SCHEMA if columns is None else pa.schema([AUDIT_SCHEMA.field(c) for c in columns])
+    schema = (
+        AUDIT_SCHEMA if columns is None else pa.schema([AUDIT_SCHEMA.field(c) for c in columns])
+    )
     tables = []
     for uri in audit_files(output):
         fs, path = fsspec.core.url_to_fs(uri)
@@ -63,7 +65,9 @@ def done_index(output: str, config_hash: str, run_id: str = "") -> dict[str, str
     return done
 
 
-def list_inputs(spec: str, exclude: str | None = None, opts: ShardOptions | None = None) -> list[str]:
+def list_inputs(
+    spec: str, exclude: str | None = None, opts: ShardOptions | None = None
+) -> list[str]:
     """The source URI of every image the input holds, as the pipeline names them. A shard that
     cannot be listed stands for itself (the pipeline gives it one error record too)."""
     opts = opts or ShardOptions()

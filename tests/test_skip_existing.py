@@ -1,0 +1,148 @@
+"""Scheduled compliance runs: ``--skip-existing`` reruns and ``blurbeam report``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from test_shards import face_image, plain_image, run_pipeline
+
+from blurbeam.pipelines.cli import main as cli_main
+from blurbeam.report import load_audit
+from blurbeam.shards import tar as tarfmt
+
+
+def build_inputs(root: Path) -> int:
+    """Plain files, a tar shard and a Parquet shard; returns the number of images."""
+    (root / "photos").mkdir(parents=True)
+    for i in range(3):
+        (root / "photos" / f"face{i}.jpg").write_bytes(face_image(i))
+    (root / "photos" / "empty_scene.png").write_bytes(plain_image(1, "PNG"))
+    samples = {f"s{i}": {"jpg": face_image(10 + i), "json": b'{"i": %d}' % i} for i in range(2)}
+    (root / "shard-0.tar").write_bytes(tarfmt.write_samples(samples))
+    pq.write_table(
+        pa.table({"image": [{"bytes": face_image(20), "path": "x.jpg"}], "label": [4]}),
+        root / "rows.parquet",
+    )
+    return 4 + 2 + 1
+
+
+def snapshot(out: Path) -> dict[str, tuple[str, int]]:
+    """sha256 and mtime of every output file (not the audit or run summaries)."""
+    return {
+        p.relative_to(out).as_posix(): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and "audit" not in p.parts and not p.name.startswith(("run.json", "report."))
+    }
+
+
+def test_second_run_skips_everything_and_changes_nothing(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    n = build_inputs(src)
+    first, _ = run_pipeline(src, out, "--run-id", "night1", "--skip-existing")
+    assert len(first) == n and {r["status"] for r in first} <= {"ok", "no_faces"}
+    before = snapshot(out)
+    assert len(before) == 4 + 2  # 4 images, 1 tar, 1 Parquet
+    second, counters = run_pipeline(src, out, "--run-id", "night2", "--skip-existing")
+    assert second == []
+    assert counters["images_skipped"] == n
+    assert counters.get("images_read", 0) == 0 and counters.get("model_loads", 0) == 0
+    assert snapshot(out) == before
+    assert load_audit(str(out)).num_rows == n
+
+    # a changed config processes everything again, and rewrites the outputs
+    third, _ = run_pipeline(src, out, "--run-id", "pix", "--skip-existing", "--method", "pixelate")
+    assert len(third) == n
+    after = snapshot(out)
+    changed = [k for k in before if after[k][0] != before[k][0]]
+    assert "photos/face0.jpg" in changed and "shard-0.tar" in changed and "rows.parquet" in changed
+
+
+def test_rerun_after_crash_finishes_the_rest_once(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    n = build_inputs(src)
+    (src / "photos" / "truncated.jpg").write_bytes(face_image(5)[:2000])
+    records, _ = run_pipeline(src, out, "--run-id", "crashed", "--audit-shards", "4")
+    assert len(records) == n + 1
+    # the run "crashed" after writing some audit parts: drop the others
+    parts = sorted((out / "audit").glob("run-crashed-*.parquet"))
+    assert len(parts) >= 2  # records go to parts by a hash of their shard
+    for p in parts[len(parts) // 2 :]:
+        p.unlink()
+    kept = load_audit(str(out)).column("source_uri").to_pylist()
+    assert 0 < len(kept) < n + 1
+    rerun, counters = run_pipeline(src, out, "--run-id", "rerun", "--skip-existing")
+    redone = {r["source_uri"] for r in rerun}
+    survived_ok = {
+        r["source_uri"]
+        for r in load_audit(str(out)).to_pylist()
+        if r["run_id"] == "crashed" and r["status"] != "error"
+    }
+    assert not redone & survived_ok  # nothing that already succeeded is done twice
+    all_uris = load_audit(str(out)).column("source_uri").to_pylist()
+    errors = [u for u in all_uris if u.endswith("truncated.jpg")]
+    assert len(set(all_uris)) == n + 1  # every input accounted for
+    # each image that succeeded has exactly one record; the failed one is retried
+    assert len(all_uris) - len(errors) == n
+    assert any(r["source_uri"].endswith("truncated.jpg") and r["status"] == "error" for r in rerun)
+    assert counters["images_skipped"] == len(survived_ok)
+
+
+def test_report_totals_errors_and_coverage(tmp_path, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    n = build_inputs(src)
+    (src / "photos" / "truncated.jpg").write_bytes(face_image(5)[:2000])
+    argv = ["anonymize", "--input", str(src), "--output", str(out), "--max-error-rate", "1"]
+    assert cli_main([*argv, "--run-id", "r1"]) == 0
+    assert cli_main([*argv, "--run-id", "r2", "--skip-existing"]) == 0
+    capsys.readouterr()
+    assert cli_main(["report", "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    rep = json.loads((out / "report.json").read_text())
+    assert [r["run_id"] for r in rep["runs"]] == ["r1", "r2"]
+    r1, r2 = rep["runs"]
+    assert r1["images"] == n + 1 and r1["error"] == 1 and r1["detector"] == "yunet"
+    assert r1["method"] == "gaussian" and r2["images"] == 1  # only the failed input was retried
+    assert rep["coverage"] == {
+        "checked": True,
+        "input": str(src),
+        "inputs": n + 1,
+        "covered": n + 1,
+        "missing": [],
+    }
+    assert rep["latest_status"]["error"] == 1 and rep["errors"][0]["stage"] == "decode"
+    assert rep["errors"][0]["inputs"] == [str(src / "photos" / "truncated.jpg")]
+    faces = rep["images_with_faces"]
+    assert len(faces) == rep["latest_status"]["ok"] == n - 1  # all but the empty scene
+    assert f"{src / 'shard-0.tar'}#s0.jpg" in faces
+    assert "all 8 inputs have an audit record" in text and "detector yunet" in text
+    md = (out / "report.md").read_text()
+    assert "## Coverage" in md and "| r1 |" in md and "truncated.jpg" in md
+
+    # a new input that no run has seen is reported missing, with exit code 1
+    (src / "photos" / "late.jpg").write_bytes(face_image(6))
+    assert cli_main(["report", "--output", str(out), "--report-dir", str(tmp_path / "rep")]) == 1
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert rep["coverage"]["missing"] == [str(src / "photos" / "late.jpg")]
+    assert "NO audit record" in capsys.readouterr().out
+    assert (
+        cli_main(
+            [
+                "report",
+                "--output",
+                str(out),
+                "--fail-on-error",
+                "--input",
+                str(src / "photos" / "face0.jpg"),
+            ]
+        )
+        == 1
+    )
+    assert cli_main(["report", "--output", str(tmp_path / "nothing")]) == 2
+    assert "no audit records" in capsys.readouterr().err
