@@ -244,8 +244,10 @@ class MultiScaleDetector(Detector):
                 (round((x1 - x0) * scale), round((y1 - y0) * scale)),
                 interpolation=cv2.INTER_LINEAR,
             )
-            for f in self._up_base.detect(big):
-                faces.append(_map_face(f, scale, x0 * scale, y0 * scale))
+            for tx0, ty0, tx1, ty1 in tiles(big.shape[1], big.shape[0], self._tile, self._overlap):
+                crop = np.ascontiguousarray(big[ty0:ty1, tx0:tx1])
+                for f in self._up_base.detect(crop):
+                    faces.append(_map_face(f, scale, x0 * scale + tx0, y0 * scale + ty0))
         return faces
 
     def _detect(self, rgb: np.ndarray) -> list[Face]:
