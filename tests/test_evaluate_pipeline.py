@@ -159,6 +159,13 @@ def test_evaluate_yunet_on_ten_dev_images(tmp_path: Path) -> None:
     pv = m["privacy"]
     assert 0.3 < pv["blur_recall"] < 1.0 and pv["faces"] > 50
     assert m["anonymize_threshold"] == 0.6 and m["ap_min_score"] == 0.02
+    sweep = m["threshold_sweep"]
+    at = {row["threshold"]: row for row in sweep}
+    assert at[0.6]["blur_recall"] == pytest.approx(pv["blur_recall"])
+    recalls = [row["blur_recall"] for row in sweep]
+    fps = [row["false_positives_per_image"] for row in sweep]
+    assert recalls == sorted(recalls, reverse=True) and recalls[0] > recalls[-1]
+    assert fps == sorted(fps, reverse=True)
     # The prediction files are the official format and give back the same AP.
     preds = wider.read_predictions(out / "predictions")
     assert sorted(preds) == sorted(f"{p.parent.name}/{p.stem}" for p in picked)
