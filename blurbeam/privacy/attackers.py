@@ -157,15 +157,14 @@ def _at_work_scale(
 
 
 def _padded(fn: Callable[[np.ndarray], np.ndarray], pad: int) -> Callable[[np.ndarray], np.ndarray]:
-    """Reflect-pad before a deconvolution (which assumes periodic borders), crop after."""
+    """Mirror-pad by ``pad`` (the kernel size) before a deconvolution, which assumes periodic
+    borders and needs the image at least as large as the kernel; crop after."""
 
     def run(img: np.ndarray) -> np.ndarray:
-        p = min(pad, img.shape[0] - 1, img.shape[1] - 1)
-        if p <= 0:
+        if pad <= 0:
             return fn(img)
-        big = cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REFLECT_101)
-        big = big.reshape(big.shape[0], big.shape[1], -1)
-        return fn(big)[p:-p, p:-p]
+        big = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
+        return fn(big)[pad:-pad, pad:-pad]
 
     return run
 

@@ -3,7 +3,8 @@
 Inputs for one setting (method x strength): the gallery ``G`` (N, 128), the L2-normalised SFace
 features of the N *original* faces, and per attacker the probe features ``P[a]`` (N, 128) of the
 same faces after anonymization and that attacker (row i = face i; a NaN row = the attacker did not
-run on that face). Similarities are cosines (dot products).
+run on that face; a face with NaN rows for every attacker is a gallery-only distractor: it makes
+identification harder but is not itself scored). Similarities are cosines (dot products).
 
 * Verification re-identification: face i is re-identified when, under the worst attacker for it
   (the highest cosine to its own original), cos(P[a]_i, G_i) >= 0.363. Wilson 95% interval.
@@ -132,14 +133,16 @@ def score_setting(
             raise ValueError(f"attacker {a}: probes {p.shape} do not match gallery {g.shape}")
         sims[a] = _normalise(p) @ g.T
     stack = np.stack([sims[a] for a in attackers])  # (A, N, N)
+    probed = ~np.all(np.isnan(np.stack([np.diag(x) for x in stack])), axis=0)  # (N,)
     with np.errstate(invalid="ignore"):
-        worst = np.nanmax(np.where(np.isnan(stack), -np.inf, stack), axis=0)  # (N, N)
+        worst = np.max(np.where(np.isnan(stack), -np.inf, stack), axis=0)  # (N, N)
     worst = np.where(np.isinf(worst), np.nan, worst)
     own_worst = np.diag(worst)
     reid_hits = np.asarray(np.where(np.isnan(own_worst), False, own_worst >= threshold))
     imp = np.where(np.isnan(worst), -np.inf, worst) >= threshold
     np.fill_diagonal(imp, False)
-    per_face_imp = imp.sum(axis=1) / max(1, n - 1)
+    per_face_imp = (imp.sum(axis=1) / max(1, n - 1))[probed]
+    n_probed = int(probed.sum())
 
     top1: dict[str, Rate] = {}
     reid_a: dict[str, Rate] = {}
@@ -175,12 +178,12 @@ def score_setting(
     return SettingScore(
         method=method,
         strength=float(strength),
-        n_faces=n,
+        n_faces=n_probed,
         gallery_size=n,
         attackers=attackers,
         top1=top1,
-        top1_any=wilson(int(any_hit.sum()), n),
-        reid=wilson(int(reid_hits.sum()), n),
+        top1_any=wilson(int(any_hit[probed].sum()), n_probed),
+        reid=wilson(int(reid_hits[probed].sum()), n_probed),
         reid_per_attacker=reid_a,
         impostor=bootstrap(per_face_imp, n_boot=n_boot),
         mean_cosine=mean_cos,

@@ -27,19 +27,20 @@ from blurbeam.privacy.faceset import FaceSpec, ImageFaces, read_rgb, sweep_face_
 DEFAULT_GRID: tuple[tuple[str, float], ...] = (
     ("gaussian", 0.25),
     ("pixelate", 6.0),
+    ("gaussian", 0.35),
     ("gaussian", 0.05),
     ("pixelate", 32.0),
-    ("gaussian", 0.10),
-    ("gaussian", 0.15),
     ("pixelate", 4.0),
     ("pixelate", 3.0),
+    ("gaussian", 0.10),
+    ("gaussian", 0.15),
     ("box", 0.9),
     ("median", 0.75),
     ("bilateral", 0.25),
     ("solid", 0.0),
+    ("gaussian", 0.5),
     ("pixelate", 16.0),
     ("pixelate", 8.0),
-    ("gaussian", 0.35),
     ("box", 0.3),
 )
 
