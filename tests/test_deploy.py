@@ -1,0 +1,257 @@
+"""deploy/ checked statically (and the parts that run without a cloud, run): the Flex Template
+metadata covers every CLI option, the images carry pyproject's Beam version, the YAML parses, the
+Airflow DAG compiles and wires its tasks, the template entry point runs, --setup_file builds."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tomllib
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+from test_shards import face_image
+
+from blurbeam.pipelines import anonymize as anon
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+
+
+def beam_pin() -> str:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    [beam] = [d for d in deps if re.match(r"apache-beam\b", d)]
+    m = re.fullmatch(r"apache-beam==([0-9.]+)", beam.replace(" ", ""))
+    assert m, f"apache-beam should be pinned exactly in pyproject.toml, found {beam!r}"
+    return m.group(1)
+
+
+def cli_options() -> dict[str, argparse.Action]:
+    parser = argparse.ArgumentParser()
+    anon.add_anonymize_arguments(parser)
+    return {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
+def test_flex_template_metadata_covers_every_option():
+    meta = json.loads((DEPLOY / "dataflow" / "metadata.json").read_text())
+    params = {p["name"]: p for p in meta["parameters"]}
+    options = cli_options()
+    assert set(params) == set(options), set(options) ^ set(params)
+    assert len(params) == len(meta["parameters"])  # no duplicates
+    for name, p in params.items():
+        assert p["label"] and p["helpText"], name
+        assert p["isOptional"] == (name not in ("input", "output")), name
+        action = options[name]
+        for rx in p.get("regexes", []):
+            pattern = re.compile(rx)
+            if isinstance(action, argparse._StoreTrueAction):
+                assert pattern.fullmatch("true") and pattern.fullmatch("false")
+            elif action.choices:
+                assert all(pattern.fullmatch(c) for c in action.choices), name
+            elif action.default is not None:
+                assert pattern.fullmatch(str(action.default)), (name, action.default)
+
+
+def test_images_use_pyprojects_beam_version():
+    version = beam_pin()
+    python = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    py = re.search(r"3\.\d+", python).group(0)
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    bases = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
+    assert f"apache/beam_python{py}_sdk:{version}" in bases
+    assert f"apache_beam.__version__ == '{version}'" in dockerfile
+    # every COPY source exists in the build context (the repository root)
+    copies = [ln.split()[1:-1] for ln in dockerfile.splitlines() if ln.startswith("COPY ")]
+    copies = [c for c in copies if not c[0].startswith("--from")]
+    assert ["deploy/dataflow/main.py"] in copies and ["blurbeam"] in copies
+    for sources in copies:
+        for item in sources:
+            assert (ROOT / item).exists(), item
+    compose = yaml.safe_load((DEPLOY / "flink" / "docker-compose.yaml").read_text())
+    job_server = compose["services"]["job-server"]["image"]
+    m = re.fullmatch(r"apache/beam_flink([0-9.]+)_job_server:([0-9.]+)", job_server)
+    assert m and m.group(2) == version
+    from apache_beam.options.pipeline_options import FlinkRunnerOptions
+
+    assert m.group(1) in FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS
+    assert compose["services"]["jobmanager"]["image"].startswith(f"flink:{m.group(1)}")
+    pool = compose["services"]["beam-worker-pool"]
+    assert pool["command"] == ["--worker_pool"] and pool["network_mode"] == "service:taskmanager"
+    submit = (DEPLOY / "flink" / "submit.sh").read_text()
+    assert "--runner PortableRunner" in submit and "--environment_config localhost:50000" in submit
+    for port in compose["services"]["job-server"]["ports"]:
+        assert port.startswith("127.0.0.1:")
+
+
+def test_shell_scripts_parse():
+    scripts = sorted(DEPLOY.rglob("*.sh"))
+    assert {s.name for s in scripts} >= {"build.sh", "run.sh", "run_setup_file.sh", "submit.sh"}
+    for s in scripts:
+        res = subprocess.run(["bash", "-n", str(s)], capture_output=True, text=True)
+        assert res.returncode == 0, (s, res.stderr)
+    build = (DEPLOY / "dataflow" / "build.sh").read_text()
+    assert "flex-template build" in build and "deploy/dataflow/metadata.json" in build
+
+
+def test_kubernetes_cronjob():
+    [job] = list(yaml.safe_load_all((DEPLOY / "k8s" / "cronjob.yaml").read_text()))
+    assert job["apiVersion"] == "batch/v1" and job["kind"] == "CronJob"
+    spec = job["spec"]
+    assert len(spec["schedule"].split()) == 5 and spec["concurrencyPolicy"] == "Forbid"
+    [container] = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    script = " ".join(container["args"])
+    assert "blurbeam anonymize" in script and "--skip-existing" in script
+    assert "blurbeam report" in script and "exit $status" in script
+    # the flags the script passes are real options
+    for flag in re.findall(r"(?<=\s)--[a-z][a-z_-]+", script):
+        name = flag[2:].replace("-", "_")
+        assert name in cli_options() or name in {
+            "direct_num_workers",
+            "direct_running_mode",
+            "input",
+            "output",
+        }, flag
+
+
+def _fake_airflow(monkeypatch) -> list:
+    """Just enough of Airflow's API to execute the DAG file and see what it builds."""
+    created: list = []
+
+    class DAG:
+        def __init__(self, dag_id, **kw):
+            self.dag_id, self.kw, self.tasks = dag_id, kw, []
+
+        def __enter__(self):
+            DAG.current = self
+            return self
+
+        def __exit__(self, *exc):
+            DAG.current = None
+
+    class BashOperator:
+        def __init__(self, task_id, bash_command, **kw):
+            self.task_id, self.bash_command, self.kw, self.downstream = (
+                task_id,
+                bash_command,
+                kw,
+                [],
+            )
+            DAG.current.tasks.append(self)
+
+        def __rshift__(self, other):
+            self.downstream.append(other)
+            return other
+
+    airflow = types.ModuleType("airflow")
+    airflow.DAG = lambda *a, **kw: created.append(DAG(*a, **kw)) or created[-1]
+    operators = types.ModuleType("airflow.operators")
+    bash = types.ModuleType("airflow.operators.bash")
+    bash.BashOperator = BashOperator
+    for name, mod in [
+        ("airflow", airflow),
+        ("airflow.operators", operators),
+        ("airflow.operators.bash", bash),
+    ]:
+        monkeypatch.setitem(sys.modules, name, mod)
+    return created
+
+
+def test_airflow_dag_compiles_and_runs_anonymize_then_report(monkeypatch):
+    path = DEPLOY / "airflow" / "blurbeam_nightly.py"
+    compile(path.read_text(), str(path), "exec")
+    created = _fake_airflow(monkeypatch)
+    spec = importlib.util.spec_from_file_location("blurbeam_nightly", path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    [dag] = created
+    assert dag.dag_id == "blurbeam_nightly" and len(dag.kw["schedule"].split()) == 5
+    assert dag.kw["catchup"] is False and dag.kw["max_active_runs"] == 1
+    anonymize, report = dag.tasks
+    assert anonymize.downstream == [report]
+    assert (
+        "blurbeam anonymize" in anonymize.bash_command
+        and "--skip-existing" in anonymize.bash_command
+    )
+    assert report.bash_command.startswith("blurbeam report --output")
+
+
+def test_flex_template_entry_point_runs_the_pipeline(tmp_path):
+    spec = importlib.util.spec_from_file_location("flex_main", DEPLOY / "dataflow" / "main.py")
+    main = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main)
+    flags = {
+        "--skip-existing",
+        "--skip_existing",
+        "--keep-metadata",
+        "--keep_metadata",
+        "--keep-gps",
+        "--keep_gps",
+    }
+    assert main.normalize(["--skip_existing=true", "--keep_gps=false", "--method=box"], flags) == [
+        "--skip_existing",
+        "--method=box",
+    ]
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(face_image(1))
+    out = tmp_path / "out"
+    argv = [
+        f"--input={src}",
+        f"--output={out}",
+        "--skip_existing=true",
+        "--keep_metadata=false",
+        "--run_id=flex",
+    ]
+    assert main.main(argv) == 0
+    records = anon.read_run_records(str(out), "flex").to_pylist()
+    assert [r["status"] for r in records] == ["ok"] and (out / "a.jpg").exists()
+
+
+def test_setup_file_builds_an_sdist_of_the_project(tmp_path):
+    """What Beam does with --setup_file deploy/setup.py when `build` is not installed."""
+    work = tmp_path / "repo"
+    for item in (
+        "pyproject.toml",
+        "README.md",
+        "blurbeam",
+        "pipelines",
+        "transforms",
+        "schemas",
+        "deploy/setup.py",
+    ):
+        src, dst = ROOT / item, work / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, dst)
+    dist = tmp_path / "dist"
+    res = subprocess.run(
+        [sys.executable, "setup.py", "sdist", "--dist-dir", str(dist)],
+        cwd=work / "deploy",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if res.returncode != 0 and "setuptools" in res.stderr and "version" in res.stderr.lower():
+        pytest.skip(f"setuptools too old for pyproject metadata: {res.stderr[-300:]}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    [sdist] = list(dist.glob("blurbeam-*.tar.gz"))
+    with tarfile.open(sdist) as tf:
+        names = tf.getnames()
+        requires = tf.extractfile(next(n for n in names if n.endswith("/requires.txt"))).read()
+    for needed in (
+        "blurbeam/shards/tar.py",
+        "pipelines/anonymize.py",
+        "transforms/write.py",
+        "schemas/audit.py",
+    ):
+        assert any(n.endswith(needed) for n in names), needed
+    assert f"apache-beam=={beam_pin()}" in requires.decode().split()
