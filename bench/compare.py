@@ -926,7 +926,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     (output / "compare.json").write_text(json.dumps(result, indent=2, default=str))
     header = (
-        f"{len(rels)} images from `{images.name}`, {info['date_utc']}, {info['cpus']} CPUs, "
+        f"{len(rels)} images from `{images.parent.name}/{images.name}`, {info['date_utc']}, "
+        f"{info['cpus']} CPUs, "
         f"load average {info['load_avg_before'][0]:.2f} before / "
         f"{info['load_avg_after'][0]:.2f} after; default detector `{DEFAULT_DETECTOR}`; "
         f"changed pixel: mean difference over {CHANGED_WINDOW}x{CHANGED_WINDOW} > "
