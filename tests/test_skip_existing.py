@@ -12,6 +12,7 @@ from test_shards import face_image, plain_image, run_pipeline
 
 from blurbeam.pipelines.cli import main as cli_main
 from blurbeam.report import load_audit
+from blurbeam.schemas.audit import AUDIT_SCHEMA
 from blurbeam.shards import tar as tarfmt
 
 
@@ -68,30 +69,33 @@ def test_rerun_after_crash_finishes_the_rest_once(tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     n = build_inputs(src)
     (src / "photos" / "truncated.jpg").write_bytes(face_image(5)[:2000])
-    records, _ = run_pipeline(src, out, "--run-id", "crashed", "--audit-shards", "4")
+    records, _ = run_pipeline(src, out, "--run-id", "crashed", "--audit-shards", "3")
     assert len(records) == n + 1
-    # the run "crashed" after writing some audit parts: drop the others
-    parts = sorted((out / "audit").glob("run-crashed-*.parquet"))
-    assert len(parts) >= 2  # records go to parts by a hash of their shard
-    for p in parts[len(parts) // 2 :]:
-        p.unlink()
-    kept = load_audit(str(out)).column("source_uri").to_pylist()
-    assert 0 < len(kept) < n + 1
-    rerun, counters = run_pipeline(src, out, "--run-id", "rerun", "--skip-existing")
-    redone = {r["source_uri"] for r in rerun}
-    survived_ok = {
-        r["source_uri"]
-        for r in load_audit(str(out)).to_pylist()
-        if r["run_id"] == "crashed" and r["status"] != "error"
+    # the run "crashed" after the audit of some shards was written: keep only those records
+    survivors = {
+        str(src / "shard-0.tar"),
+        str(src / "photos" / "face0.jpg"),
+        str(src / "photos" / "truncated.jpg"),
     }
-    assert not redone & survived_ok  # nothing that already succeeded is done twice
-    all_uris = load_audit(str(out)).column("source_uri").to_pylist()
-    errors = [u for u in all_uris if u.endswith("truncated.jpg")]
-    assert len(set(all_uris)) == n + 1  # every input accounted for
-    # each image that succeeded has exactly one record; the failed one is retried
-    assert len(all_uris) - len(errors) == n
-    assert any(r["source_uri"].endswith("truncated.jpg") and r["status"] == "error" for r in rerun)
-    assert counters["images_skipped"] == len(survived_ok)
+    kept = [r for r in records if r["shard_uri"] in survivors]
+    for part in (out / "audit").glob("run-crashed-*.parquet"):
+        part.unlink()
+    pq.write_table(
+        pa.Table.from_pylist(kept, schema=AUDIT_SCHEMA),
+        out / "audit" / "run-crashed-00000-of-00003.parquet",
+    )
+    survived_ok = {r["source_uri"] for r in kept if r["status"] != "error"}
+    assert len(survived_ok) == 3  # the tar's two images and face0.jpg
+
+    rerun, counters = run_pipeline(src, out, "--run-id", "rerun", "--skip-existing")
+    everything = {r["source_uri"] for r in records}
+    assert {r["source_uri"] for r in rerun} == everything - survived_ok  # the rest, once
+    assert counters["images_skipped"] == 3
+    history = load_audit(str(out)).to_pylist()
+    assert {r["source_uri"] for r in history} == everything  # every input accounted for
+    ok_uris = [r["source_uri"] for r in history if r["status"] != "error"]
+    assert len(ok_uris) == len(set(ok_uris)) == n  # each success recorded exactly once
+    assert [r["status"] for r in rerun if r["source_uri"].endswith("truncated.jpg")] == ["error"]
 
 
 def test_report_totals_errors_and_coverage(tmp_path, capsys):
