@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument(
         "--settings",
         default=None,
-        help="comma-separated METHOD:STRENGTH list (default: the built-in grid)",
+        help="comma-separated METHOD:STRENGTH[:MASK_SCALE] list (default: the built-in grid)",
     )
     sweep.add_argument(
         "--all-faces",
@@ -129,7 +129,9 @@ def run_sweep_command(args: argparse.Namespace, attackers: list[str] | None) -> 
         fid: f.size for fid, f in zip(ids, (f for im in images for f in im.faces), strict=True)
     }
     scores = [
-        score_setting(m, s, originals, feats, ids) for (m, s), feats in results.items() if feats
+        score_setting(m, s, originals, feats, ids, mask_scale=ms)
+        for (m, s, ms), feats in results.items()
+        if feats
     ]
     n_wider = sum(len(im.faces) for im in images if im.key.startswith("widerface/"))
     notes = [
@@ -141,9 +143,9 @@ def run_sweep_command(args: argparse.Namespace, attackers: list[str] | None) -> 
     paths = write_outputs(
         out, scores, sizes, args.title if args.title != "Privacy audit" else "Privacy sweep", notes
     )
-    for s in sorted(scores, key=lambda s: (s.method, s.strength)):
+    for s in sorted(scores, key=lambda s: (s.method, s.mask_scale, s.strength)):
         print(
-            f"{s.method:9s} {s.strength:6g}  top-1 worst {s.top1_max.fmt()} ({s.worst_attacker})"
+            f"{s.method:9s} {s.label:16s}  top-1 worst {s.top1_max.fmt()} ({s.worst_attacker})"
             f"  re-id {s.reid.fmt()}  impostor {s.impostor.fmt(2)}  {'pass' if s.passes else 'fail'}"
         )
     print(f"report: {paths['report']}")

@@ -24,7 +24,7 @@ def _read_rgb(uri: str, max_pixels: int):
 
 
 class EvaluateImageFn(beam.DoFn):
-    """AuditTask -> ((method, strength), FaceResult) per face; ``skipped`` (uri, reason) for
+    """AuditTask -> ((method, strength, mask scale), FaceResult) per face; ``skipped`` (uri, reason) for
     images or faces that cannot be audited. SFace (and YuNet, the deblur model when asked for)
     are loaded once per worker."""
 
@@ -113,21 +113,21 @@ class EvaluateImageFn(beam.DoFn):
             wanted = [a for a in wanted if a in self._attackers]
         origs = original_features(self._rec, original, faces)
         attacked = attacked_features(self._rec, anonymized, faces, cfg, wanted, self._deblur)
-        key = (cfg.method, float(cfg.effective_strength))
+        key = (cfg.method, float(cfg.effective_strength), float(cfg.mask_scale))
         for i, (f, o, a) in enumerate(zip(faces, origs, attacked, strict=True)):
             self._faces.inc()
             yield key, FaceResult(f"{task.source_uri}#{i}", f.size, o, a.features)
 
 
 class ScoreSettingFn(beam.DoFn):
-    """((method, strength), [FaceResult]) -> (SettingScore, {face_id: face size})."""
+    """((method, strength, mask scale), [FaceResult]) -> (SettingScore, {face_id: face size})."""
 
     def process(self, element):
         import numpy as np
 
         from blurbeam.privacy.scoring import score_setting
 
-        (method, strength), results = element
+        (method, strength, mask_scale), results = element
         results = sorted(results, key=lambda r: r.face_id)
         attackers = sorted({a for r in results for a in r.attacked})
         gallery = np.stack([r.original for r in results])
@@ -137,7 +137,7 @@ class ScoreSettingFn(beam.DoFn):
                 [r.attacked.get(a, np.full(gallery.shape[1], np.nan)) for r in results]
             )
         ids = [r.face_id for r in results]
-        score = score_setting(method, strength, gallery, probes, ids)
+        score = score_setting(method, strength, gallery, probes, ids, mask_scale=mask_scale)
         yield score, {r.face_id: r.face_size for r in results}
 
 
@@ -156,7 +156,7 @@ class WriteReportFn(beam.DoFn):
         sizes: dict[str, float] = {}
         for _, s in scored:
             sizes.update(s)
-        scores = sorted((s for s, _ in scored), key=lambda s: (s.method, s.strength))
+        scores = sorted((s for s, _ in scored), key=lambda s: (s.method, s.mask_scale, s.strength))
         notes = []
         if skipped:
             notes.append(f"{len(skipped)} image(s) or face group(s) skipped; first reasons:")

@@ -25,6 +25,7 @@ ROW_SCHEMA = pa.schema(
     [
         ("method", pa.string()),
         ("strength", pa.float64()),
+        ("mask_scale", pa.float64()),
         ("face_id", pa.string()),
         ("face_size", pa.float64()),
         ("attacker", pa.string()),
@@ -105,9 +106,9 @@ def markdown_table(scores: Sequence[SettingScore]) -> str:
         "|---|---:|---:|---|---|---|---:|---|---|---|\n"
     )
     lines = []
-    for s in sorted(scores, key=lambda s: (s.method, -s.top1_max.value, s.strength)):
+    for s in sorted(scores, key=lambda s: (s.method, s.mask_scale, s.strength)):
         lines.append(
-            f"| {s.method} | {s.strength:g} | {s.n_faces} | {s.top1_max.fmt()} | "
+            f"| {s.method} | {s.label} | {s.n_faces} | {s.top1_max.fmt()} | "
             f"{s.worst_attacker} | {s.top1_any.fmt()} | {_pct(s.chance, 2)} | {s.reid.fmt()} | "
             f"{s.impostor.fmt(2)} | {verdict(s)} |"
         )
@@ -121,9 +122,9 @@ def attacker_table(scores: Sequence[SettingScore]) -> str:
     head = "| method | strength | " + " | ".join(attackers) + " |\n"
     head += "|---|---:|" + "---:|" * len(attackers) + "\n"
     lines = []
-    for s in sorted(scores, key=lambda s: (s.method, s.strength)):
+    for s in sorted(scores, key=lambda s: (s.method, s.mask_scale, s.strength)):
         cells = [_pct(s.top1[a].value) if a in s.top1 else "-" for a in attackers]
-        lines.append(f"| {s.method} | {s.strength:g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {s.method} | {s.label} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -167,7 +168,12 @@ def plot_top1(scores: Sequence[SettingScore], path: Path) -> None:
     nrows = int(math.ceil(len(methods) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False)
     for ax, method in zip(axes.flat, methods, strict=False):
-        ss = sorted((s for s in scores if s.method == method), key=lambda s: s.strength)
+        ss = sorted(
+            (s for s in scores if s.method == method and s.mask_scale == 1.3),
+            key=lambda s: s.strength,
+        )
+        if not ss:
+            ss = sorted((s for s in scores if s.method == method), key=lambda s: s.strength)
         x = [s.strength for s in ss]
         for label, get in (
             ("worst attacker", lambda s: s.top1_max),

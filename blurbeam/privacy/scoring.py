@@ -46,6 +46,14 @@ class SettingScore:
     impostor: Rate
     mean_cosine: dict[str, float]
     rows: list[dict] = field(default_factory=list)  # per face x attacker
+    mask_scale: float = 1.3
+
+    @property
+    def label(self) -> str:
+        """The strength, with the mask scale when it is not the default 1.3."""
+        return f"{self.strength:g}" + (
+            "" if self.mask_scale == 1.3 else f" (mask {self.mask_scale:g})"
+        )
 
     @property
     def chance(self) -> float:
@@ -67,6 +75,7 @@ class SettingScore:
         d: dict = {
             "method": self.method,
             "strength": float(self.strength),
+            "mask_scale": float(self.mask_scale),
             "n_faces": self.n_faces,
             "gallery_size": self.gallery_size,
             "chance_top1": self.chance,
@@ -117,6 +126,7 @@ def score_setting(
     face_ids: Sequence[str] | None = None,
     threshold: float = COSINE_THRESHOLD,
     n_boot: int = 1000,
+    mask_scale: float = 1.3,
 ) -> SettingScore:
     g = _normalise(np.asarray(gallery, dtype=np.float64))
     n = g.shape[0]
@@ -166,6 +176,7 @@ def score_setting(
                 {
                     "method": method,
                     "strength": float(strength),
+                    "mask_scale": float(mask_scale),
                     "face_id": ids[i],
                     "attacker": a,
                     "cosine": float(own[i]),
@@ -188,4 +199,5 @@ def score_setting(
         impostor=bootstrap(per_face_imp, n_boot=n_boot),
         mean_cosine=mean_cos,
         rows=rows,
+        mask_scale=float(mask_scale),
     )

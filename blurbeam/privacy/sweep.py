@@ -22,18 +22,20 @@ from blurbeam import blur
 from blurbeam.privacy.attackers import attackers_for, load_deblur
 from blurbeam.privacy.faceset import FaceSpec, ImageFaces, read_rgb, sweep_face_set
 
-#: (method, strength) in the order they are computed: the defaults and the known-weak settings
-#: first, so a partial sweep already answers the questions that matter.
-DEFAULT_GRID: tuple[tuple[str, float], ...] = (
+#: (method, strength[, mask scale]) in the order they are computed: the defaults and the
+#: known-weak settings first, so a partial sweep already answers the questions that matter.
+DEFAULT_GRID: tuple[tuple, ...] = (
     ("gaussian", 0.25),
     ("pixelate", 6.0),
     ("gaussian", 0.35),
     ("gaussian", 0.05),
     ("pixelate", 32.0),
     ("pixelate", 4.0),
+    ("gaussian", 0.25, 1.6),
     ("pixelate", 3.0),
     ("gaussian", 0.10),
     ("gaussian", 0.15),
+    ("pixelate", 4.0, 1.6),
     ("box", 0.9),
     ("median", 0.75),
     ("bilateral", 0.25),
@@ -45,31 +47,47 @@ DEFAULT_GRID: tuple[tuple[str, float], ...] = (
 )
 
 
-def setting_name(method: str, strength: float) -> str:
-    return f"{method}_{strength:g}"
+MASK_SCALE = blur.BlurConfig().mask_scale
+
+Setting = tuple[str, float, float]  # method, strength, mask scale
 
 
-def parse_setting(text: str) -> tuple[str, float]:
-    """``gaussian:0.25`` or ``gaussian=0.25`` -> ("gaussian", 0.25); ``solid`` alone is allowed."""
-    sep = ":" if ":" in text else "="
-    method, _, value = text.partition(sep)
+def normalise(entry: tuple) -> Setting:
+    """(method, strength) or (method, strength, mask scale) -> (method, strength, mask scale)."""
+    return (entry[0], float(entry[1]), float(entry[2]) if len(entry) > 2 else MASK_SCALE)
+
+
+def setting_name(method: str, strength: float, mask_scale: float = MASK_SCALE) -> str:
+    name = f"{method}_{strength:g}"
+    return name if mask_scale == MASK_SCALE else f"{name}_mask{mask_scale:g}"
+
+
+def parse_setting(text: str) -> Setting:
+    """``gaussian:0.25`` -> ("gaussian", 0.25, 1.3); ``gaussian:0.25:1.6`` sets the mask scale;
+    ``solid`` alone is allowed."""
+    method, _, value = text.partition(":")
     method = method.strip()
+    value, _, mask = value.partition(":")
+    try:
+        mask_scale = float(mask) if mask else MASK_SCALE
+    except ValueError:
+        raise ValueError(f"mask scale in {text!r} is not a number") from None
     if method not in blur.METHODS:
         raise ValueError(f"unknown method {method!r} in {text!r}; choose from {blur.METHODS}")
     if not value:
         if method != "solid":
             raise ValueError(f"setting {text!r} needs a strength, e.g. {method}:0.25")
-        return method, 0.0
+        return method, 0.0, mask_scale
     try:
         strength = float(value)
     except ValueError:
         raise ValueError(f"strength in {text!r} is not a number") from None
-    blur.BlurConfig(method, strength if method != "solid" else None)  # validates
-    return method, strength
+    config(method, strength, mask_scale)  # validates
+    return method, strength, mask_scale
 
 
-def config(method: str, strength: float) -> blur.BlurConfig:
-    return blur.BlurConfig(method, None if method == "solid" else strength)
+def config(method: str, strength: float, mask_scale: float = MASK_SCALE) -> blur.BlurConfig:
+    return blur.BlurConfig(method, None if method == "solid" else strength, mask_scale=mask_scale)
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,12 +165,12 @@ def _original_task(image: ImageFaces) -> np.ndarray:
 
 
 def _attack_task(
-    args: tuple[ImageFaces, str, float, tuple[str, ...]],
+    args: tuple[ImageFaces, str, float, float, tuple[str, ...]],
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     from blurbeam.privacy.evaluate import anonymize_faces, attacked_features
 
-    image, method, strength, attackers = args
-    cfg = config(method, strength)
+    image, method, strength, mask_scale, attackers = args
+    cfg = config(method, strength, mask_scale)
     rgb = read_rgb(image.path)
     anon = anonymize_faces(rgb, image.faces, cfg)
     deblur = _deblur() if "deblur" in attackers else None
@@ -184,14 +202,14 @@ def prepare_face_set(out: Path, shared: Path, min_size: float, clear_only: bool,
 def run_sweep(
     out: Path,
     shared: Path,
-    grid: Sequence[tuple[str, float]] = DEFAULT_GRID,
+    grid: Sequence[tuple] = DEFAULT_GRID,
     attackers: Sequence[str] | None = None,
     with_deblur: bool = False,
     workers: int = 1,
     min_size: float = 40.0,
     clear_only: bool = True,
     log: Callable[[str], None] = print,
-) -> tuple[list[ImageFaces], dict[tuple[str, float], dict[str, np.ndarray]], np.ndarray]:
+) -> tuple[list[ImageFaces], dict[Setting, dict[str, np.ndarray]], np.ndarray]:
     """Compute what is missing; return (images, features per setting and attacker, originals)."""
     out.mkdir(parents=True, exist_ok=True)
     images = prepare_face_set(out, shared, min_size, clear_only, log)
@@ -206,27 +224,28 @@ def run_sweep(
         else:
             originals = np.concatenate(list(ex.map(_original_task, images, chunksize=4)))
             np.save(orig_path, originals)
-        results: dict[tuple[str, float], dict[str, np.ndarray]] = {}
-        for method, strength in grid:
-            sdir = out / "features" / setting_name(method, strength)
+        results: dict[Setting, dict[str, np.ndarray]] = {}
+        for method, strength, mask_scale in map(normalise, grid):
+            name = setting_name(method, strength, mask_scale)
+            sdir = out / "features" / name
             sdir.mkdir(parents=True, exist_ok=True)
             applicable = attackers_for(method, deblur=with_deblur)
             todo_att = [a for a in applicable if attackers is None or a in attackers]
             missing = tuple(a for a in todo_att if not (sdir / f"{a}.npy").exists())
             if missing:
                 t = time.time()
-                tasks = [(im, method, strength, missing) for im in images]
+                tasks = [(im, method, strength, mask_scale, missing) for im in images]
                 parts = list(ex.map(_attack_task, tasks, chunksize=2))
                 for a in missing:
                     np.save(sdir / f"{a}.npy", np.concatenate([p[0][a] for p in parts]))
                 secs = {a: sum(p[1][a] for p in parts) / n for a in missing}
                 log(
-                    f"{setting_name(method, strength)}: {', '.join(missing)} "
+                    f"{name}: {', '.join(missing)} "
                     f"({time.time() - t:.0f} s; per face "
                     + ", ".join(f"{a} {s:.2f}s" for a, s in secs.items())
                     + ")"
                 )
-            results[(method, strength)] = {
+            results[(method, strength, mask_scale)] = {
                 a: np.load(sdir / f"{a}.npy")
                 for a in attackers_for(method, deblur=True)
                 if (sdir / f"{a}.npy").exists() and (attackers is None or a in attackers)
