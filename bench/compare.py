@@ -2,7 +2,7 @@
 floor and blurbeam's own functions without Beam, on the same images on the same machine.
 
     python bench/compare.py [--images DIR] [--gt FILE] [--output DIR] [--limit N]
-        [--tools NAME,NAME...] [--deface auto|require|skip] [--changed-threshold T]
+        [--tools NAME,NAME...] [--deface auto|require|skip] [--changed-threshold T] [--resume]
 
 Tools (each one runs as its own process, so start-up, model loading and memory are counted the
 same way for every tool):
@@ -74,7 +74,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -531,6 +531,46 @@ def run_tool(ctx: Context, name: str) -> ToolRun:
     raise ValueError(f"unknown tool {name!r}; choose from {', '.join(TOOLS)}")
 
 
+def save_run(ctx: Context, name: str, run: ToolRun) -> None:
+    """``OUTPUT/runs/<tool>.json``: what ``--resume`` reuses instead of running the tool again."""
+    data = {
+        "status": run.status,
+        "reason": run.reason,
+        "measured": None if run.measured is None else asdict(run.measured),
+        "out_dir": None if run.out_dir is None else str(run.out_dir),
+        "per_image_ms": run.per_image_ms,
+        "command": run.command,
+        "info": run.info,
+        "rels": ctx.rels,
+        "finished_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    path = ctx.output / "runs" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def load_run(ctx: Context, name: str) -> ToolRun | None:
+    """A successful run of ``name`` saved on the same images, or None."""
+    try:
+        data = json.loads((ctx.output / "runs" / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("status") != "ok" or data.get("rels") != ctx.rels or not data.get("out_dir"):
+        return None
+    run = ToolRun(
+        "ok",
+        None,
+        Measured(**data["measured"]),
+        Path(data["out_dir"]),
+        data["per_image_ms"],
+        data["command"],
+        {**data["info"], "reused_from": data["finished_utc"]},
+    )
+    if name.startswith("blurbeam"):
+        _, _, run.audit_faces = read_audit(run.out_dir, ctx.input_dir)
+    return run
+
+
 # --------------------------------------------------------------------------------------------
 # The plain-loop workers (run as ``compare.py --worker NAME`` in their own process)
 # --------------------------------------------------------------------------------------------
@@ -870,6 +910,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="mean level difference (5x5 window) for a pixel to count as changed",
     )
     ap.add_argument("--timeout", type=float, default=7200.0, help="per tool, seconds")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the tools that already ran successfully on the same images in --output",
+    )
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--times", default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -916,9 +961,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     runs: dict[str, ToolRun] = {}
     for name in tools:
+        saved = load_run(ctx, name) if args.resume else None
+        if saved is not None:
+            runs[name] = saved
+            print(f"compare: {name}: reusing the run saved in runs/{name}.json", file=sys.stderr)
+            continue
         print(f"compare: running {name} ...", file=sys.stderr, flush=True)
         run = run_tool(ctx, name)
         runs[name] = run
+        save_run(ctx, name, run)
         m = run.measured
         done = f"{m.wall_s:.1f} s, peak RSS {m.peak_rss_bytes / 2**20:.0f} MiB" if m else ""
         print(f"compare:   {name}: {run.status} {done} {run.reason or ''}", file=sys.stderr)

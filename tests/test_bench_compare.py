@@ -163,3 +163,18 @@ def test_smoke_run_on_five_images(shared, tmp_path):
     assert rows["blurbeam-1w"]["mask_blur_recall"] is not None
     assert (out / "compare.png").stat().st_size > 0
     assert "| blurbeam default, 2 workers |" in proc.stdout
+
+
+def test_saved_runs_are_reused_only_on_the_same_images(tmp_path):
+    ctx = compare.Context(tmp_path / "input", ["a/1.jpg", "a/2.jpg"], tmp_path, "skip", None)
+    measured = compare.Measured(0, 2.0, 1.5, 100 * 2**20, 1.0)
+    run = compare.ToolRun("ok", None, measured, tmp_path / "floor", [10.0, 12.0], ["x"], {"k": 1})
+    compare.save_run(ctx, "floor", run)
+    back = compare.load_run(ctx, "floor")
+    assert back.measured == measured and back.per_image_ms == [10.0, 12.0]
+    assert back.out_dir == tmp_path / "floor" and back.info["k"] == 1
+    assert compare.tool_summary("floor", back, 2)["images_per_s"] == 1.0
+    other = compare.Context(ctx.input_dir, ["a/1.jpg"], tmp_path, "skip", None)
+    assert compare.load_run(other, "floor") is None
+    compare.save_run(ctx, "loop", compare.ToolRun("failed", "exit 1"))
+    assert compare.load_run(ctx, "loop") is None
