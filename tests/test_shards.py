@@ -414,3 +414,16 @@ def test_pipeline_binary_parquet_column_and_unreadable_shard(tmp_path):
     assert broken["status"] == "error" and broken["error_stage"] == "read"
     assert "\n" not in broken["error"] and not (out / "broken.tar").exists()
     assert pq.read_table(out / "a.parquet").column("meta").to_pylist() == ['{"k": 1}']
+
+
+@pytest.mark.parametrize("codec", ["none", "snappy", "zstd", "gzip"])
+def test_parquet_rewrite_keeps_the_codec(codec):
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"image": [b"abc"], "x": [1]}), buf, compression=codec)
+    out = pqfmt.ParquetFormat().rewrite(
+        buf.getvalue(), {"0": (sha256(b"abc"), b"z")}, ShardOptions()
+    )
+    src_codec = pq.ParquetFile(io.BytesIO(buf.getvalue())).metadata.row_group(0).column(1)
+    new = pq.ParquetFile(io.BytesIO(out))
+    assert new.metadata.row_group(0).column(1).compression == src_codec.compression
+    assert new.read().to_pylist() == [{"image": b"z", "x": 1}]

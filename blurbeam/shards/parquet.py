@@ -29,6 +29,17 @@ from blurbeam.shards import (
     register_format,
 )
 
+# the source's codec (as Parquet metadata names it) -> how pyarrow writes it
+_WRITE_CODECS = {
+    "uncompressed": "none",
+    "snappy": "snappy",
+    "gzip": "gzip",
+    "brotli": "brotli",
+    "zstd": "zstd",
+    "lz4": "lz4",
+    "lz4_raw": "lz4",
+}
+
 
 class ImageColumnError(ValueError):
     """No usable image column in a Parquet shard."""
@@ -162,15 +173,13 @@ class ParquetFormat(ShardFormat):
         table = table.set_column(idx, table.schema.field(idx), new_col)
         table = table.filter(pa.array(keep))
         meta = pf.metadata
-        compression = (
-            meta.row_group(0).column(0).compression.lower() if meta.num_row_groups else "snappy"
-        )
+        codec = meta.row_group(0).column(0).compression.lower() if meta.num_row_groups else ""
         rows_per_group = meta.row_group(0).num_rows if meta.num_row_groups else None
         out = io.BytesIO()
         pq.write_table(
             table,
             out,
-            compression=None if compression == "uncompressed" else compression,
+            compression=_WRITE_CODECS.get(codec, "snappy"),
             row_group_size=rows_per_group or None,
         )
         return out.getvalue()
