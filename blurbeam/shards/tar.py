@@ -107,9 +107,7 @@ class TarFormat(ShardFormat):
             elif sample_key(m.name) in bad:
                 rec.error = f"sample {sample_key(m.name)!r} rejected: {bad[sample_key(m.name)]}"
             elif m.size > opts.max_bytes:
-                rec.error = (
-                    f"member too large: {m.size} bytes exceeds --max-bytes {opts.max_bytes}"
-                )
+                rec.error = f"member too large: {m.size} bytes exceeds --max-bytes {opts.max_bytes}"
             else:
                 rec.data = data.get(i, b"")
             records.append(rec)

@@ -70,10 +70,7 @@ def frame(data: bytes) -> bytes:
     """One TFRecord record."""
     length = struct.pack("<Q", len(data))
     return (
-        length
-        + struct.pack("<I", masked_crc(length))
-        + data
-        + struct.pack("<I", masked_crc(data))
+        length + struct.pack("<I", masked_crc(length)) + data + struct.pack("<I", masked_crc(data))
     )
 
 
