@@ -64,6 +64,8 @@ def build_shards(root: Path) -> dict[str, Path]:
         "s001": {"png": plain_image(1, "PNG"), "json": b'{"id": 1}', "txt": b"no face here"},
         "s002": {"jpg": face_image(2)[:3000], "json": b'{"id": 2}'},  # truncated: decode error
         "s003": {"webp": face_image(3, "WEBP"), "json": b'{"id": 3}', "cls": b"1"},
+        # two images, one broken: the good one cannot be written without its sample
+        "s004": {"jpg": face_image(4), "seg.png": plain_image(4, "PNG")[:100], "json": b"{}"},
     }
     paths["tar"].write_bytes(tarfmt.write_samples(samples))
     table = pa.table(
@@ -147,7 +149,14 @@ def test_tar_rewrite_keeps_other_members_and_drops_failed_samples(tmp_path):
     paths = build_shards(tmp_path)
     ref = ref_of(paths["tar"], tmp_path)
     records = {r.key: r for r in read_records(ref)}
-    assert sorted(records) == ["s000.jpg", "s001.png", "s002.jpg", "s003.webp"]
+    assert sorted(records) == [
+        "s000.jpg",
+        "s001.png",
+        "s002.jpg",
+        "s003.webp",
+        "s004.jpg",
+        "s004.seg.png",
+    ]
     assert all(r.source_uri == f"{ref.uri}#{r.key}" and r.rel == ref.rel for r in records.values())
     replaced = {
         k: (sha256(r.data), b"NEW-" + k.encode()) for k, r in records.items() if k != "s002.jpg"
@@ -326,6 +335,8 @@ def test_pipeline_round_trips_every_format(tmp_path):
         ("shard-000000.tar", "s001.png"): "no_faces",
         ("shard-000000.tar", "s002.jpg"): "error",
         ("shard-000000.tar", "s003.webp"): "ok",
+        ("shard-000000.tar", "s004.jpg"): "error",
+        ("shard-000000.tar", "s004.seg.png"): "error",
         ("train-00000-of-00001.parquet", "0"): "ok",
         ("train-00000-of-00001.parquet", "1"): "no_faces",
         ("train-00000-of-00001.parquet", "3"): "ok",
@@ -334,10 +345,14 @@ def test_pipeline_round_trips_every_format(tmp_path):
         ("face.jpg", ""): "ok",
     }
     assert counters["shards_written"] == 3
+    s004 = by_uri[f"{paths['tar']}#s004.jpg"]
+    assert s004["error_stage"] == "write" and "another image of its sample" in s004["error"]
+    assert s004["output_uri"] is None and s004["num_faces"] >= 1
+    assert by_uri[f"{paths['tar']}#s004.seg.png"]["error_stage"] == "decode"
 
     # tar: same members minus the failed sample; non-image members byte-identical
     src_m, out_m = tar_members(paths["tar"]), tar_members(out / "wds" / "shard-000000.tar")
-    assert sorted(out_m) == sorted(n for n in src_m if not n.startswith("s002."))
+    assert sorted(out_m) == sorted(n for n in src_m if not n.startswith(("s002.", "s004.")))
     for name, body in out_m.items():
         if tarfmt.is_image(name):
             rec = by_uri[f"{paths['tar']}#{name}"]

@@ -121,16 +121,22 @@ class WriteShardFn(_AuditingFn):
         done = [t for t in tasks if not t.failed and t.encoded is not None]
         if done:
             out_uri = join_output(self._output, rel)
+            written: set[str] = set()
             try:
                 fmt = get_format(kind_of(shard_uri))
                 fs, path = fsspec.core.url_to_fs(shard_uri)
                 source = fs.cat_file(path)
                 replaced = {t.key: (t.source_sha256, t.encoded) for t in done}
-                write_bytes(out_uri, fmt.rewrite(source, replaced, self._opts))
+                write_bytes(out_uri, fmt.rewrite(source, replaced, self._opts, written))
                 self._shards.inc()
             except Exception as exc:
                 for t in done:
                     t.fail("write", f"shard not written: {one_line(exc)}")
+            for t in done:
+                if not t.failed and t.key not in written:
+                    t.fail(
+                        "write", "left out of the output shard: another image of its sample failed"
+                    )
             for t in done:
                 if not t.failed:
                     t.output_uri = member_uri(out_uri, t.key)

@@ -84,13 +84,19 @@ class ShardFormat:
         return [r.key for r in self.read(ref, opts)]
 
     def rewrite(
-        self, source: bytes, replaced: dict[str, tuple[str, bytes]], opts: ShardOptions
+        self,
+        source: bytes,
+        replaced: dict[str, tuple[str, bytes]],
+        opts: ShardOptions,
+        written: set[str] | None = None,
     ) -> bytes:
         """The shard ``source`` re-encoded in its own format, with each image whose key is in
         ``replaced`` (``key -> (source sha256, new bytes)``) swapped for the new bytes. Images not
         in ``replaced`` (they failed) are left out together with their sample (tar sample, Parquet
-        row, TFRecord example); everything else is copied unchanged. Raises ``ShardChangedError``
-        when an image's bytes no longer hash to the given source sha256."""
+        row, TFRecord example); everything else is copied unchanged. The keys of the images that
+        were written are added to ``written`` (a replaced image can still be left out, when
+        another image of its tar sample failed). Raises ``ShardChangedError`` when an image's
+        bytes no longer hash to the given source sha256."""
         raise NotImplementedError(f"{self.name} shards cannot be rewritten")
 
 

@@ -137,8 +137,13 @@ class ParquetFormat(ShardFormat):
         return [r.key for r in self._records(ref, _image_bytes(table, column), False, opts)]
 
     def rewrite(
-        self, source: bytes, replaced: dict[str, tuple[str, bytes]], opts: ShardOptions
+        self,
+        source: bytes,
+        replaced: dict[str, tuple[str, bytes]],
+        opts: ShardOptions,
+        written: set[str] | None = None,
     ) -> bytes:
+        written = set() if written is None else written
         pf = pq.ParquetFile(io.BytesIO(source))
         table = pf.read()
         column = image_column(table.schema, opts.image_column)
@@ -154,6 +159,7 @@ class ParquetFormat(ShardFormat):
             elif key in replaced:
                 new_bytes.append(check_source(key, value, replaced))
                 keep.append(True)
+                written.add(key)
             else:
                 new_bytes.append(None)
                 keep.append(False)

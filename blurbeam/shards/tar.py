@@ -149,8 +149,13 @@ class TarFormat(ShardFormat):
         return [r.key for r in self._records(ref, members, {}, opts)]
 
     def rewrite(
-        self, source: bytes, replaced: dict[str, tuple[str, bytes]], opts: ShardOptions
+        self,
+        source: bytes,
+        replaced: dict[str, tuple[str, bytes]],
+        opts: ShardOptions,
+        written: set[str] | None = None,
     ) -> bytes:
+        written = set() if written is None else written
         out = io.BytesIO()
         with tarfile.open(fileobj=io.BytesIO(source), mode="r:") as src:
             infos = src.getmembers()
@@ -170,6 +175,7 @@ class TarFormat(ShardFormat):
                     body = extracted.read() if extracted else b""
                     if is_image(info.name):
                         body = check_source(info.name, body, replaced)
+                        written.add(info.name)
                     new = copy.copy(info)
                     new.size = len(body)
                     dst.addfile(new, io.BytesIO(body))

@@ -230,8 +230,13 @@ class TFRecordFormat(ShardFormat):
         return [r.key for r in self._records(ref, opts, False)]
 
     def rewrite(
-        self, source: bytes, replaced: dict[str, tuple[str, bytes]], opts: ShardOptions
+        self,
+        source: bytes,
+        replaced: dict[str, tuple[str, bytes]],
+        opts: ShardOptions,
+        written: set[str] | None = None,
     ) -> bytes:
+        written = set() if written is None else written
         out = io.BytesIO()
         for index, data in enumerate(iter_records(io.BytesIO(source))):
             key = str(index)
@@ -243,6 +248,7 @@ class TFRecordFormat(ShardFormat):
                 out.write(frame(data))
             elif key in replaced:
                 out.write(frame(replace_image(data, check_source(key, image, replaced))))
+                written.add(key)
         return out.getvalue()
 
 
