@@ -142,8 +142,32 @@ def section(rows: list[dict], command: str, started: datetime, loads: tuple) -> 
         "",
         *table(rows),
         "",
+        *speedups(rows),
     ]
     return "\n".join(lines)
+
+
+def speedups(rows: list[dict]) -> list[str]:
+    """One line per runner and OpenCV setting: the largest worker count against one worker."""
+    out = []
+    for runner in dict.fromkeys(r["runner"] for r in rows):
+        for threads in dict.fromkeys(r["opencv_threads"] for r in rows):
+            same = {
+                r["workers"]: r
+                for r in rows
+                if (r["runner"], r["opencv_threads"]) == (runner, threads)
+            }
+            if 1 in same and len(same) > 1:
+                top = max(same)
+                ratio = same[top]["images_per_s"] / same[1]["images_per_s"]
+                loads = same[top]["model_loads"]
+                per = f", {loads / top:g} model loads per worker" if loads is not None else ""
+                out.append(
+                    f"- {runner}, OpenCV threads {threads}: {top} workers "
+                    f"{same[top]['images_per_s']:.2f} images/s vs 1 worker "
+                    f"{same[1]['images_per_s']:.2f} images/s = {ratio:.2f}x{per}."
+                )
+    return [*out, ""] if out else []
 
 
 def write_section(path: Path, text: str) -> None:
