@@ -137,7 +137,21 @@ def summarise(images: Iterable[ImagePrivacy]) -> dict[str, object]:
 
 #: Anonymize thresholds at which ``blurbeam evaluate`` also reports blur recall and false
 #: positives, to choose a threshold for recall.
-SWEEP_THRESHOLDS: tuple[float, ...] = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+SWEEP_THRESHOLDS: tuple[float, ...] = (
+    0.02,
+    0.05,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.35,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.8,
+)
 
 
 def threshold_sweep(
