@@ -181,7 +181,7 @@ def _fail(msg: str) -> int:
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from blurbeam.detectors import get_class
+    from blurbeam.detectors import create, get_class
     from blurbeam.evaluation.wider import image_key, load_ground_truth
     from blurbeam.shards import InputError, expand_input
     from blurbeam.transforms.evaluate import ScoreConfig
@@ -204,6 +204,10 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     )
     ap_min = min(args.ap_min_score, anon_threshold)
     spec = DetectorSpec(base.name, ap_min, base.min_face_size, base.options)
+    try:  # load once here, so a missing model or a bad option is one clear line, not a traceback
+        create(spec)
+    except (ValueError, RuntimeError, ImportError, OSError) as exc:
+        return _fail(f"detector {spec.name}: {exc}")
     output = str(Path(args.output).resolve())
     try:
         found = [image_key(ref.rel) for ref in expand_input(args.images, exclude=output)]

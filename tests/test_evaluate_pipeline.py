@@ -181,3 +181,32 @@ def test_evaluate_yunet_on_ten_dev_images(tmp_path: Path) -> None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((out / "images.jsonl").read_text().splitlines()) == 10
     assert m["timing_ms"]["detect_median"] > 0
+
+
+@pytest.mark.shared
+def test_cli_rejects_a_bad_detector_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dev = dev305()
+    rc = main(
+        [
+            "evaluate",
+            "--images",
+            str(dev / "images"),
+            "--gt",
+            str(dev / "gt.txt"),
+            "--detector",
+            "multiscale",
+            "--detector-option",
+            "base=yunet",
+            "--detector-option",
+            "fusion=mean",
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "evaluate" in ln]
+    assert rc == 2 and err == [
+        "blurbeam evaluate: error: detector multiscale: unknown fusion 'mean'; "
+        "choose from ('vote', 'nms')"
+    ]
