@@ -77,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also WIDER faces labelled blurry or heavily occluded (default: clear faces only)",
     )
     sweep.add_argument("--workers", type=int, default=1, help="sweep worker processes")
+    sweep.add_argument(
+        "--report-only",
+        action="store_true",
+        help="compute nothing: report the settings and attackers already cached in --output",
+    )
 
 
 def _fail(msg: str) -> int:
@@ -123,6 +128,7 @@ def run_sweep_command(args: argparse.Namespace, attackers: list[str] | None) -> 
         min_size=args.min_face_size,
         clear_only=not args.all_faces,
         log=lambda m: print(m, flush=True),
+        compute=not args.report_only,
     )
     ids = face_ids(images)
     sizes = {

@@ -158,43 +158,49 @@ def markdown(
 
 
 def plot_top1(scores: Sequence[SettingScore], path: Path) -> None:
+    """Top-1 identification (worst attacker and no attacker, 95% CI) against strength, one panel
+    per method with more than one strength; wider-mask variants as extra points."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = sorted({s.method for s in scores})
+    methods = sorted({s.method for s in scores if s.method != "solid"}) or ["solid"]
     ncols = min(3, len(methods))
     nrows = int(math.ceil(len(methods) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.4 * nrows), squeeze=False)
     for ax, method in zip(axes.flat, methods, strict=False):
-        ss = sorted(
-            (s for s in scores if s.method == method and s.mask_scale == 1.3),
-            key=lambda s: s.strength,
-        )
-        if not ss:
-            ss = sorted((s for s in scores if s.method == method), key=lambda s: s.strength)
-        x = [s.strength for s in ss]
-        for label, get in (
-            ("worst attacker", lambda s: s.top1_max),
-            ("no attacker", lambda s: s.top1.get("none", s.top1_max)),
-        ):
-            y = [100 * get(s).value for s in ss]
-            lo = [100 * (get(s).value - get(s).lo) for s in ss]
-            hi = [100 * (get(s).hi - get(s).value) for s in ss]
-            ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=label)
-        ax.plot(x, [100 * s.chance for s in ss], "k:", label="chance")
+        mine = [s for s in scores if s.method == method]
+        masks = sorted({s.mask_scale for s in mine})
+        for mask in masks:
+            ss = sorted((s for s in mine if s.mask_scale == mask), key=lambda s: s.strength)
+            x = [s.strength for s in ss]
+            suffix = "" if mask == 1.3 else f", mask {mask:g}"
+            series = [("worst attacker", lambda s: s.top1_max, "o-")]
+            if mask == 1.3:
+                series.append(("no attacker", lambda s: s.top1.get("none", s.top1_max), "s--"))
+            for label, get, style in series:
+                y = [100 * get(s).value for s in ss]
+                lo = [100 * (get(s).value - get(s).lo) for s in ss]
+                hi = [100 * (get(s).hi - get(s).value) for s in ss]
+                ax.errorbar(x, y, yerr=[lo, hi], fmt=style, capsize=3, label=label + suffix)
+        base = sorted(mine, key=lambda s: s.strength)
+        ax.plot([s.strength for s in base], [100 * s.chance for s in base], "k:", label="chance")
         ax.axhline(100 * TARGET_TOP1, color="g", ls="--", lw=0.8, label="target")
         ax.set_title(method)
         ax.set_xlabel(f"strength ({STRENGTH_MEANS.get(method, '')})", fontsize=8)
         ax.set_ylabel("top-1 identification (%)")
         ax.set_ylim(0, 100)
         if method == "pixelate":
+            ax.set_xscale("log")
+            ticks = sorted({s.strength for s in mine})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
             ax.invert_xaxis()
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(methods) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

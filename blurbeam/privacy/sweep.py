@@ -210,9 +210,13 @@ def run_sweep(
     min_size: float = 40.0,
     clear_only: bool = True,
     log: Callable[[str], None] = print,
+    compute: bool = True,
 ) -> tuple[list[ImageFaces], dict[Setting, dict[str, np.ndarray]], np.ndarray]:
-    """Compute what is missing; return (images, features per setting and attacker, originals)."""
+    """Compute what is missing (unless ``compute`` is False: then only what is cached is
+    returned); return (images, features per setting and attacker, originals)."""
     out.mkdir(parents=True, exist_ok=True)
+    if not compute and not (out / "originals.npy").exists():
+        raise ValueError(f"--report-only: no sweep results under {out}")
     images = prepare_face_set(out, shared, min_size, clear_only, log)
     n = sum(len(im.faces) for im in images)
     orig_path = out / "originals.npy"
@@ -229,11 +233,12 @@ def run_sweep(
         for method, strength, mask_scale in map(normalise, grid):
             name = setting_name(method, strength, mask_scale)
             sdir = out / "features" / name
-            sdir.mkdir(parents=True, exist_ok=True)
+            if compute:
+                sdir.mkdir(parents=True, exist_ok=True)
             applicable = attackers_for(method, deblur=with_deblur)
             todo_att = [a for a in applicable if attackers is None or a in attackers]
             missing = tuple(a for a in todo_att if not (sdir / f"{a}.npy").exists())
-            if missing:
+            if missing and compute:
                 t = time.time()
                 tasks = [(im, method, strength, mask_scale, missing) for im in images]
                 parts = list(ex.map(_attack_task, tasks, chunksize=2))
@@ -246,6 +251,9 @@ def run_sweep(
                     + ", ".join(f"{a} {s:.2f}s" for a, s in secs.items())
                     + ")"
                 )
+            if not compute and any(not (sdir / f"{a}.npy").exists() for a in todo_att):
+                log(f"{name}: not complete in the cache; left out of the report")
+                continue
             results[(method, strength, mask_scale)] = {
                 a: np.load(sdir / f"{a}.npy")
                 for a in attackers_for(method, deblur=True)
