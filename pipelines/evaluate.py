@@ -58,6 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_AP_MIN_SCORE,
         help=f"detector threshold for the AP predictions (default {DEFAULT_AP_MIN_SCORE})",
     )
+    _option(
+        parser,
+        "every",
+        type=int,
+        default=1,
+        help="evaluate every K-th labelled image, sorted by name (default 1: all)",
+    )
     _option(parser, "mask-scale", type=float, default=1.3, help="anonymizer mask scale")
     _option(parser, "mask-shape", default="ellipse", choices=MASK_SHAPES)
     _option(
@@ -160,11 +167,15 @@ def build(
     meta: dict[str, Any],
     max_pixels: int,
     max_bytes: int,
+    keep: list[str] | None = None,
 ):
+    """The evaluate pipeline on ``p``; ``keep``: only these image keys (None: every image)."""
     from blurbeam.transforms.anonymize import DetectFaces, ReadImages
     from blurbeam.transforms.evaluate import ScoreImages
 
     tasks = p | "ReadImages" >> ReadImages(images, max_pixels, max_bytes, exclude=output)
+    if keep is not None:
+        tasks = tasks | "Sample" >> beam.Filter(_in_sample, frozenset(keep))
     detected = tasks | "DetectFaces" >> DetectFaces(spec)
     records = detected | "ScoreImages" >> ScoreImages(gt.images, score_cfg)
     _ = (
@@ -173,6 +184,12 @@ def build(
         | "Finalize" >> beam.Map(finalize, gt, output, meta)
     )
     return records
+
+
+def _in_sample(task: Any, keys: frozenset[str]) -> bool:
+    from blurbeam.evaluation.wider import image_key
+
+    return image_key(task.rel) in keys
 
 
 def _fail(msg: str) -> int:
@@ -213,12 +230,17 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         found = [image_key(ref.rel) for ref in expand_input(args.images, exclude=output)]
     except InputError as exc:
         return _fail(str(exc))
-    labelled = [k for k in found if k in gt.images]
+    labelled = sorted(k for k in found if k in gt.images)
     if not labelled:
         return _fail(
             f"none of the {len(found)} images under {args.images} is in {args.gt} "
             "(expected <event>/<name>.jpg as in the ground truth)"
         )
+    if args.every < 1:
+        return _fail(f"--every must be >= 1, got {args.every}")
+    keep = labelled[:: args.every] if args.every > 1 else None
+    if keep is not None:
+        found, labelled = keep, keep
     privacy = PrivacyConfig(
         mask_scale=args.mask_scale,
         mask_shape=args.mask_shape,
@@ -238,6 +260,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         "ap_min_score": ap_min,
         "privacy_config": privacy.__dict__,
         "gt": str(args.gt),
+        "every": args.every,
     }
     score_cfg = ScoreConfig(str(Path(output) / "predictions"), anon_threshold, privacy)
     print(
@@ -248,7 +271,9 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     options = PipelineOptions(beam_args)
     t0 = time.monotonic()
     with beam.Pipeline(options=options) as p:
-        build(p, args.images, output, spec, gt, score_cfg, meta, args.max_pixels, args.max_bytes)
+        build(
+            p, args.images, output, spec, gt, score_cfg, meta, args.max_pixels, args.max_bytes, keep
+        )
     wall = time.monotonic() - t0
     metrics_path = Path(output) / "metrics.json"
     if not metrics_path.is_file():
