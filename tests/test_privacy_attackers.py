@@ -90,3 +90,38 @@ def test_none_is_identity() -> None:
     cfg = blur.BlurConfig("gaussian", 0.25)
     anon = blur.anonymize(img, [BOX], cfg)
     assert np.array_equal(run_attack("none", anon, AttackContext(cfg, BOX)), anon)
+
+
+class _FakeRestorer:
+    """Stands in for the deblur network: records its input, returns a constant face."""
+
+    size = 128
+
+    def __init__(self) -> None:
+        self.inputs: list[np.ndarray] = []
+
+    def restore(self, img: np.ndarray) -> np.ndarray:
+        self.inputs.append(img)
+        return np.full_like(img, 200)
+
+
+def test_deblur_attacker_feeds_the_1_3x_square_crop_and_pastes_inside_the_mask() -> None:
+    from blurbeam.privacy.attackers import DeblurAttacker
+
+    img = _scene(2)
+    cfg = blur.BlurConfig("gaussian", 0.25)
+    anon = blur.anonymize(img, [BOX], cfg)
+    fake = _FakeRestorer()
+    ctx = AttackContext(cfg, BOX)
+    est = run_attack("deblur", anon, ctx, DeblurAttacker(fake))
+    assert len(fake.inputs) == 1 and fake.inputs[0].shape == (128, 128, 3)
+    mask = ctx.mask(img.shape[:2])
+    assert np.array_equal(est[~mask], anon[~mask])
+    assert (est[mask] == 200).all()
+    # A face at the image border: the crop is mirror-padded, the output keeps the window's shape.
+    edge = (0.0, 0.0, 60.0, 70.0)
+    ctx = AttackContext(cfg, edge)
+    out = run_attack("deblur", blur.anonymize(img, [edge], cfg), ctx, DeblurAttacker(fake))
+    assert out.shape == img.shape
+    with pytest.raises(ValueError, match="needs the deblur model"):
+        run_attack("deblur", anon, AttackContext(cfg, BOX))
