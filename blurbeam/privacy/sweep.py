@@ -41,14 +41,14 @@ DEFAULT_GRID: tuple[tuple, ...] = (
     ("box", 0.9),
     ("median", 0.75),
     ("bilateral", 0.25),
-    ("gaussian", 0.5),
-    ("pixelate", 16.0),
-    ("pixelate", 8.0),
-    ("box", 0.3),
     ("box", 0.9, 1.6),
     ("median", 0.75, 1.6),
     ("bilateral", 0.25, 1.6),
     ("solid", 0.0, 1.6),
+    ("gaussian", 0.5),
+    ("pixelate", 16.0),
+    ("pixelate", 8.0),
+    ("box", 0.3),
 )
 
 
