@@ -45,6 +45,8 @@ DEFAULT_GRID: tuple[tuple, ...] = (
     ("median", 0.75, 1.6),
     ("bilateral", 0.25, 1.6),
     ("solid", 0.0, 1.6),
+    ("bilateral", 0.5),
+    ("bilateral", 1.0),
     ("gaussian", 0.5),
     ("pixelate", 16.0),
     ("pixelate", 8.0),
