@@ -1,0 +1,157 @@
+"""Synthetic degradations for training and evaluating face deblurring.
+
+All functions take a ``numpy.random.Generator`` so that every degradation is reproducible from
+a seed. Images are float32 RGB in [0, 1], shape (H, W, 3). Blur is applied with
+``cv2.filter2D`` and reflected borders; kernels are float32, non-negative, summing to 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+def _splat(points: np.ndarray, size: int) -> np.ndarray:
+    """Bilinearly splat (x, y) points (centred at 0) into a size x size kernel."""
+    k = np.zeros((size, size), np.float64)
+    c = (size - 1) / 2.0
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    x, y = pts[:, 0] + c, pts[:, 1] + c
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = x - x0, y - y0
+    for dx, dy, wgt in (
+        (0, 0, (1 - fx) * (1 - fy)),
+        (1, 0, fx * (1 - fy)),
+        (0, 1, (1 - fx) * fy),
+        (1, 1, fx * fy),
+    ):
+        xi, yi = x0 + dx, y0 + dy
+        ok = (xi >= 0) & (xi < size) & (yi >= 0) & (yi < size)
+        np.add.at(k, (yi[ok], xi[ok]), wgt[ok])
+    s = k.sum()
+    if s <= 0:
+        k[size // 2, size // 2] = 1.0
+        s = 1.0
+    return (k / s).astype(np.float32)
+
+
+def motion_kernel(length: float, angle_deg: float) -> np.ndarray:
+    """Straight, uniform motion blur of ``length`` pixels at ``angle_deg`` (anti-aliased)."""
+    length = max(float(length), 1.0)
+    size = int(math.ceil(length)) + 2
+    size += 1 - size % 2
+    n = max(int(length * 8), 2)
+    t = np.linspace(-(length - 1) / 2.0, (length - 1) / 2.0, n)
+    a = math.radians(angle_deg)
+    pts = np.stack([t * math.cos(a), -t * math.sin(a)], axis=1)
+    return _splat(pts, size)
+
+
+def shake_kernel(rng: np.random.Generator, max_extent: float) -> np.ndarray:
+    """Camera-shake kernel: a random-walk trajectory with inertia and occasional jerks,
+    scaled so that its larger extent is ``max_extent`` pixels (after Boracchi and Foi 2012)."""
+    n = 64
+    v = rng.normal(size=2)
+    v /= np.linalg.norm(v) + 1e-8
+    pos = np.zeros(2)
+    pts = [pos.copy()]
+    for _ in range(n - 1):
+        v = 0.7 * v + 0.5 * rng.normal(size=2)
+        if rng.random() < 0.05:  # a jerk
+            v = v + 2.0 * rng.normal(size=2)
+        v /= np.linalg.norm(v) + 1e-8
+        pos = pos + v
+        pts.append(pos.copy())
+    pts = np.asarray(pts)
+    pts -= (pts.max(0) + pts.min(0)) / 2.0
+    extent = float(np.abs(pts).max()) * 2.0
+    pts *= (max_extent - 1.0) / max(extent, 1e-6)
+    # dense sampling along the path so the kernel is continuous
+    seg = np.linspace(0, 1, 8, endpoint=False)[None, :, None]
+    dense = (pts[:-1, None, :] + seg * (pts[1:] - pts[:-1])[:, None, :]).reshape(-1, 2)
+    dense = np.concatenate([dense, pts[-1:]], axis=0)
+    size = int(math.ceil(max_extent)) + 2
+    size += 1 - size % 2
+    return _splat(np.asarray(dense), size)
+
+
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    r = int(math.ceil(3 * sigma))
+    g = cv2.getGaussianKernel(2 * r + 1, sigma).astype(np.float64)
+    k = g @ g.T
+    return (k / k.sum()).astype(np.float32)
+
+
+def blur(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Convolve (true convolution, kernel flipped) each channel, reflected borders."""
+    return cv2.filter2D(img, -1, kernel[::-1, ::-1].copy(), borderType=cv2.BORDER_REFLECT)
+
+
+def add_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    if sigma <= 0:
+        return img
+    return img + rng.normal(0.0, sigma, img.shape).astype(np.float32)
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    u8 = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", u8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover
+        raise RuntimeError("JPEG encode failed")
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
+
+
+def quantize(img: np.ndarray) -> np.ndarray:
+    """Round to 8 bits, as a stored image would be."""
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.float32) / 255.0
+
+
+@dataclass(frozen=True)
+class TrainDegradation:
+    """The training mix (issue 5): motion blur 5-21 px at a random angle, camera shake,
+    Gaussian sigma 1-3, or none; then Gaussian noise sigma 0-5/255 and, sometimes, JPEG 60-95."""
+
+    p_motion: float = 0.45
+    p_shake: float = 0.25
+    p_gauss: float = 0.15  # the rest (0.15) is no blur: the network must leave sharp faces alone
+    motion_len: tuple[float, float] = (5.0, 21.0)
+    shake_extent: tuple[float, float] = (5.0, 21.0)
+    gauss_sigma: tuple[float, float] = (1.0, 3.0)
+    noise_max: float = 5.0 / 255.0
+    p_jpeg: float = 0.3
+    jpeg_quality: tuple[int, int] = (60, 95)
+
+    def kernel(self, rng: np.random.Generator) -> np.ndarray | None:
+        u = rng.random()
+        if u < self.p_motion:
+            return motion_kernel(rng.uniform(*self.motion_len), rng.uniform(0, 180))
+        u -= self.p_motion
+        if u < self.p_shake:
+            return shake_kernel(rng, rng.uniform(*self.shake_extent))
+        u -= self.p_shake
+        if u < self.p_gauss:
+            return gaussian_kernel(rng.uniform(*self.gauss_sigma))
+        return None
+
+    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        k = self.kernel(rng)
+        out = blur(img, k) if k is not None else img.copy()
+        out = add_noise(out, rng.uniform(0, self.noise_max), rng)
+        if rng.random() < self.p_jpeg:
+            out = jpeg(
+                np.clip(out, 0, 1),
+                int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1)),
+            )
+        return quantize(out)
+
+
+def eval_motion(
+    img: np.ndarray, rng: np.random.Generator, length=(9.0, 15.0), noise: float = 2.0 / 255.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The benchmark degradation: motion blur 9-15 px at a random angle plus noise sigma 2/255.
+    Returns (degraded image, the true kernel)."""
+    k = motion_kernel(rng.uniform(*length), rng.uniform(0, 180))
+    return quantize(add_noise(blur(img, k), noise, rng)), k
