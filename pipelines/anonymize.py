@@ -24,7 +24,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from blurbeam import __version__
-from blurbeam.blur import DEFAULT_STRENGTH, METHODS, BlurConfig
+from blurbeam.blur import DEFAULT_MASK_SCALE, DEFAULT_STRENGTH, METHODS, BlurConfig
 from blurbeam.detectors import DetectorSpec
 from blurbeam.geometry import MASK_SHAPES
 from blurbeam.imageio import DEFAULT_MAX_PIXELS, MetadataPolicy
@@ -32,7 +32,7 @@ from blurbeam.shards import DEFAULT_MAX_BYTES, InputError, expand_input
 from blurbeam.task import RunContext, config_hash
 
 #: The default backend: best blur recall on WIDER FACE dev305 (see docs/BENCHMARKS.md).
-DEFAULT_DETECTOR = "yunet"
+DEFAULT_DETECTOR = "multiscale"
 
 
 def _option(parser: argparse.ArgumentParser, name: str, **kw: Any) -> None:
@@ -109,7 +109,11 @@ def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = Fa
         + ")",
     )
     _option(
-        parser, "mask-scale", type=float, default=1.3, help="enlarge each face box by this factor"
+        parser,
+        "mask-scale",
+        type=float,
+        default=DEFAULT_MASK_SCALE,
+        help=f"enlarge each face box by this factor (default {DEFAULT_MASK_SCALE})",
     )
     _option(parser, "mask-shape", default="ellipse", choices=MASK_SHAPES)
     _option(

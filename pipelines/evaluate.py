@@ -31,6 +31,7 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from blurbeam import __version__
+from blurbeam.blur import DEFAULT_MASK_SCALE
 from blurbeam.detectors import DetectorSpec
 from blurbeam.evaluation.privacy import PrivacyConfig
 from blurbeam.evaluation.wider import LEVELS, WiderFormatError, WiderGroundTruth
@@ -65,7 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="evaluate every K-th labelled image, sorted by name (default 1: all)",
     )
-    _option(parser, "mask-scale", type=float, default=1.3, help="anonymizer mask scale")
+    _option(
+        parser, "mask-scale", type=float, default=DEFAULT_MASK_SCALE, help="anonymizer mask scale"
+    )
     _option(parser, "mask-shape", default="ellipse", choices=MASK_SHAPES)
     _option(
         parser,

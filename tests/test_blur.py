@@ -69,7 +69,7 @@ def test_strength_scales_with_face_size():
     # the pixel floor destroys tiny faces too
     assert face_params(cfg, 6, 6)["sigma_px"] >= 4.0
     pix = BlurConfig(method="pixelate")
-    assert face_params(pix, 60, 60)["block_px"] == pytest.approx(10.0)  # 6 blocks across
+    assert face_params(pix, 60, 60)["block_px"] == pytest.approx(15.0)  # 4 blocks across
     assert face_params(pix, 10, 10)["block_px"] >= 4.0
 
 

@@ -229,7 +229,7 @@ def test_cli_exit_codes_and_run_json(dataset, tmp_path, capsys):
     )
     summary = json.loads((out / "run.json").read_text())
     assert summary["images"] == 9 and summary["status_counts"]["error"] == 2
-    assert summary["config"]["detector"]["name"] == "yunet"
+    assert summary["config"]["detector"]["name"] == anon.DEFAULT_DETECTOR
     err = capsys.readouterr().err
     assert "exceeds --max-error-rate" in err and "Traceback" not in err
     out2 = tmp_path / "out2"

