@@ -50,12 +50,30 @@ def run_cli(images: str, out: str, extra: list[str], env: dict[str, str]) -> dic
     return json.loads(Path(out, "run.json").read_text())
 
 
+def load_rows(path: str | None) -> list[dict]:
+    if not path or not Path(path).exists():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 def measure(args: argparse.Namespace) -> list[dict]:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     rows = []
+    done = load_rows(args.rows)
     for runner in args.runners:
         for workers in args.workers:
             for threads in args.opencv_threads:
+                name = "DirectRunner multi_processing" if runner == "direct" else "DaskRunner"
+                earlier = [
+                    r
+                    for r in done
+                    if (r["runner"], r["workers"], r["opencv_threads"], r.get("input"))
+                    == (name, workers, threads or "default", args.images)
+                ]
+                if earlier:  # measured by an earlier invocation (--rows): reuse, do not rerun
+                    rows.append(earlier[-1])
+                    print(json.dumps(earlier[-1]), "(reused)", flush=True)
+                    continue
                 extra = [] if threads == 0 else ["--opencv-threads", str(threads)]
                 load = os.getloadavg()[0]
                 out = tempfile.mkdtemp(prefix="blurbeam-bench-")
@@ -88,9 +106,9 @@ def measure(args: argparse.Namespace) -> list[dict]:
                     shutil.rmtree(out, ignore_errors=True)
                 loads = summary["metrics"].get("model_loads")
                 row = {
-                    "runner": "DirectRunner multi_processing"
-                    if runner == "direct"
-                    else "DaskRunner",
+                    "runner": name,
+                    "input": args.images,
+                    "measured": datetime.now(UTC).strftime("%H:%M"),
                     "workers": workers,
                     "opencv_threads": threads or "default",
                     "images": summary["images"],
@@ -103,6 +121,9 @@ def measure(args: argparse.Namespace) -> list[dict]:
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                if args.rows:
+                    with open(args.rows, "a") as fh:
+                        fh.write(json.dumps(row) + "\n")
                 time.sleep(2)
     return rows
 
@@ -112,8 +133,9 @@ def table(rows: list[dict]) -> list[str]:
         (r["runner"], r["opencv_threads"]): r["images_per_s"] for r in rows if r["workers"] == 1
     }
     out = [
-        "| runner | workers | OpenCV threads | images | wall s | images/s | vs 1 worker | model loads | load avg before |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| runner | workers | OpenCV threads | images | wall s | images/s | vs 1 worker "
+        "| model loads | load avg before | at (UTC) |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         one = base.get((r["runner"], r["opencv_threads"]))
@@ -121,7 +143,8 @@ def table(rows: list[dict]) -> list[str]:
         loads = "n/a" if r["model_loads"] is None else str(r["model_loads"])
         out.append(
             f"| {r['runner']} | {r['workers']} | {r['opencv_threads']} | {r['images']} | "
-            f"{r['wall_s']:.1f} | {r['images_per_s']:.2f} | {ratio} | {loads} | {r['load_before']} |"
+            f"{r['wall_s']:.1f} | {r['images_per_s']:.2f} | {ratio} | {loads} | {r['load_before']} "
+            f"| {r.get('measured', '')} |"
         )
     return out
 
@@ -190,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--runners", nargs="+", default=["direct", "dask"], choices=["direct", "dask"])
     ap.add_argument("--write", default=None, help="Markdown file whose section to replace")
+    ap.add_argument(
+        "--rows",
+        default=None,
+        help="JSON-lines file: each measured row is appended; rows already there are reused",
+    )
     args = ap.parse_args(argv)
     if not Path(args.images).exists():
         print(f"throughput: {args.images} does not exist", file=sys.stderr)
