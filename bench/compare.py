@@ -64,6 +64,7 @@ and blur recall per tool).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -401,7 +402,11 @@ def run_blurbeam(ctx: Context, name: str, workers: int, extra: Sequence[str] = (
     log = ctx.output / "logs" / f"{name}.log"
     m = run_measured(cmd, log, _python_env(), ctx.timeout)
     ms, status, faces = read_audit(out_dir, ctx.input_dir)
-    run = ToolRun("ok", None, m, out_dir, ms, cmd, {"status_counts": status}, faces)
+    info: dict[str, Any] = {"status_counts": status}
+    # the config the run actually used (the default may change between runs)
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        info["config"] = json.loads((out_dir / "run.json").read_text())["config"]
+    run = ToolRun("ok", None, m, out_dir, ms, cmd, info, faces)
     if m.returncode != 0:
         run.status, run.reason = "failed", f"exit {m.returncode}: {tail(log)}"
     return run
@@ -982,11 +987,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         scored, reference = score_tools(ctx, runs, gt, args.changed_threshold)
         for n, s in scored.items():
             rows[n].update(s)
+    used = {
+        n: r.info["config"]["detector"]["name"]
+        for n, r in runs.items()
+        if n != "blurbeam-yunet" and "config" in r.info
+    }
+    if len(set(used.values())) > 1:
+        print(f"compare: WARNING: the default changed during the run: {used}", file=sys.stderr)
     tgt = targets(rows)
     result = {
         "machine": info,
         "blurbeam_version": __version__,
         "default_detector": DEFAULT_DETECTOR,
+        "detector_used": used,
         "images_dir": str(images),
         "gt": str(gt_path) if gt is not None else None,
         "images": len(rels),
