@@ -109,7 +109,9 @@ def test_deblur_attacker_feeds_the_1_3x_square_crop_and_pastes_inside_the_mask()
     from blurbeam.privacy.attackers import DeblurAttacker
 
     img = _scene(2)
-    cfg = blur.BlurConfig("gaussian", 0.25)
+    # mask 1.3: the mask lies inside the 1.3x crop the model restores (with a wider mask the ring
+    # outside the crop stays as anonymized)
+    cfg = blur.BlurConfig("gaussian", 0.25, mask_scale=1.3)
     anon = blur.anonymize(img, [BOX], cfg)
     fake = _FakeRestorer()
     ctx = AttackContext(cfg, BOX)

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from test_shards import face_image, plain_image, run_pipeline
 
+from blurbeam.pipelines.anonymize import DEFAULT_DETECTOR
 from blurbeam.pipelines.cli import main as cli_main
 from blurbeam.report import load_audit
 from blurbeam.schemas.audit import AUDIT_SCHEMA
@@ -111,7 +112,7 @@ def test_report_totals_errors_and_coverage(tmp_path, capsys):
     rep = json.loads((out / "report.json").read_text())
     assert [r["run_id"] for r in rep["runs"]] == ["r1", "r2"]
     r1, r2 = rep["runs"]
-    assert r1["images"] == n + 1 and r1["error"] == 1 and r1["detector"] == "yunet"
+    assert r1["images"] == n + 1 and r1["error"] == 1 and r1["detector"] == DEFAULT_DETECTOR
     assert r1["method"] == "gaussian" and r2["images"] == 1  # only the failed input was retried
     assert rep["coverage"] == {
         "checked": True,
@@ -125,7 +126,7 @@ def test_report_totals_errors_and_coverage(tmp_path, capsys):
     faces = rep["images_with_faces"]
     assert len(faces) == rep["latest_status"]["ok"] == n - 1  # all but the empty scene
     assert f"{src / 'shard-0.tar'}#s0.jpg" in faces
-    assert "all 8 inputs have an audit record" in text and "detector yunet" in text
+    assert "all 8 inputs have an audit record" in text and f"detector {DEFAULT_DETECTOR}" in text
     md = (out / "report.md").read_text()
     assert "## Coverage" in md and "| r1 |" in md and "truncated.jpg" in md
 
