@@ -142,7 +142,9 @@ def build_dataset(root: str | Path) -> list[Path]:
 def _tile(img: np.ndarray | None, cell: int) -> np.ndarray:
     tile = np.full((cell, cell, 3), 255, np.uint8)
     if img is None:
-        cv2.putText(tile, "not written", (10, cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (200, 0, 0), 2)
+        cv2.putText(
+            tile, "not written", (10, cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (200, 0, 0), 2
+        )
         return tile
     img8 = img if img.dtype == np.uint8 else (img >> 8).astype(np.uint8)
     if img8.shape[2] in (1, 2):
@@ -168,7 +170,9 @@ def contact_sheet(
     for label, before, after in pairs:
         bar = np.full((26, cell * 2 + gap, 3), 255, np.uint8)
         cv2.putText(bar, label[:48], (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-        row = np.hstack([_tile(before, cell), np.full((cell, gap, 3), 255, np.uint8), _tile(after, cell)])
+        row = np.hstack(
+            [_tile(before, cell), np.full((cell, gap, 3), 255, np.uint8), _tile(after, cell)]
+        )
         blocks.append(np.vstack([bar, row, np.full((gap, cell * 2 + gap, 3), 255, np.uint8)]))
     if not blocks:
         blocks = [np.full((cell, cell * 2 + gap, 3), 255, np.uint8)]

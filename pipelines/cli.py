@@ -17,7 +17,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "anonymize": ("blurbeam.pipelines.anonymize", "detect and blur faces in an image dataset"),
     "demo": ("blurbeam.pipelines.demo", "build a small sample dataset and anonymize it"),
-    "report": ("blurbeam.pipelines.report", "per-run totals, errors and input coverage of an output"),
+    "report": (
+        "blurbeam.pipelines.report",
+        "per-run totals, errors and input coverage of an output",
+    ),
     "privacy-audit": (
         "blurbeam.pipelines.privacy_audit",
         "measure whether anonymized faces can still be recognised (and the defaults sweep)",

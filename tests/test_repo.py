@@ -25,7 +25,9 @@ def test_every_package_directory_is_packaged():
         for init in (ROOT / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / folder)
             name = ".".join([pkg, *rel.parts]) if rel.parts else pkg
-            if not any(name.startswith(p + ".") for p in mapping if p != pkg and p.startswith(pkg + ".")):
+            if not any(
+                name.startswith(p + ".") for p in mapping if p != pkg and p.startswith(pkg + ".")
+            ):
                 found.add(name)
     assert found <= declared, f"packages missing from pyproject: {sorted(found - declared)}"
 
@@ -41,4 +43,6 @@ def test_audit_doc_covers_schema():
 def test_opencv_pinned_below_5():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert any(d.startswith("opencv-python-headless") and "<5" in d for d in deps)
-    assert not any(d.startswith(("torch", "tensorflow-gpu", "opencv-python>", "opencv-python<")) for d in deps)
+    assert not any(
+        d.startswith(("torch", "tensorflow-gpu", "opencv-python>", "opencv-python<")) for d in deps
+    )
