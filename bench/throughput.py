@@ -155,10 +155,12 @@ def section(rows: list[dict], command: str, started: datetime, loads: tuple) -> 
     lines = [
         SECTION,
         "",
-        f"`{command}`, run {started.strftime('%Y-%m-%d %H:%M UTC')} on {cpu_model()}, "
+        f"`{command}`, written {started.strftime('%Y-%m-%d %H:%M UTC')} on {cpu_model()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, Beam {apache_beam.__version__}; "
-        f"load average before the first run {loads[0]:.2f} / {loads[1]:.2f} / {loads[2]:.2f} "
-        "(1/5/15 min). Each row is one `blurbeam anonymize` run over the same images with the "
+        f"load average then {loads[0]:.2f} / {loads[1]:.2f} / {loads[2]:.2f} "
+        "(1/5/15 min); each row's own start time and load average before it are in its columns "
+        "(rows kept in `--rows` from an earlier invocation are reused, not rerun). "
+        "Each row is one `blurbeam anonymize` run over the same images with the "
         "default detector and method; images/s is over the whole run (worker start-up and model "
         "loads included); model loads is Beam's `model_loads` counter (DaskRunner reports no "
         "metrics).",
