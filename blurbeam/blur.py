@@ -9,7 +9,7 @@ method     strength means                                      default  floor
 =========  ==================================================  =======  =========================
 gaussian   Gaussian sigma as a fraction of the face size       0.25     sigma >= 4 px
 median     median kernel width as a fraction of the face size  0.75     kernel >= 9 px
-bilateral  spatial sigma as a fraction of the face size        0.25     sigma >= 4 px
+bilateral  spatial sigma as a fraction of the face size        1.0      sigma >= 4 px
 box        box kernel width as a fraction of the face size     0.9      kernel >= 9 px
 pixelate   blocks across the face (fewer = stronger)           4        block >= 4 px
 solid      (none) fill with a constant colour                  -        -
@@ -37,7 +37,7 @@ METHODS = ("gaussian", "median", "bilateral", "box", "pixelate", "solid")
 DEFAULT_STRENGTH: dict[str, float] = {
     "gaussian": 0.25,
     "median": 0.75,
-    "bilateral": 0.25,
+    "bilateral": 1.0,  # edge-preserving: 0.25 left 65% of faces identifiable (docs/PRIVACY.md)
     "box": 0.9,
     "pixelate": 4.0,
     "solid": 0.0,

@@ -245,6 +245,15 @@ def test_cli_exit_codes_and_run_json(dataset, tmp_path, capsys):
         "pixelate",
     ]
     assert cli_main(argv) == 0
+    argv = [
+        "anonymize",
+        "--input",
+        str(dataset / "photos" / "cat_no_face.jpg"),
+        "--output",
+        str(tmp_path / "o3"),
+    ]
+    assert cli_main([*argv, "--method", "bilateral"]) == 0
+    assert "warning: bilateral blur keeps edges" in capsys.readouterr().err
     assert cli_main(["anonymize", "--input", str(tmp_path / "nope"), "--output", str(out2)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert (
