@@ -1019,6 +1019,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"changed pixel: mean difference over {CHANGED_WINDOW}x{CHANGED_WINDOW} > "
         f"{args.changed_threshold:g} levels"
     )
+    reused = [f"{n} ({r.info['reused_from']})" for n, r in runs.items() if "reused_from" in r.info]
+    if reused:
+        header += "; reused from earlier runs (date and load are this run's): " + ", ".join(reused)
     text = f"{header}\n\n{table(rows)}\n\n{targets_text(tgt)}\n"
     if reference is not None:
         text += (
