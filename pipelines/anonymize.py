@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from blurbeam import __version__
 from blurbeam.blur import DEFAULT_MASK_SCALE, DEFAULT_STRENGTH, METHODS, BlurConfig
@@ -169,10 +169,21 @@ def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = Fa
     )
     _option(
         parser,
+        "worker-threads",
+        type=int,
+        default=None,
+        help="CPU threads each worker process gives the detector's inference library "
+        "(onnxruntime, OpenCV, TensorFlow); 0 = the libraries' defaults (every core). Default: "
+        "cores / workers on DirectRunner with --direct_num_workers > 1, else 0. Set it to 1 on "
+        "Dataflow (one SDK process per vCPU) and to cores / processes on a Dask or Flink host",
+    )
+    _option(
+        parser,
         "opencv-threads",
         type=int,
         default=None,
-        help="cv2.setNumThreads in each worker (e.g. 1 when workers = cores; default: OpenCV's)",
+        help="cv2.setNumThreads in each worker (default: --worker-threads when it is > 0, "
+        "else OpenCV's)",
     )
 
 
@@ -184,6 +195,32 @@ class AnonymizeOptions(PipelineOptions):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_anonymize_arguments(parser, required=True)
+
+
+def worker_threads(opts: PipelineOptions, explicit: int | None = None) -> int:
+    """The per-worker thread budget (``--worker-threads``), resolved for the runner.
+
+    ``explicit`` is the flag's value. Unset, it is ``cores // workers`` on the DirectRunner in
+    multi_processing mode with ``--direct_num_workers`` > 1 (the worker processes share this
+    machine's cores; uncapped, each one's onnxruntime starts a thread per core and together they
+    oversubscribe the machine), and 0 (the libraries' defaults) elsewhere, since a remote
+    worker's core count is not known at launch.
+    """
+    if explicit is not None:
+        if explicit < 0:
+            raise ValueError(f"--worker-threads must be >= 0, got {explicit}")
+        return int(explicit)
+    runner = opts.view_as(StandardOptions).runner or "DirectRunner"
+    if runner not in ("DirectRunner", "direct", "FnApiRunner"):
+        return 0
+    direct = opts.view_as(DirectOptions)
+    if direct.direct_running_mode != "multi_processing":  # workers share one process, one model
+        return 0
+    workers = direct.direct_num_workers
+    cores = os.cpu_count() or 1
+    if workers == 0:  # Beam's convention: as many workers as cores
+        workers = cores
+    return max(1, cores // workers) if workers > 1 else 0
 
 
 def detector_spec(opts: Any) -> DetectorSpec:
@@ -214,6 +251,7 @@ class RunPlan:
     skip_existing: bool = False
     input_slices: int = 1
     opencv_threads: int | None = None
+    worker_threads: int = 0  # the detector's thread budget per worker (0: library defaults)
 
     def shard_options(self):
         from blurbeam.shards import ShardOptions
@@ -223,6 +261,7 @@ class RunPlan:
 
 def plan(opts: AnonymizeOptions) -> RunPlan:
     spec = detector_spec(opts)
+    threads = worker_threads(opts, opts.worker_threads)
     from blurbeam.detectors import get_class
 
     det_cls = get_class(spec.name)  # fails early, with the list of backends, on a typo
@@ -280,7 +319,10 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
         image_column=opts.image_column,
         skip_existing=bool(opts.skip_existing),
         input_slices=max(1, opts.input_slices or 1),
-        opencv_threads=opts.opencv_threads,
+        opencv_threads=(
+            opts.opencv_threads if opts.opencv_threads is not None else (threads or None)
+        ),
+        worker_threads=threads,
     )
 
 
@@ -298,7 +340,7 @@ def build(p: beam.Pipeline, rp: RunPlan, progress_dir: str | None = None):
         input_slices=rp.input_slices,
         opencv_threads=rp.opencv_threads,
     )
-    detected = tasks | "DetectFaces" >> DetectFaces(rp.spec)
+    detected = tasks | "DetectFaces" >> DetectFaces(rp.spec, threads=rp.worker_threads)
     return detected | "AnonymizeAndWrite" >> AnonymizeAndWrite(
         rp.output,
         rp.ctx,
@@ -428,6 +470,7 @@ def summarize(
         "wall_s": round(wall_s, 3),
         "images_per_s": round(n / wall_s, 3) if wall_s > 0 else None,
         "metrics": metrics,
+        "worker_threads": rp.worker_threads,
         "config_hash": rp.ctx.config_hash,
         "config": rp.config,
     }

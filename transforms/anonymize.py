@@ -63,12 +63,16 @@ class ReadImages(beam.PTransform):
 
 
 class DetectFaces(beam.PTransform):
-    def __init__(self, spec: DetectorSpec):
+    """Faces for each task; ``threads`` is each worker's thread budget for the detector's
+    inference library (0: its default; see ``Detector.threads``)."""
+
+    def __init__(self, spec: DetectorSpec, threads: int = 0):
         super().__init__()
         self._spec = spec
+        self._threads = threads
 
     def expand(self, tasks):
-        return tasks | "Detect" >> beam.ParDo(DetectFn(self._spec))
+        return tasks | "Detect" >> beam.ParDo(DetectFn(self._spec, threads=self._threads))
 
 
 class AnonymizeAndWrite(beam.PTransform):

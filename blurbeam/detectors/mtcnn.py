@@ -30,7 +30,7 @@ class MTCNNDetector(Detector):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
 
-        threads = int(self.options.get("threads", 0))
+        threads = self.thread_count()
         if threads:
             with contextlib.suppress(RuntimeError):  # already initialised in this process
                 tf.config.threading.set_intra_op_parallelism_threads(threads)

