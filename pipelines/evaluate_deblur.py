@@ -27,6 +27,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--limit", type=int, default=None, help="only the first N held-out crops")
     p.add_argument("--skip-classical", action="store_true", help="no Wiener / Richardson-Lucy")
+    p.add_argument(
+        "--reuse-original",
+        default=None,
+        metavar="RESULTS_JSON",
+        help="take the original network's rows from an earlier results.json of the same protocol "
+        "instead of running it again (ignored with --original-weights)",
+    )
     p.add_argument("--out", default=None, help="write results.json and results.md here")
 
 
@@ -36,16 +43,21 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         return 2
     from blurbeam.deblur.evaluate import run_benchmark, to_markdown
 
-    r = run_benchmark(
-        args.data,
-        seed_pairs=args.seed_pairs,
-        original_weights=args.original_weights,
-        weights=args.weights,
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        limit=args.limit,
-        skip_classical=args.skip_classical,
-    )
+    try:
+        r = run_benchmark(
+            args.data,
+            seed_pairs=args.seed_pairs,
+            original_weights=args.original_weights,
+            weights=args.weights,
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+            limit=args.limit,
+            skip_classical=args.skip_classical,
+            reuse_original=args.reuse_original,
+        )
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     md = to_markdown(r)
     print(md)
     if args.out:

@@ -30,6 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--n-val", type=int, default=None, help="validation crops (default 64; original 8)"
     )
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        help="decay of the weights' moving average that is validated and saved (default 0.999; "
+        "0: none)",
+    )
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -55,6 +62,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         val_every_s=args.val_every or (1200.0 if orig else 180.0),
         n_val=args.n_val or (8 if orig else 64),
         init=args.init,
+        ema=0.999 if args.ema is None else args.ema,
     )
     t0 = time.strftime("%H:%M:%S")
     train(cfg, log=lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))

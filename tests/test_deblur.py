@@ -47,6 +47,90 @@ def test_degradations_are_seeded():
     assert np.all(x1 * 255 == np.rint(x1 * 255))  # 8-bit values
 
 
+def test_softened_motion_kernel_is_a_thicker_trail():
+    m = degrade.motion_kernel(11, 0)  # horizontal: one row thick
+    s = degrade.soften(m, 1.0)
+    assert abs(float(s.sum()) - 1.0) < 1e-5 and s.min() >= 0 and s.shape[0] > m.shape[0]
+    rows = lambda k: int(np.count_nonzero(k.sum(axis=1) > 0.01))  # noqa: E731
+    assert rows(m) <= 2 and rows(s) >= 4
+
+
+_NO_BLUR = dict(p_motion=0.0, p_shake=0.0, p_gauss=0.0, p_motion_gauss=0.0)
+
+
+def test_training_mix_leaves_an_undegraded_face_alone_and_lowres_loses_detail():
+    img = degrade.quantize(np.random.default_rng(2).random((64, 64, 3), dtype=np.float32))
+    plain = degrade.TrainDegradation(**_NO_BLUR, noise_max=0.0, p_jpeg=0.0, p_lowres=0.0)
+    assert np.array_equal(plain(img, np.random.default_rng(0)), img)
+    low = degrade.TrainDegradation(**_NO_BLUR, noise_max=0.0, p_jpeg=0.0, p_lowres=1.0)
+    out = low(img, np.random.default_rng(0))
+    assert out.shape == img.shape and out.dtype == np.float32
+    assert sharpness(out, 64) < 0.5 * sharpness(img, 64)  # half size and back: detail is gone
+
+
+def test_training_mix_covers_every_kernel_family():
+    deg = degrade.TrainDegradation()
+    rng = np.random.default_rng(0)
+    kinds = {"none": 0, "kernel": 0}
+    for _ in range(200):
+        k = deg.kernel(rng)
+        kinds["none" if k is None else "kernel"] += 1
+        if k is not None:
+            assert abs(float(k.sum()) - 1.0) < 1e-4 and k.min() >= 0
+    assert 10 <= kinds["none"] <= 60  # about 15 % sharp faces
+
+
+def test_lr_schedule_spans_the_budget():
+    from blurbeam.deblur.train import lr_at
+
+    assert lr_at(1e-3, 0, 100, 0.0) == pytest.approx(1e-5)  # warm-up
+    assert lr_at(1e-3, 500, 100, 0.0) == pytest.approx(1e-3)
+    mid, end = lr_at(1e-3, 500, 100, 0.5), lr_at(1e-3, 500, 100, 1.0)
+    assert mid == pytest.approx(0.51e-3) and end == pytest.approx(2e-5)
+    assert lr_at(1e-3, 500, 100, 3.0) == end  # past the budget: stays at the floor
+
+
+def test_batch_maker_is_seeded_and_reports_failures():
+    from blurbeam.deblur.train import BatchMaker
+
+    stack = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    runs = []
+    for _ in range(2):
+        bm = BatchMaker(stack, np.random.default_rng(5), batch=3, patch=48)
+        try:
+            runs.append([bm.next() for _ in range(3)])
+        finally:
+            bm.close()
+    for (xa, ya), (xb, yb) in zip(runs[0], runs[1], strict=True):
+        assert xa.shape == ya.shape == (3, 48, 48, 3)
+        assert np.array_equal(xa, xb) and np.array_equal(ya, yb)
+    bad = BatchMaker(stack, np.random.default_rng(5), batch=3, patch=80)  # patch > image
+    try:
+        with pytest.raises(RuntimeError, match="batch synthesis"):
+            bad.next()
+    finally:
+        bad.close()
+
+
+def test_reusing_the_original_rows_needs_the_same_protocol(tmp_path):
+    import json
+
+    from blurbeam.deblur.evaluate import load_reused_original, protocol
+
+    row = {"method": "original", "n": 165, "psnr": 21.0, "ssim": 0.6, "note": "w.h5"}
+    f = tmp_path / "results.json"
+    f.write_text(json.dumps({"held_out": {"original": row}, "protocol": protocol(0, 0.1, 165),
+                             "seed_pairs": {"original": dict(row, n=10)}}))  # fmt: skip
+    got = load_reused_original(f, protocol(0, 0.1, 165))
+    assert got["held_out"]["psnr"] == 21.0 and "not re-run" in got["held_out"]["note"]
+    assert got["seed_pairs"]["n"] == 10
+    with pytest.raises(ValueError, match="protocol"):
+        load_reused_original(f, protocol(0, 0.1, 20))
+    (tmp_path / "empty.json").write_text("{}")
+    with pytest.raises(ValueError, match="no original-network results"):
+        load_reused_original(tmp_path / "empty.json", protocol(0, 0.1, 165))
+
+
 # ---- face restoration geometry (a stand-in restorer, no TensorFlow) ----
 
 
@@ -118,6 +202,33 @@ def test_network_budget():
     net = build_unet()
     assert net.count_params() <= 500_000
     assert conv_macs(net, 128, 128) <= 1_000_000_000
+
+
+def test_a_short_training_run_leaves_loadable_weights_and_a_record(tmp_path):
+    import json
+
+    import cv2
+
+    from blurbeam.deblur.model import Restorer
+    from blurbeam.deblur.train import TrainConfig, train
+
+    data = tmp_path / "faces"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        img = cv2.GaussianBlur(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), (0, 0), 2)
+        cv2.imwrite(str(data / f"{i:02d}.png"), img)
+    cfg = TrainConfig(data=str(data), out=str(tmp_path / "out"), minutes=0.05, clock="wall",
+                      batch=2, patch=64, val_every_s=0.0, n_val=3, val_fraction=0.25,
+                      threads=1)  # fmt: skip
+    info = train(cfg, log=lambda m: None)
+    rec = json.loads((tmp_path / "out" / "deblur_unet.json").read_text())
+    assert rec["finished"] and rec["steps"] == info["steps"] >= 1
+    assert len(rec["held_out_files"]) == 3 and rec["history"]
+    assert rec["val_best_psnr"] >= max(h["val_psnr"] for h in rec["history"]) - 1e-3
+    r = Restorer(tmp_path / "out" / "deblur_unet.weights.h5")
+    y = r.restore(np.zeros((128, 128, 3), np.uint8))
+    assert y.shape == (128, 128, 3)
 
 
 def test_shipped_weights_are_small_and_documented():

@@ -111,18 +111,27 @@ def quantize(img: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TrainDegradation:
-    """The training mix (issue 5): motion blur 5-21 px at a random angle, camera shake,
-    Gaussian sigma 1-3, or none; then Gaussian noise sigma 0-5/255 and, sometimes, JPEG 60-95."""
+    """The training mix (issue 5): straight motion blur 5-21 px at a random angle, camera shake,
+    Gaussian sigma 1-3, straight motion blur softened by a small Gaussian (sigma 0.5-1.5: a
+    thick trail, as motion blur made at a higher resolution and resized looks), or none; then
+    Gaussian noise sigma 0-5/255 and, sometimes, JPEG 60-95.
 
-    p_motion: float = 0.45
-    p_shake: float = 0.25
-    p_gauss: float = 0.15  # the rest (0.15) is no blur: the network must leave sharp faces alone
+    With probability ``p_lowres`` the blurred face is reduced to half size (area) before the
+    noise and JPEG, and upscaled back with bicubic interpolation, as the pipeline does with faces
+    smaller than the model: the network learns to restore faces that reach it upscaled too."""
+
+    p_motion: float = 0.40
+    p_shake: float = 0.20
+    p_gauss: float = 0.12
+    p_motion_gauss: float = 0.13  # the rest (0.15) is no blur: sharp faces must be left alone
     motion_len: tuple[float, float] = (5.0, 21.0)
     shake_extent: tuple[float, float] = (5.0, 21.0)
     gauss_sigma: tuple[float, float] = (1.0, 3.0)
+    soften_sigma: tuple[float, float] = (0.5, 1.5)
     noise_max: float = 5.0 / 255.0
     p_jpeg: float = 0.3
     jpeg_quality: tuple[int, int] = (60, 95)
+    p_lowres: float = 0.15
 
     def kernel(self, rng: np.random.Generator) -> np.ndarray | None:
         u = rng.random()
@@ -134,18 +143,38 @@ class TrainDegradation:
         u -= self.p_shake
         if u < self.p_gauss:
             return gaussian_kernel(rng.uniform(*self.gauss_sigma))
+        u -= self.p_gauss
+        if u < self.p_motion_gauss:
+            m = motion_kernel(rng.uniform(*self.motion_len), rng.uniform(0, 180))
+            return soften(m, rng.uniform(*self.soften_sigma))
         return None
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         k = self.kernel(rng)
         out = blur(img, k) if k is not None else img.copy()
+        lowres = rng.random() < self.p_lowres
+        h, w = img.shape[:2]
+        if lowres:
+            out = cv2.resize(out, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
         out = add_noise(out, rng.uniform(0, self.noise_max), rng)
         if rng.random() < self.p_jpeg:
             out = jpeg(
                 np.clip(out, 0, 1),
                 int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1)),
             )
-        return quantize(out)
+        out = quantize(out)
+        if lowres:
+            out = quantize(np.clip(cv2.resize(out, (w, h), interpolation=cv2.INTER_CUBIC), 0, 1))
+        return out
+
+
+def soften(kernel: np.ndarray, sigma: float) -> np.ndarray:
+    """``kernel`` convolved with a Gaussian of ``sigma`` (the support grows to hold it)."""
+    g = gaussian_kernel(sigma)
+    r = g.shape[0] // 2
+    k = cv2.filter2D(np.pad(kernel, r), -1, g, borderType=cv2.BORDER_CONSTANT)
+    k = np.clip(k, 0, None)
+    return (k / k.sum()).astype(np.float32)
 
 
 def eval_motion(

@@ -3,9 +3,14 @@
 Degradations are synthesised on the fly (``degrade.TrainDegradation``) from sharp 128x128 crops,
 with flips and small random crops. Training stops after ``--minutes`` of this process's CPU
 time (``clock="cpu"``, the default: on a machine shared with other jobs, two runs given the
-same CPU budget got the same compute) or of wall-clock time (``clock="wall"``); the learning
-rate follows a cosine over that budget, and the weights with the best validation PSNR are
-kept. ``--arch original`` trains the original project's 15-layer network the original way (raw
+same CPU budget got the same compute) or of wall-clock time (``clock="wall"``), or at the
+wall-clock cap ``max_wall_minutes``, whichever comes first. The learning rate follows a cosine
+over the fraction of that budget used, measured on whichever of the two clocks is further
+along, so a run stopped by the wall-clock cap still ends with its learning rate annealed.
+Validation (and the saved weights) use an exponential moving average of the weights
+(``ema``); the weights with the best validation PSNR are saved as soon as they are found, so
+a run cut short still leaves usable weights. Batches are synthesised in a background thread
+while the network trains. ``--arch original`` trains the original project's 15-layer network the original way (raw
 0-255 input, MSE, Adam, 64x64 patches) under the same budget, for the benchmark.
 """
 
@@ -15,6 +20,8 @@ import json
 import math
 import os
 import platform
+import queue
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +51,7 @@ class TrainConfig:
     val_every_s: float = 180.0
     n_val: int = 64
     init: str | None = None  # start from these weights (continue a run) instead of at random
+    ema: float = 0.999  # decay of the moving average of the weights that is validated and saved
 
     def __post_init__(self):
         if self.arch not in ("unet", "original"):
@@ -78,11 +86,63 @@ def make_batch(stack: np.ndarray, rng, deg, batch: int, patch: int):
     return np.stack(xs), np.stack(ys)
 
 
+class BatchMaker:
+    """Synthesises training batches in a background thread (OpenCV and NumPy release the GIL
+    for most of the work), so that the next batch is ready when the network wants it. One
+    producer with one generator: the sequence of batches is fixed by the seed."""
+
+    def __init__(self, stack: np.ndarray, rng: np.random.Generator, batch: int, patch: int):
+        self._q: queue.Queue = queue.Queue(maxsize=4)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._args = (stack, rng, batch, patch)
+        self._thread = threading.Thread(target=self._run, name="deblur-batches", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        stack, rng, batch, patch = self._args
+        deg = degrade.TrainDegradation()
+        try:
+            while not self._stop.is_set():
+                item = make_batch(stack, rng, deg, batch, patch)
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as e:  # handed to the consumer
+            self._error = e
+            self._stop.set()
+
+    def next(self) -> tuple[np.ndarray, np.ndarray]:
+        while True:
+            try:
+                return self._q.get(timeout=0.5)
+            except queue.Empty:
+                if self._error is not None:
+                    raise RuntimeError("batch synthesis failed") from self._error
+                if not self._thread.is_alive():
+                    raise RuntimeError("batch synthesis stopped") from None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 def validation_set(stack: np.ndarray, n: int, seed: int):
     rng = np.random.default_rng(seed + 1000)
     clean = stack[:n].astype(np.float32) / 255.0
     blurry = np.stack([degrade.eval_motion(c, rng)[0] for c in clean])
     return blurry, clean
+
+
+def lr_at(base: float, step: int, warmup_steps: int, frac: float) -> float:
+    """Linear warm-up over ``warmup_steps``, then a cosine from ``base`` to 2 % of it as the used
+    fraction ``frac`` of the budget goes from 0 to 1."""
+    frac = min(max(frac, 0.0), 1.0)
+    warm = min(1.0, (step + 1) / max(1, warmup_steps))
+    return base * warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def psnr_batch(a: np.ndarray, b: np.ndarray) -> float:
@@ -94,9 +154,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
     import tensorflow as tf
 
     if cfg.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
         cv2.setNumThreads(1)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # TensorFlow already started in this process (e.g. under pytest)
+            log(f"TensorFlow already initialised: --threads {cfg.threads} not applied")
     import keras
 
     from blurbeam.deblur.model import UNetConfig, build_original, build_unet
@@ -125,20 +188,43 @@ def train(cfg: TrainConfig, log=print) -> dict:
         model.load_weights(cfg.init)
         log(f"initialised from {cfg.init}")
     opt = keras.optimizers.Adam(learning_rate=cfg.lr)
+    weights = model.trainable_variables
+    ema = [tf.Variable(w, trainable=False) for w in weights] if cfg.ema else []
+    decay = tf.constant(cfg.ema, tf.float32)
 
     @tf.function
     def step(x, y):
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        grads = tape.gradient(loss, weights)
+        opt.apply_gradients(zip(grads, weights, strict=True))
+        for e, w in zip(ema, weights, strict=True):
+            e.assign(decay * e + (1.0 - decay) * w)
         return loss
 
     infer = tf.function(lambda t: model(t, training=False))
 
+    def swap_ema():
+        """Exchange the live weights and their moving average (call twice to undo)."""
+        for e, w in zip(ema, weights, strict=True):
+            tmp = tf.identity(w)
+            w.assign(e)
+            e.assign(tmp)
+
     def val_psnr():
         outs = [infer(val_x[i : i + 8] * scale).numpy() / scale for i in range(0, len(val_x), 8)]
         return psnr_batch(np.concatenate(outs), val_y)
+
+    def validate_and_save(best: float) -> tuple[float, float]:
+        swap_ema()
+        try:
+            v = val_psnr()
+            if v > best or not wpath.exists():
+                model.save_weights(str(wpath))
+                best = max(best, v)
+        finally:
+            swap_ema()
+        return v, best
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,6 +233,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     budget = cfg.minutes * 60.0
     wall_cap = cfg.max_wall_minutes * 60.0 if cfg.max_wall_minutes else math.inf
     clock = time.process_time if cfg.clock == "cpu" else time.monotonic
+    batches = BatchMaker(train_stack, rng, cfg.batch, cfg.patch)
     c0 = clock()
     t0 = time.monotonic()
     last_val = t0
@@ -155,62 +242,61 @@ def train(cfg: TrainConfig, log=print) -> dict:
     steps, run_loss = 0, 0.0
     input_psnr = psnr_batch(val_x, val_y)
     log(f"validation input PSNR {input_psnr:.2f} dB; budget {cfg.minutes:.1f} min")
-    while True:
-        elapsed = clock() - c0
-        if elapsed >= budget or time.monotonic() - t0 >= wall_cap:
-            break
-        frac = elapsed / budget
-        lr = (
-            cfg.lr
-            * min(1.0, (steps + 1) / cfg.warmup_steps)
-            * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
-        )
-        opt.learning_rate.assign(lr)
-        x, y = make_batch(train_stack, rng, degrade.TrainDegradation(), cfg.batch, cfg.patch)
-        loss = float(step(tf.constant(x * scale), tf.constant(y * scale)))
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss} at step {steps}")
-        run_loss += loss
-        steps += 1
-        now = time.monotonic()
-        if now - last_val >= cfg.val_every_s:
-            last_val = now
-            v = val_psnr()
-            rec = {"step": steps, "minutes": round((now - t0) / 60, 2),
-                   "budget_minutes": round((clock() - c0) / 60, 2), "lr": lr,
-                   "loss": run_loss / max(1, steps), "val_psnr": round(v, 3)}  # fmt: skip
-            history.append(rec)
-            log(json.dumps(rec))
-            if v > best:
-                best = v
-                model.save_weights(str(wpath))
-    v = val_psnr()
-    if v > best or not wpath.exists():
-        best = v
-        model.save_weights(str(wpath))
-    info = {
-        "arch": cfg.arch,
-        "model": (asdict(UNetConfig()) if not original else {"first_layer": 10}),
-        "params": int(model.count_params()),
-        "train_config": asdict(cfg),
-        "steps": steps,
-        "samples_seen": steps * cfg.batch,
-        "minutes": round((time.monotonic() - t0) / 60, 2),
-        "budget_clock": cfg.clock,
-        "budget_minutes_used": round((clock() - c0) / 60, 2),
-        "cpu_minutes": round(time.process_time() / 60, 2),
-        "val_input_psnr": round(input_psnr, 3),
-        "val_best_psnr": round(best, 3),
-        "history": history,
-        "train_files": len(train_files),
-        "held_out_files": [p.name for p in val_files],
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "threads": cfg.threads,
-        },  # fmt: skip
-    }
+
+    def record(finished: bool) -> dict:
+        return {
+            "finished": finished,
+            "arch": cfg.arch,
+            "model": (asdict(UNetConfig()) if not original else {"first_layer": 10}),
+            "params": int(model.count_params()),
+            "train_config": asdict(cfg),
+            "steps": steps,
+            "samples_seen": steps * cfg.batch,
+            "minutes": round((time.monotonic() - t0) / 60, 2),
+            "budget_clock": cfg.clock,
+            "budget_minutes_used": round((clock() - c0) / 60, 2),
+            "cpu_minutes": round(time.process_time() / 60, 2),
+            "val_input_psnr": round(input_psnr, 3),
+            "val_best_psnr": round(best, 3),
+            "history": history,
+            "train_files": len(train_files),
+            "held_out_files": [p.name for p in val_files],
+            "machine": {
+                "cpu_count": os.cpu_count(),
+                "python": platform.python_version(),
+                "tensorflow": tf.__version__,
+                "threads": cfg.threads,
+            },  # fmt: skip
+        }
+
+    try:
+        while True:
+            frac = max((clock() - c0) / budget, (time.monotonic() - t0) / wall_cap)
+            if frac >= 1.0:
+                break
+            lr = lr_at(cfg.lr, steps, cfg.warmup_steps, frac)
+            opt.learning_rate.assign(lr)
+            x, y = batches.next()
+            loss = float(step(tf.constant(x * scale), tf.constant(y * scale)))
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss} at step {steps}")
+            run_loss += loss
+            steps += 1
+            now = time.monotonic()
+            if now - last_val >= cfg.val_every_s:
+                last_val = now
+                v, best = validate_and_save(best)
+                rec = {"step": steps, "minutes": round((now - t0) / 60, 2),
+                       "budget_minutes": round((clock() - c0) / 60, 2), "lr": lr,
+                       "loss": run_loss / max(1, steps), "val_psnr": round(v, 3)}  # fmt: skip
+                history.append(rec)
+                log(json.dumps(rec))
+                (out / f"{stem}.json").write_text(json.dumps(record(False), indent=1) + "\n")
+    finally:
+        batches.close()
+    v, best = validate_and_save(best)
+    log(f"final validation PSNR {v:.2f} dB (moving average of the weights)")
+    info = record(finished=True)
     (out / f"{stem}.json").write_text(json.dumps(info, indent=1) + "\n")
     log(f"done: {steps} steps, best validation PSNR {best:.2f} dB -> {wpath}")
     return info
