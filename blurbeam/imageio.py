@@ -344,6 +344,60 @@ def encode(src: DecodedImage, pixels: np.ndarray, policy: MetadataPolicy | None 
     return buf.getvalue()
 
 
+_HEIF_BRANDS = frozenset(
+    b"heic heix hevc hevx heim heis mif1 msf1 avif avis".split()  # HEIF / AVIF brands
+)
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format ``data`` starts with, from magic bytes only, or None.
+
+    Used to find image data where no image is expected (an archive member or a column with a
+    non-image name), so it errs towards "image": every format a camera or an image library
+    writes that has a signature, including ones we cannot decode (HEIF, JPEG XL, PSD, EXR).
+    Formats without a signature (TGA, raw pixel buffers) are not found.
+    """
+    head = bytes(data[:32])
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "TIFF"
+    if (
+        head[:2] == b"BM"
+        and len(head) >= 18
+        and head[6:10] == b"\x00\x00\x00\x00"
+        and int.from_bytes(head[14:18], "little") in (12, 40, 52, 56, 64, 108, 124)
+    ):
+        return "BMP"
+    if head.startswith(b"\x00\x00\x00\x0cjP  \r\n\x87\n") or head.startswith(b"\xffO\xffQ"):
+        return "JPEG2000"
+    if head.startswith(b"\x00\x00\x00\x0cJXL \r\n\x87\n") or head.startswith(b"\xff\x0a"):
+        return "JPEG XL"
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "HEIF"
+    if head[:4] == b"8BPS":
+        return "PSD"
+    if head[:4] == b"v/1\x01":
+        return "EXR"
+    if head[:4] == b"qoif":
+        return "QOI"
+    if (
+        len(head) >= 4
+        and head[0:1] == b"P"
+        and head[1:2] in b"1234567"
+        and head[2:3] in b" \t\r\n"
+        and (head[3:4].isdigit() or head[3:4] in b"#WHDMT")
+    ):
+        return "PPM"
+    return None
+
+
 def sniff_size(data: bytes) -> tuple[int, int] | None:
     """Width and height from the header only, or None (for progress/preflight; never trusted)."""
     try:

@@ -156,6 +156,16 @@ def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = Fa
     )
     _option(
         parser,
+        "allow-image-field",
+        action="append",
+        default=None,
+        help="container shards: a field that holds images showing no one (e.g. masks), copied "
+        "through unchanged (repeatable): a tar member extension after the key (seg.png), a "
+        "Parquet column or a TFRecord feature. Other image data outside the image field is "
+        "anonymized (tar) or its row left out with an error (Parquet, TFRecord)",
+    )
+    _option(
+        parser,
         "skip-existing",
         action="store_true",
         help="skip images that already succeeded under the same config (audit under --output)",
@@ -197,6 +207,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_anonymize_arguments(parser, required=True)
 
 
+def available_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a
+    container's limit, e.g. a Kubernetes ``cpu`` limit), at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
 def worker_threads(opts: PipelineOptions, explicit: int | None = None) -> int:
     """The per-worker thread budget (``--worker-threads``), resolved for the runner.
 
@@ -217,7 +244,7 @@ def worker_threads(opts: PipelineOptions, explicit: int | None = None) -> int:
     if direct.direct_running_mode != "multi_processing":  # workers share one process, one model
         return 0
     workers = direct.direct_num_workers
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     if workers == 0:  # Beam's convention: as many workers as cores
         workers = cores
     return max(1, cores // workers) if workers > 1 else 0
@@ -252,11 +279,16 @@ class RunPlan:
     input_slices: int = 1
     opencv_threads: int | None = None
     worker_threads: int = 0  # the detector's thread budget per worker (0: library defaults)
+    allow_image_fields: tuple[str, ...] = ()
 
     def shard_options(self):
         from blurbeam.shards import ShardOptions
 
-        return ShardOptions(max_bytes=self.max_bytes, image_column=self.image_column)
+        return ShardOptions(
+            max_bytes=self.max_bytes,
+            image_column=self.image_column,
+            allow_image_fields=self.allow_image_fields,
+        )
 
 
 def plan(opts: AnonymizeOptions) -> RunPlan:
@@ -292,6 +324,9 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
     }
     if opts.image_column:  # only when set, so that configs without it keep their hash
         config["image_column"] = opts.image_column
+    allowed = tuple(sorted(set(opts.allow_image_field or ())))
+    if allowed:
+        config["allow_image_fields"] = list(allowed)
     run_id = (
         opts.run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     )
@@ -323,6 +358,7 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
             opts.opencv_threads if opts.opencv_threads is not None else (threads or None)
         ),
         worker_threads=threads,
+        allow_image_fields=allowed,
     )
 
 
@@ -339,6 +375,7 @@ def build(p: beam.Pipeline, rp: RunPlan, progress_dir: str | None = None):
         skip_existing=(rp.output, rp.ctx.config_hash, rp.run_id) if rp.skip_existing else None,
         input_slices=rp.input_slices,
         opencv_threads=rp.opencv_threads,
+        allow_image_fields=rp.allow_image_fields,
     )
     detected = tasks | "DetectFaces" >> DetectFaces(rp.spec, threads=rp.worker_threads)
     return detected | "AnonymizeAndWrite" >> AnonymizeAndWrite(

@@ -22,7 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the inputs to check coverage against (default: the input named in run.json)",
     )
     parser.add_argument(
-        "--image-column", default=None, help="Parquet shards: the image column, as for anonymize"
+        "--image-column",
+        default=None,
+        help="Parquet shards: the image column, as for anonymize (default: run.json's)",
+    )
+    parser.add_argument(
+        "--allow-image-field",
+        action="append",
+        default=None,
+        help="as for anonymize (repeatable; default: run.json's)",
     )
     parser.add_argument(
         "--report-dir", default=None, help="where report.json and report.md go (default: --output)"
@@ -35,16 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=10, help="lines per list on the terminal")
 
 
-def _input_from_run_json(output: str) -> str | None:
+def _run_json(output: str) -> dict:
+    """The latest run's ``run.json`` under ``output`` ({} when there is none)."""
     import fsspec
 
     from blurbeam.shards import join_output
 
     try:
         fs, path = fsspec.core.url_to_fs(join_output(output, "run.json"))
-        return json.loads(fs.cat_file(path)).get("input")
+        return json.loads(fs.cat_file(path))
     except (FileNotFoundError, ValueError, OSError):
-        return None
+        return {}
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -63,8 +72,14 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if not files:
         print(f"blurbeam report: error: no audit records under {output!r}/audit", file=sys.stderr)
         return 2
-    spec = args.input or _input_from_run_json(output)
-    rep = build_report(output, spec, ShardOptions(image_column=args.image_column))
+    last = _run_json(output)
+    config = last.get("config") or {}
+    spec = args.input or last.get("input")
+    shard_opts = ShardOptions(
+        image_column=args.image_column or config.get("image_column"),
+        allow_image_fields=tuple(args.allow_image_field or config.get("allow_image_fields") or ()),
+    )
+    rep = build_report(output, spec, shard_opts)
     print(to_text(rep, args.limit))
     json_uri, md_uri = write_report(rep, args.report_dir or output)
     print(f"report written to {json_uri} and {md_uri}", file=sys.stderr)

@@ -11,7 +11,7 @@ from blurbeam.pipelines import anonymize as anon
 
 
 def resolve(*argv: str, cores: int = 2, monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(anon.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(anon, "available_cores", lambda: cores)
     args = ["--input", "in", "--output", "out", *argv]
     opts = PipelineOptions(args).view_as(anon.AnonymizeOptions)
     return anon.worker_threads(opts, opts.worker_threads)
@@ -40,6 +40,10 @@ def resolve(*argv: str, cores: int = 2, monkeypatch: pytest.MonkeyPatch) -> int:
 )
 def test_worker_threads_resolution(argv, cores, expected, monkeypatch):
     assert resolve(*argv, cores=cores, monkeypatch=monkeypatch) == expected
+
+
+def test_available_cores_is_at_least_one_and_at_most_the_machine():
+    assert 1 <= anon.available_cores() <= (anon.os.cpu_count() or 1)
 
 
 def test_negative_worker_threads_is_a_clear_error(monkeypatch):

@@ -34,6 +34,7 @@ class ReadImages(beam.PTransform):
         skip_existing: tuple[str, str, str] | None = None,
         input_slices: int = 1,
         opencv_threads: int | None = None,
+        allow_image_fields: tuple[str, ...] = (),
     ):
         super().__init__()
         self._spec, self._max_pixels, self._max_bytes, self._exclude = (
@@ -46,6 +47,7 @@ class ReadImages(beam.PTransform):
         self._skip_existing = skip_existing
         self._input_slices = input_slices
         self._opencv_threads = opencv_threads
+        self._allow_image_fields = tuple(allow_image_fields)
 
     def expand(self, pbegin):
         read = ReadImagesFn(
@@ -53,6 +55,7 @@ class ReadImages(beam.PTransform):
             image_column=self._image_column,
             skip_existing=self._skip_existing,
             opencv_threads=self._opencv_threads,
+            allow_image_fields=self._allow_image_fields,
         )
         return (
             pbegin

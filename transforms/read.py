@@ -75,8 +75,13 @@ class ReadImagesFn(beam.DoFn):
         image_column: str | None = None,
         skip_existing: tuple[str, str, str] | None = None,
         opencv_threads: int | None = None,
+        allow_image_fields: tuple[str, ...] = (),
     ) -> None:
-        self._opts = ShardOptions(max_bytes=max_bytes, image_column=image_column)
+        self._opts = ShardOptions(
+            max_bytes=max_bytes,
+            image_column=image_column,
+            allow_image_fields=tuple(allow_image_fields),
+        )
         self._skip_existing = skip_existing
         self._skip_done: dict[str, str] = {}
         self._opencv_threads = opencv_threads

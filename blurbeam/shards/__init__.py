@@ -47,6 +47,20 @@ class ShardOptions:
 
     max_bytes: int = DEFAULT_MAX_BYTES  # larger images (or image members) are rejected unread
     image_column: str | None = None  # Parquet: the image column (default: detected)
+    #: Fields that may hold image data and are copied through unchanged on the user's word that
+    #: they show no one (segmentation masks, depth maps): a tar member's extension after its
+    #: key (``seg.png``), a Parquet column or a TFRecord feature name. Any other field whose
+    #: bytes start like an image is anonymized (tar members) or rejected (columns, features).
+    allow_image_fields: tuple[str, ...] = ()
+
+
+def stray_image_error(what: str, name: str, fmt: str) -> str:
+    """The audit reason for image data found where no image is anonymized (``what``: column,
+    feature...; ``name``: the field name ``--allow-image-field`` would take)."""
+    return (
+        f"{what} {name!r} holds {fmt} image data that is not anonymized, so this is left out "
+        f"of the output; pass --allow-image-field {name} if it shows no one (e.g. masks)"
+    )
 
 
 class InputError(Exception):

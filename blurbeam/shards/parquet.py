@@ -7,6 +7,11 @@ column named ``image``. Each row with image bytes is one record keyed by its row
 no image (null) are copied through without a record. Every other column, the struct's other
 fields and the schema's metadata are copied through unchanged; rows whose image failed are left
 out of the output shard.
+
+Image data anywhere else in a row (a second binary column such as a thumbnail, a list of crops,
+a struct field) would reach the output unanonymized, so such a row gets an error record naming
+the column and is left out, unless the column is in ``ShardOptions.allow_image_fields`` (the
+user's word that it shows no one, e.g. segmentation masks).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from blurbeam.imageio import sniff_format
 from blurbeam.shards import (
     ImageRecord,
     ShardFormat,
@@ -27,6 +33,7 @@ from blurbeam.shards import (
     check_source,
     member_uri,
     register_format,
+    stray_image_error,
 )
 
 # the source's codec (as Parquet metadata names it) -> how pyarrow writes it
@@ -87,6 +94,55 @@ def _image_bytes(table: pa.Table, column: str) -> pa.Array:
     return col.flatten()[idx]  # flatten: a null struct has null bytes too
 
 
+def _holds_binary(t: pa.DataType) -> bool:
+    if _is_binary(t) or pa.types.is_fixed_size_binary(t):
+        return True
+    if pa.types.is_struct(t):
+        return any(_holds_binary(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _holds_binary(t.value_type)
+    if pa.types.is_map(t):
+        return _holds_binary(t.key_type) or _holds_binary(t.item_type)
+    return False
+
+
+def _image_in(value: object) -> str | None:
+    """The format of the first image-like bytes inside a cell (nested lists/structs/maps)."""
+    if isinstance(value, bytes | bytearray):
+        return sniff_format(value)
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        for v in value:
+            found = _image_in(v)
+            if found:
+                return found
+    return None
+
+
+def stray_images(table: pa.Table, column: str, opts: ShardOptions) -> dict[int, str]:
+    """Rows holding image data outside the image column's bytes, with the audit reason."""
+    out: dict[int, str] = {}
+    for name in table.schema.names:
+        t = table.schema.field(name).type
+        if name in opts.allow_image_fields or not _holds_binary(t):
+            continue
+        if name == column:
+            idx = _struct_bytes_field(t)
+            if idx is None:
+                continue  # a plain binary image column: nothing else in it
+            others = [t.field(i).name for i in range(t.num_fields) if i != idx]
+            if not any(_holds_binary(t.field(f).type) for f in others):
+                continue
+        for row, value in enumerate(table.column(name).to_pylist()):
+            if name == column and isinstance(value, dict):
+                value = {k: v for k, v in value.items() if k != "bytes"}
+            fmt = _image_in(value) if row not in out else None
+            if fmt:
+                out[row] = stray_image_error("column", name, fmt)
+    return out
+
+
 def _read_table(ref: ShardRef) -> pa.Table:
     fs, path = fsspec.core.url_to_fs(ref.uri)
     with fs.open(path, "rb") as fh:
@@ -102,16 +158,23 @@ class ParquetFormat(ShardFormat):
         return path.lower().endswith(".parquet")
 
     def _records(
-        self, ref: ShardRef, images: pa.Array, with_data: bool, opts: ShardOptions
+        self,
+        ref: ShardRef,
+        images: pa.Array,
+        with_data: bool,
+        opts: ShardOptions,
+        stray: dict[int, str],
     ) -> list[ImageRecord]:
         sizes = pc.binary_length(images).to_pylist()
         records = []
         for row, size in enumerate(sizes):
-            if size is None:
+            if size is None and row not in stray:
                 continue
             key = str(row)
             rec = ImageRecord(member_uri(ref.uri, key), ref.uri, key, ref.rel, None)
-            if size > opts.max_bytes:
+            if row in stray:
+                rec.error = stray[row]
+            elif size > opts.max_bytes:
                 rec.error = f"image too large: {size} bytes exceeds --max-bytes {opts.max_bytes}"
             elif with_data:
                 rec.data = images[row].as_py()
@@ -124,17 +187,15 @@ class ParquetFormat(ShardFormat):
 
     def read(self, ref: ShardRef, opts: ShardOptions) -> Iterator[ImageRecord]:
         table = _read_table(ref)
-        images = _image_bytes(table, image_column(table.schema, opts.image_column))
-        yield from self._records(ref, images, True, opts)
+        column = image_column(table.schema, opts.image_column)
+        stray = stray_images(table, column, opts)
+        yield from self._records(ref, _image_bytes(table, column), True, opts, stray)
 
     def keys(self, ref: ShardRef, opts: ShardOptions) -> list[str]:
-        fs, path = fsspec.core.url_to_fs(ref.uri)
-        with fs.open(path, "rb") as fh:
-            schema = pq.read_schema(fh)
-        column = image_column(schema, opts.image_column)
-        with fs.open(path, "rb") as fh:
-            table = pq.read_table(fh, columns=[column])
-        return [r.key for r in self._records(ref, _image_bytes(table, column), False, opts)]
+        table = _read_table(ref)
+        column = image_column(table.schema, opts.image_column)
+        stray = stray_images(table, column, opts)
+        return [r.key for r in self._records(ref, _image_bytes(table, column), False, opts, stray)]
 
     def rewrite(
         self,
@@ -148,12 +209,16 @@ class ParquetFormat(ShardFormat):
         table = pf.read()
         column = image_column(table.schema, opts.image_column)
         images = _image_bytes(table, column)
+        stray = stray_images(table, column, opts)
         new_bytes: list[bytes | None] = []
         keep: list[bool] = []
         for row in range(len(images)):
             value = images[row].as_py()
             key = str(row)
-            if value is None:
+            if row in stray:  # never copied; its error record says why
+                new_bytes.append(None)
+                keep.append(False)
+            elif value is None:
                 new_bytes.append(None)
                 keep.append(True)
             elif key in replaced:

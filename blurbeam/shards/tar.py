@@ -2,8 +2,12 @@
 
 The key of a member is its path up to the first dot of its file name (``dir/0001.seg.png`` belongs
 to sample ``dir/0001``), as WebDataset groups them. Members whose last extension is jpg, jpeg, png
-or webp are images: each yields one record keyed by its member name. Every other member (``.json``,
-``.txt``, ``.cls`` ...) is copied through unchanged when the shard is rewritten.
+or webp are images: each yields one record keyed by its member name. So is any other member whose
+bytes start like an image (a ``.bmp``, ``.tif`` or ``.bin`` holding a photo): it is anonymized
+like the rest, or fails with its sample, and never copied through with its original pixels.
+Every other member (``.json``, ``.txt``, ``.cls`` ...) is copied through unchanged when the shard
+is rewritten, as are members whose extension after the key (``seg.png``) is in
+``ShardOptions.allow_image_fields`` (the user's word that they show no one).
 
 Member names are untrusted. A member with an absolute name or a ``..`` component, a link or a
 special file, or an image name that occurs twice makes its whole sample unusable: its images get
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 
 import fsspec
 
+from blurbeam.imageio import sniff_format
 from blurbeam.shards import (
     ImageRecord,
     ShardFormat,
@@ -49,11 +54,29 @@ def is_image(name: str) -> bool:
     return "." in base and base.rsplit(".", 1)[1].lower() in IMAGE_EXTS
 
 
+def field_of(name: str) -> str:
+    """WebDataset's extension: the file name after its first dot (``seg.png``)."""
+    base = posixpath.basename(name)
+    return base.split(".", 1)[1] if "." in base else ""
+
+
+def image_member(name: str, head: bytes, opts: ShardOptions) -> bool:
+    """Whether a file member is an image to anonymize: by its extension, else by its first
+    bytes; never when its field is in ``opts.allow_image_fields``."""
+    if field_of(name) in opts.allow_image_fields:
+        return False
+    return is_image(name) or sniff_format(head) is not None
+
+
+SNIFF_BYTES = 32
+
+
 @dataclass
 class _Member:
     name: str
     kind: str  # "file", "dir" or "other" (links, devices, fifos)
     size: int
+    image: bool = False  # an image to anonymize (by name; files also by their first bytes)
 
 
 def _kind(info: tarfile.TarInfo) -> str:
@@ -71,17 +94,26 @@ def _unsafe_reason(name: str) -> str | None:
 def _bad_samples(members: list[_Member]) -> dict[str, str]:
     """Samples that can never be written back, with the reason."""
     bad: dict[str, str] = {}
-    counts = Counter(m.name for m in members if is_image(m.name))
+    counts = Counter(m.name for m in members if m.image)
     for m in members:
         key = sample_key(m.name)
         reason = _unsafe_reason(m.name)
         if reason is None and m.kind == "other":
             reason = f"member {m.name!r} is a link or special file"
-        if reason is None and is_image(m.name) and counts[m.name] > 1:
+        if reason is None and m.image and counts[m.name] > 1:
             reason = f"image member {m.name!r} occurs {counts[m.name]} times"
         if reason is not None:
             bad.setdefault(key, reason)
     return bad
+
+
+def _member(tf: tarfile.TarFile, info: tarfile.TarInfo, opts: ShardOptions) -> _Member:
+    """A member of a random-access tar, with its first bytes sniffed when it is a file."""
+    m = _Member(info.name, _kind(info), info.size, image_member(info.name, b"", opts))
+    if m.kind == "file" and _unsafe_reason(m.name) is None:
+        extracted = tf.extractfile(info)
+        m.image = image_member(m.name, extracted.read(SNIFF_BYTES) if extracted else b"", opts)
+    return m
 
 
 @register_format
@@ -99,7 +131,7 @@ class TarFormat(ShardFormat):
         records = []
         for i, m in enumerate(members):
             unsafe = _unsafe_reason(m.name)
-            if not is_image(m.name) and unsafe is None:
+            if not m.image and unsafe is None:
                 continue
             rec = ImageRecord(member_uri(ref.uri, m.name), ref.uri, m.name, ref.rel, None)
             if unsafe is not None:
@@ -130,22 +162,20 @@ class TarFormat(ShardFormat):
         data: dict[int, bytes] = {}
         with fs.open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r|") as tf:
             for info in tf:
-                m = _Member(info.name, _kind(info), info.size)
-                if (
-                    m.kind == "file"
-                    and is_image(m.name)
-                    and m.size <= opts.max_bytes
-                    and _unsafe_reason(m.name) is None
-                ):
+                m = _Member(info.name, _kind(info), info.size, image_member(info.name, b"", opts))
+                if m.kind == "file" and _unsafe_reason(m.name) is None:
                     extracted = tf.extractfile(info)
-                    data[len(members)] = extracted.read() if extracted else b""
+                    head = extracted.read(SNIFF_BYTES) if extracted else b""
+                    m.image = image_member(m.name, head, opts)
+                    if m.image and m.size <= opts.max_bytes and extracted is not None:
+                        data[len(members)] = head + extracted.read()
                 members.append(m)
         yield from self._records(ref, members, data, opts)
 
     def keys(self, ref: ShardRef, opts: ShardOptions) -> list[str]:
         fs, path = fsspec.core.url_to_fs(ref.uri)
         with fs.open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
-            members = [_Member(i.name, _kind(i), i.size) for i in tf.getmembers()]
+            members = [_member(tf, i, opts) for i in tf.getmembers()]
         return [r.key for r in self._records(ref, members, {}, opts)]
 
     def rewrite(
@@ -159,11 +189,12 @@ class TarFormat(ShardFormat):
         out = io.BytesIO()
         with tarfile.open(fileobj=io.BytesIO(source), mode="r:") as src:
             infos = src.getmembers()
-            members = [_Member(i.name, _kind(i), i.size) for i in infos]
+            members = [_member(src, i, opts) for i in infos]
             drop = set(_bad_samples(members))
             for m in members:
-                if is_image(m.name) and m.name not in replaced:
+                if m.image and m.name not in replaced:
                     drop.add(sample_key(m.name))
+            images = {m.name for m in members if m.image}
             with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dst:
                 for info in infos:
                     if sample_key(info.name) in drop:
@@ -173,7 +204,7 @@ class TarFormat(ShardFormat):
                         continue
                     extracted = src.extractfile(info)
                     body = extracted.read() if extracted else b""
-                    if is_image(info.name):
+                    if info.name in images:
                         body = check_source(info.name, body, replaced)
                         written.add(info.name)
                     new = copy.copy(info)

@@ -7,7 +7,10 @@ the ``image/encoded`` entry of an Example is re-encoded; every other feature, un
 record is copied byte for byte. Each Example with an image is one record keyed by its index in the
 file; Examples without ``image/encoded`` are copied through without a record. A record that is not
 a parseable Example, or whose ``image/encoded`` holds several images, gets an error record and is
-left out of the output shard.
+left out of the output shard. So does an Example with image data in another bytes feature
+(``image/thumbnail``, a crop...), which would otherwise reach the output unanonymized, unless
+that feature is in ``ShardOptions.allow_image_fields`` (the user's word that it shows no one,
+e.g. ``image/segmentation/class/encoded`` masks).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import BinaryIO
 import fsspec
 import google_crc32c
 
+from blurbeam.imageio import sniff_format
 from blurbeam.shards import (
     ImageRecord,
     ShardFormat,
@@ -28,6 +32,7 @@ from blurbeam.shards import (
     check_source,
     member_uri,
     register_format,
+    stray_image_error,
 )
 
 IMAGE_FEATURE = b"image/encoded"
@@ -167,6 +172,30 @@ def example_image(example: bytes) -> bytes | None:
     return found[0][0]
 
 
+def stray_image(example: bytes, allowed: tuple[str, ...] = ()) -> str | None:
+    """The audit reason when a bytes feature other than ``image/encoded`` (and not in
+    ``allowed``) holds image data, else None. ``example`` must parse (see ``example_image``)."""
+    for number, wire, _, v0, v1 in _fields(example):
+        if number != 1 or wire != _LEN:
+            continue
+        features = example[v0:v1]
+        for fnum, fwire, _, e0, e1 in _fields(features):
+            if fnum != 1 or fwire != _LEN:
+                continue
+            entry = features[e0:e1]
+            key = _entry_key(entry)
+            if key is None or key == IMAGE_FEATURE:
+                continue
+            name = key.decode("utf-8", "replace")
+            if name in allowed:
+                continue
+            for value in _bytes_values(entry):
+                fmt = sniff_format(value)
+                if fmt:
+                    return stray_image_error("feature", name, fmt)
+    return None
+
+
 def replace_image(example: bytes, image: bytes) -> bytes:
     """The Example with its ``image/encoded`` value replaced, all other bytes kept as they are."""
     out = bytearray()
@@ -208,9 +237,12 @@ class TFRecordFormat(ShardFormat):
                     rec.error = f"record {index} rejected: {' '.join(str(exc).split())}"
                     records.append(rec)
                     continue
-                if image is None:
+                stray = stray_image(data, opts.allow_image_fields)
+                if image is None and stray is None:
                     continue
-                if len(image) > opts.max_bytes:
+                if stray is not None:
+                    rec.error = stray
+                elif len(image) > opts.max_bytes:
                     rec.error = (
                         f"image too large: {len(image)} bytes exceeds --max-bytes {opts.max_bytes}"
                     )
@@ -244,6 +276,8 @@ class TFRecordFormat(ShardFormat):
                 image = example_image(data)
             except ValueError:
                 continue  # never a usable record: its error record says why
+            if stray_image(data, opts.allow_image_fields) is not None:
+                continue  # image data we did not anonymize: its error record says why
             if image is None:
                 out.write(frame(data))
             elif key in replaced:

@@ -6,13 +6,14 @@
 #
 # Workers run the same image as the launcher (sdk_container_image); already anonymized images
 # are skipped (skip_existing=true), so a nightly run only processes what is new or changed.
+# Dataflow starts one SDK process per vCPU, so each gets one inference thread (worker_threads=1).
 set -euo pipefail
 : "${PROJECT:?}" "${REGION:?}" "${REPO:?}" "${BUCKET:?}" "${INPUT:?}" "${OUTPUT:?}"
 cd "$(dirname "$0")/../.."
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE=${IMAGE:-$REGION-docker.pkg.dev/$PROJECT/$REPO/blurbeam:$VERSION}
 TEMPLATE=${TEMPLATE:-gs://$BUCKET/templates/blurbeam-anonymize-$VERSION.json}
-PARAMS="input=$INPUT,output=$OUTPUT,skip_existing=true,sdk_container_image=$IMAGE"
+PARAMS="input=$INPUT,output=$OUTPUT,skip_existing=true,worker_threads=1,sdk_container_image=$IMAGE"
 for extra in "$@"; do PARAMS="$PARAMS,$extra"; done
 
 gcloud dataflow flex-template run "blurbeam-$(date -u +%Y%m%d-%H%M%S)" \
