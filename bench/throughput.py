@@ -2,15 +2,19 @@
 and on Beam's DaskRunner (a dask.distributed LocalCluster with as many worker processes).
 
     python bench/throughput.py --images ../shared/data/widerface/dev305/images \
-        [--workers 1 2] [--opencv-threads 1 0] [--runners direct dask] [--write docs/BENCHMARKS.md]
+        [--workers 1 2] [--threads auto 1] [--runners direct dask] [--write docs/BENCHMARKS.md]
 
 Each configuration runs the real CLI (``blurbeam anonymize``, default detector and method) in its
 own process on the same images and reads its ``run.json``: images/s over the whole run (model
 loads and worker start-up included) and the ``model_loads`` Beam counter (DaskRunner reports no
-metrics). ``--opencv-threads 0`` leaves OpenCV's own thread pool alone. The load average before
-each run is recorded next to its figures, since the machines this runs on are shared. With
-``--write``, the section "## Throughput (DirectRunner and Dask)" of that Markdown file is
-replaced (or appended) with the table, the command, the machine and the date.
+metrics). ``--threads`` is the per-worker thread budget (``--worker-threads``): ``auto`` is what
+the CLI does by default on the DirectRunner (cores / workers when workers > 1, else the
+libraries' defaults, i.e. every core), applied the same way to the local Dask cluster; a number
+caps every worker at that many threads (``1`` measures how throughput scales with workers when
+each worker has one core, as on a cluster). Configurations that resolve to the same budget run
+once. The load average before each run is recorded next to its figures, since the machines this
+runs on are shared. With ``--write``, the section "## Throughput (DirectRunner and Dask)" of that
+Markdown file is replaced (or appended) with the table, the command, the machine and the date.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import subprocess
@@ -56,28 +61,47 @@ def load_rows(path: str | None) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def resolve_threads(setting: str, workers: int) -> int:
+    """The ``--worker-threads`` value a setting means for this many local workers."""
+    if setting == "auto":
+        cores = os.cpu_count() or 1
+        return max(1, cores // workers) if workers > 1 else 0
+    return int(setting)
+
+
+def threads_label(n: int) -> str:
+    return "library default" if n == 0 else str(n)
+
+
 def measure(args: argparse.Namespace) -> list[dict]:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     rows = []
     done = load_rows(args.rows)
     for runner in args.runners:
+        name = "DirectRunner multi_processing" if runner == "direct" else "DaskRunner"
         for workers in args.workers:
-            for threads in args.opencv_threads:
-                name = "DirectRunner multi_processing" if runner == "direct" else "DaskRunner"
+            seen: dict[int, dict] = {}
+            for setting in args.threads:
+                threads = resolve_threads(setting, workers)
+                if threads in seen:  # same budget as an earlier setting: one run serves both
+                    seen[threads]["settings"].append(setting)
+                    continue
                 earlier = [
                     r
                     for r in done
-                    if (r["runner"], r["workers"], r["opencv_threads"], r.get("input"))
-                    == (name, workers, threads or "default", args.images)
+                    if (r["runner"], r["workers"], r.get("worker_threads"), r.get("input"))
+                    == (name, workers, threads, args.images)
                 ]
                 if earlier:  # measured by an earlier invocation (--rows): reuse, do not rerun
-                    rows.append(earlier[-1])
+                    seen[threads] = dict(earlier[-1], settings=[setting])
+                    rows.append(seen[threads])
                     print(json.dumps(earlier[-1]), "(reused)", flush=True)
                     continue
-                extra = [] if threads == 0 else ["--opencv-threads", str(threads)]
+                extra = ["--worker-threads", str(threads)]
                 load = os.getloadavg()[0]
                 out = tempfile.mkdtemp(prefix="blurbeam-bench-")
                 cluster = None
+                cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 try:
                     if runner == "direct":
                         extra += [
@@ -110,7 +134,8 @@ def measure(args: argparse.Namespace) -> list[dict]:
                     "input": args.images,
                     "measured": datetime.now(UTC).strftime("%H:%M"),
                     "workers": workers,
-                    "opencv_threads": threads or "default",
+                    "settings": [setting],
+                    "worker_threads": threads,
                     "images": summary["images"],
                     "errors": summary["status_counts"]["error"],
                     "faces": summary["faces"],
@@ -119,6 +144,12 @@ def measure(args: argparse.Namespace) -> list[dict]:
                     "model_loads": loads,
                     "load_before": round(load, 2),
                 }
+                if runner == "direct":  # Dask workers are not children of the CLI process
+                    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    row["cpu_s"] = round(
+                        cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1
+                    )
+                seen[threads] = row
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 if args.rows:
@@ -129,22 +160,17 @@ def measure(args: argparse.Namespace) -> list[dict]:
 
 
 def table(rows: list[dict]) -> list[str]:
-    base = {
-        (r["runner"], r["opencv_threads"]): r["images_per_s"] for r in rows if r["workers"] == 1
-    }
     out = [
-        "| runner | workers | OpenCV threads | images | wall s | images/s | vs 1 worker "
+        "| runner | workers | threads per worker | images | wall s | images/s | CPU s "
         "| model loads | load avg before | at (UTC) |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
-        one = base.get((r["runner"], r["opencv_threads"]))
-        ratio = f"{r['images_per_s'] / one:.2f}x" if one else ""
         loads = "n/a" if r["model_loads"] is None else str(r["model_loads"])
         out.append(
-            f"| {r['runner']} | {r['workers']} | {r['opencv_threads']} | {r['images']} | "
-            f"{r['wall_s']:.1f} | {r['images_per_s']:.2f} | {ratio} | {loads} | {r['load_before']} "
-            f"| {r.get('measured', '')} |"
+            f"| {r['runner']} | {r['workers']} | {threads_label(r['worker_threads'])} | "
+            f"{r['images']} | {r['wall_s']:.1f} | {r['images_per_s']:.2f} | "
+            f"{r.get('cpu_s', 'n/a')} | {loads} | {r['load_before']} | {r.get('measured', '')} |"
         )
     return out
 
@@ -162,8 +188,10 @@ def section(rows: list[dict], command: str, started: datetime, loads: tuple) -> 
         "(rows kept in `--rows` from an earlier invocation are reused, not rerun). "
         "Each row is one `blurbeam anonymize` run over the same images with the "
         "default detector and method; images/s is over the whole run (worker start-up and model "
-        "loads included); model loads is Beam's `model_loads` counter (DaskRunner reports no "
-        "metrics).",
+        "loads included); threads per worker is the `--worker-threads` budget each worker gives "
+        "onnxruntime/OpenCV (library default: every core); CPU s is the user + system time of "
+        "the CLI and its worker processes (DirectRunner only); model loads is Beam's "
+        "`model_loads` counter (DaskRunner reports no metrics).",
         "",
         *table(rows),
         "",
@@ -173,22 +201,20 @@ def section(rows: list[dict], command: str, started: datetime, loads: tuple) -> 
 
 
 def speedups(rows: list[dict]) -> list[str]:
-    """One line per runner and OpenCV setting: the largest worker count against one worker."""
+    """Per runner and ``--threads`` setting: the largest worker count against one worker."""
     out = []
     for runner in dict.fromkeys(r["runner"] for r in rows):
-        for threads in dict.fromkeys(r["opencv_threads"] for r in rows):
-            same = {
-                r["workers"]: r
-                for r in rows
-                if (r["runner"], r["opencv_threads"]) == (runner, threads)
-            }
+        mine = [r for r in rows if r["runner"] == runner]
+        for setting in dict.fromkeys(x for r in mine for x in r.get("settings", [])):
+            same = {r["workers"]: r for r in mine if setting in r.get("settings", [])}
             if 1 in same and len(same) > 1:
                 top = max(same)
                 ratio = same[top]["images_per_s"] / same[1]["images_per_s"]
                 loads = same[top]["model_loads"]
                 per = f", {loads / top:g} model loads per worker" if loads is not None else ""
+                budgets = " vs ".join(threads_label(same[w]["worker_threads"]) for w in (top, 1))
                 out.append(
-                    f"- {runner}, OpenCV threads {threads}: {top} workers "
+                    f"- {runner}, threads {setting} ({budgets}): {top} workers "
                     f"{same[top]['images_per_s']:.2f} images/s vs 1 worker "
                     f"{same[1]['images_per_s']:.2f} images/s = {ratio:.2f}x{per}."
                 )
@@ -211,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", required=True, help="folder of images (e.g. WIDER FACE dev305)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument(
-        "--opencv-threads", type=int, nargs="+", default=[1, 0], help="0: OpenCV's default"
+        "--threads",
+        nargs="+",
+        default=["auto", "1"],
+        help="per-worker thread budgets: auto (the CLI's default) or a number (0: libraries')",
     )
     ap.add_argument("--runners", nargs="+", default=["direct", "dask"], choices=["direct", "dask"])
     ap.add_argument("--write", default=None, help="Markdown file whose section to replace")
