@@ -239,6 +239,33 @@ def member_uri(shard_uri: str, key: str) -> str:
     return f"{shard_uri}#{key}"
 
 
+def container_record(
+    ref: ShardRef,
+    key: str,
+    size: int,
+    data: bytes | None,
+    opts: ShardOptions,
+    error: str | None = None,
+) -> ImageRecord:
+    """The record of one image inside a container shard: ``error`` if given, else the
+    ``--max-bytes`` check on ``size``; ``data`` (None when only keys are wanted) is kept only
+    when the image passes."""
+    rec = ImageRecord(member_uri(ref.uri, key), ref.uri, key, ref.rel, None)
+    if error is not None:
+        rec.error = error
+    elif size > opts.max_bytes:
+        rec.error = f"image too large: {size} bytes exceeds --max-bytes {opts.max_bytes}"
+    else:
+        rec.data = data
+    return rec
+
+
+def shard_record(ref: ShardRef, error: str) -> ImageRecord:
+    """The one record of a container shard that yields no image record (key empty), so that
+    even an empty or unusable shard is never silently lost."""
+    return ImageRecord(ref.uri, ref.uri, "", ref.rel, None, error)
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -31,8 +31,9 @@ from blurbeam.shards import (
     ShardOptions,
     ShardRef,
     check_source,
-    member_uri,
+    container_record,
     register_format,
+    shard_record,
     stray_image_error,
 )
 
@@ -170,19 +171,10 @@ class ParquetFormat(ShardFormat):
         for row, size in enumerate(sizes):
             if size is None and row not in stray:
                 continue
-            key = str(row)
-            rec = ImageRecord(member_uri(ref.uri, key), ref.uri, key, ref.rel, None)
-            if row in stray:
-                rec.error = stray[row]
-            elif size > opts.max_bytes:
-                rec.error = f"image too large: {size} bytes exceeds --max-bytes {opts.max_bytes}"
-            elif with_data:
-                rec.data = images[row].as_py()
-            records.append(rec)
+            data = images[row].as_py() if with_data and row not in stray else None
+            records.append(container_record(ref, str(row), size or 0, data, opts, stray.get(row)))
         if not records:
-            records.append(
-                ImageRecord(ref.uri, ref.uri, "", ref.rel, None, "no image in any Parquet row")
-            )
+            records.append(shard_record(ref, "no image in any Parquet row"))
         return records
 
     def read(self, ref: ShardRef, opts: ShardOptions) -> Iterator[ImageRecord]:

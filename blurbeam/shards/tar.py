@@ -34,9 +34,10 @@ from blurbeam.shards import (
     ShardRef,
     UnsafePathError,
     check_source,
-    member_uri,
+    container_record,
     register_format,
     safe_relpath,
+    shard_record,
 )
 
 IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp"})
@@ -133,27 +134,14 @@ class TarFormat(ShardFormat):
             unsafe = _unsafe_reason(m.name)
             if not m.image and unsafe is None:
                 continue
-            rec = ImageRecord(member_uri(ref.uri, m.name), ref.uri, m.name, ref.rel, None)
+            error = None
             if unsafe is not None:
-                rec.error = f"unsafe member name rejected: {unsafe}"
+                error = f"unsafe member name rejected: {unsafe}"
             elif sample_key(m.name) in bad:
-                rec.error = f"sample {sample_key(m.name)!r} rejected: {bad[sample_key(m.name)]}"
-            elif m.size > opts.max_bytes:
-                rec.error = f"member too large: {m.size} bytes exceeds --max-bytes {opts.max_bytes}"
-            else:
-                rec.data = data.get(i, b"")
-            records.append(rec)
+                error = f"sample {sample_key(m.name)!r} rejected: {bad[sample_key(m.name)]}"
+            records.append(container_record(ref, m.name, m.size, data.get(i, b""), opts, error))
         if not records:
-            records.append(
-                ImageRecord(
-                    ref.uri,
-                    ref.uri,
-                    "",
-                    ref.rel,
-                    None,
-                    "no image member (jpg, jpeg, png, webp) in tar shard",
-                )
-            )
+            records.append(shard_record(ref, "no image member (jpg, jpeg, png, webp) in tar shard"))
         return records
 
     def read(self, ref: ShardRef, opts: ShardOptions) -> Iterator[ImageRecord]:

@@ -30,8 +30,9 @@ from blurbeam.shards import (
     ShardOptions,
     ShardRef,
     check_source,
-    member_uri,
+    container_record,
     register_format,
+    shard_record,
     stray_image_error,
 )
 
@@ -229,30 +230,20 @@ class TFRecordFormat(ShardFormat):
         records = []
         with fs.open(path, "rb") as fh:
             for index, data in enumerate(iter_records(fh)):
-                key = str(index)
-                rec = ImageRecord(member_uri(ref.uri, key), ref.uri, key, ref.rel, None)
                 try:
                     image = example_image(data)
                 except ValueError as exc:
-                    rec.error = f"record {index} rejected: {' '.join(str(exc).split())}"
-                    records.append(rec)
+                    error = f"record {index} rejected: {' '.join(str(exc).split())}"
+                    records.append(container_record(ref, str(index), 0, None, opts, error))
                     continue
                 stray = stray_image(data, opts.allow_image_fields)
                 if image is None and stray is None:
                     continue
-                if stray is not None:
-                    rec.error = stray
-                elif len(image) > opts.max_bytes:
-                    rec.error = (
-                        f"image too large: {len(image)} bytes exceeds --max-bytes {opts.max_bytes}"
-                    )
-                elif with_data:
-                    rec.data = image
-                records.append(rec)
+                size = len(image) if image is not None else 0
+                kept = image if with_data and stray is None else None
+                records.append(container_record(ref, str(index), size, kept, opts, stray))
         if not records:
-            records.append(
-                ImageRecord(ref.uri, ref.uri, "", ref.rel, None, "no Example with image/encoded")
-            )
+            records.append(shard_record(ref, "no Example with image/encoded"))
         return records
 
     def read(self, ref: ShardRef, opts: ShardOptions) -> Iterator[ImageRecord]:
