@@ -1,7 +1,7 @@
 """Per-image cost of a detector config: wall and CPU milliseconds of ``detect`` per image.
 
     python bench/detection_cost.py --images DIR --detector centerface [--detector-option K=V ...]
-        [--limit N] [--every K]
+        [--limit N] [--every K] [--threads N]
 
 CPU time (the process's, all threads) is reported next to wall time because the machines this
 runs on are shared: on a loaded machine wall time grows with the other jobs, CPU time much less.
@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detector-option", type=_key_value, action="append", default=[])
     ap.add_argument("--limit", type=int, default=0, help="at most this many images (0: all)")
     ap.add_argument("--every", type=int, default=1, help="take every K-th image (sorted)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="the worker's thread budget handed to the detector (0: the library's default)",
+    )
     args = ap.parse_args(argv)
     paths = sorted(p for p in Path(args.images).rglob("*") if p.suffix.lower() in {".jpg", ".png"})
     paths = paths[:: max(1, args.every)]
@@ -44,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         args.detector, args.score_threshold, 0.0, tuple(sorted(dict(args.detector_option).items()))
     )
     try:
-        det = create(spec)
+        det = create(spec, threads=args.threads)
     except (ValueError, RuntimeError) as exc:
         print(f"detection_cost: {exc}", file=sys.stderr)
         return 2
@@ -61,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "detector": spec.name,
         "options": dict(spec.options),
+        "threads": args.threads,
         "images": len(paths),
         "median_megapixels": round(float(np.median(pixels)) / 1e6, 3),
         "wall_ms_median": round(float(np.median(wall)), 1),

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from blurbeam.detectors import DetectorSpec, Face, create
-from blurbeam.detectors.multiscale import focus_regions, fuse, tiles
+from blurbeam.detectors.multiscale import (
+    SOURCE_1X,
+    SOURCE_DOWN,
+    SOURCE_UP,
+    cluster_score,
+    focus_regions,
+    fuse,
+    tiles,
+)
 from blurbeam.geometry import iou
 
 
@@ -59,6 +67,44 @@ def test_fuse_vote_and_nms() -> None:
     assert fuse([], 0.4) == []
     with pytest.raises(ValueError, match="unknown fusion"):
         fuse([a], 0.4, "mean")
+
+
+def test_score_rules_of_a_fused_face() -> None:
+    at_1x = Face(10, 10, 60, 60, 0.6)
+    at_half = Face(12, 11, 60, 60, 0.5)  # the same face seen by the 0.5x pass
+    at_2x = Face(11, 11, 60, 60, 0.9)
+    alone = Face(200, 100, 12, 12, 0.7)  # found by the 2x pass only
+    faces = [at_1x, at_half, alone]
+    sources = [SOURCE_1X, SOURCE_DOWN, SOURCE_UP]
+
+    def scores(faces: list[Face], sources: list[int], rule: str) -> list[float]:
+        return sorted(
+            (f.score for f in fuse(faces, 0.4, "vote", 0.05, sources, rule)), reverse=True
+        )
+
+    assert scores(faces, sources, "max") == pytest.approx([0.7, 0.6])
+    # Two passes at the image's size or smaller agree: noisy-or 1 - 0.4 * 0.5 = 0.8, which now
+    # ranks above the face only the 2x pass found; that one keeps its own score.
+    assert scores(faces, sources, "agree") == pytest.approx([0.8, 0.7])
+    # An upscaled pass does not add evidence, it only competes by its score.
+    up = [at_1x, at_2x]
+    assert scores(up, [SOURCE_1X, SOURCE_UP], "agree") == pytest.approx([0.9])
+    assert cluster_score(np.array([0.9, 0.6, 0.5]), np.array([2, 0, 3]), "agree") == 0.9
+    assert cluster_score(np.array([0.9, 0.6, 0.5]), np.array([2, 0, 1]), "agree") == 0.9
+    assert cluster_score(np.array([0.6, 0.5]), np.array([0, 1]), "agree") == pytest.approx(0.8)
+    # The 1x pass saw the face confidently (0.6 >= 0.5): the 2x pass cannot raise it.
+    assert scores(up, [SOURCE_1X, SOURCE_UP], "first") == pytest.approx([0.6])
+    assert cluster_score(np.array([0.9, 0.4]), np.array([2, 0]), "first") == 0.9  # 1x unsure
+    # agree counts each pass once (its best member), not every overlapping box of one pass.
+    assert cluster_score(np.array([0.5, 0.5]), np.array([0, 0]), "agree") == 0.5
+    # A cluster below the vote floor keeps its own score: no face is lifted above a threshold
+    # it would not reach when the detector runs at that threshold.
+    low = [Face(0, 0, 10, 10, 0.04), Face(1, 0, 10, 10, 0.04)]
+    assert scores(low, [SOURCE_1X, SOURCE_DOWN], "agree") == [0.04]
+    with pytest.raises(ValueError, match="score rule"):
+        fuse(faces, 0.4, "vote", 0.05, sources, "mean")
+    with pytest.raises(ValueError, match="sources"):
+        fuse(faces, 0.4, "vote", 0.05, [0], "agree")
 
 
 def test_tiles_cover_the_image_with_overlap() -> None:
@@ -126,6 +172,16 @@ def test_upscaled_pass_keeps_only_small_faces(astronaut: np.ndarray) -> None:
     assert only_up == []  # the 117 px face is found at 2x but is not small
     both = create(DetectorSpec("multiscale", options=(("base", "yunet"),))).detect(astronaut)
     assert len(both) == 1 and best_iou(both, ASTRONAUT_FACE) > 0.7
+
+
+def test_downscaled_pass_keeps_only_large_faces(astronaut: np.ndarray) -> None:
+    def half_only(min_face: float) -> list[Face]:
+        opts = (("base", "yunet"), ("scales", (0.5,)), ("downscaled_min_face", min_face))
+        return create(DetectorSpec("multiscale", options=opts)).detect(astronaut)
+
+    found = half_only(48)  # the 117 px face is 58 px at 0.5x, mapped back to image pixels
+    assert len(found) == 1 and best_iou(found, ASTRONAUT_FACE) > 0.7
+    assert half_only(200) == []  # smaller than downscaled_min_face: left to the 1x pass
 
 
 def test_ensemble_fuses_the_same_face_once(astronaut: np.ndarray) -> None:
