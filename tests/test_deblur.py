@@ -282,10 +282,5 @@ def test_shipped_weights_deblur_real_faces(real_face_gains):
 
 
 @pytest.mark.shared
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 5 target (>= 3 dB) not met yet: the shipped weights had 20 CPU-minutes of "
-    "training on a shared machine (1.27 dB measured); retrain with `blurbeam train-deblur --init`",
-)
 def test_shipped_weights_reach_the_issue_target(real_face_gains):
     assert real_face_gains.mean() >= 3.0, f"mean PSNR gain {real_face_gains.mean():.2f} dB"
