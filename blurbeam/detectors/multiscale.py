@@ -31,8 +31,9 @@ Options (DetectorSpec.options), all optional: ``floor`` (0.05),
 image pixels exceeds this are dropped), ``downscaled_min_face`` (48: faces from a scale < 1 pass
 whose larger side in image pixels is below this are dropped), ``score_rule`` (agree | max |
 first), ``confident`` (0.5, for ``first``), ``upscale_base`` (the backend for scales > 1; default ``base``),
-``upscale_base_options``, ``upscaled_score_factor`` (1.0: multiplies the scores of faces only an
-upscaled pass found, ranking them after equally confident 1x faces when below 1),
+``upscale_base_options``, ``upscaled_score_factor`` (1.0: multiplies the score of every face
+of an upscaled pass before fusion, so below 1 a face only that pass found ranks after an equally
+confident 1x face; how a fused face's score then uses it is ``score_rule``'s business),
 ``tile`` (2048, in upscaled pixels; 0 = the whole image), ``tile_overlap`` (96), ``focus`` (True), ``focus_max_face`` (24: 1x faces at most this large make a tile
 upscaled), ``focus_margin`` (96 image px around them), ``ensemble`` (None, or a second backend
 name run at 1x), ``ensemble_options``, ``fusion`` (vote | nms), ``fusion_iou`` (0.4).
