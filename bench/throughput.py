@@ -2,7 +2,8 @@
 and on Beam's DaskRunner (a dask.distributed LocalCluster with as many worker processes).
 
     python bench/throughput.py --images ../shared/data/widerface/dev305/images \
-        [--workers 1 2] [--threads auto 1] [--runners direct dask] [--write docs/BENCHMARKS.md]
+        [--workers 1 2] [--threads auto 1] [--runners direct dask] [--repeat 1] \
+        [--write docs/BENCHMARKS.md]
 
 Each configuration runs the real CLI (``blurbeam anonymize``, default detector and method) in its
 own process on the same images and reads its ``run.json``: images/s over the whole run (model
@@ -12,8 +13,13 @@ the CLI does by default on the DirectRunner (cores / workers when workers > 1, e
 libraries' defaults, i.e. every core), applied the same way to the local Dask cluster; a number
 caps every worker at that many threads (``1`` measures how throughput scales with workers when
 each worker has one core, as on a cluster). Configurations that resolve to the same budget run
-once. The load average before each run is recorded next to its figures, since the machines this
-runs on are shared. With ``--write``, the section "## Throughput (DirectRunner and Dask)" of that
+once. ``--repeat N`` runs every configuration N times, interleaved (all configurations once,
+then again), so that a slow spell of a shared machine does not land on one configuration only;
+the speed-ups use each configuration's median images/s and show the range. With ``--rows``,
+every run kept there for a requested configuration is reported, so a later invocation can add
+runs of some configurations only (e.g. ``--runners direct --threads 1 --repeat 3``) and a final
+one with ``--write`` reports them all. The load average
+before each run is recorded next to its figures, since the machines this runs on are shared. With ``--write``, the section "## Throughput (DirectRunner and Dask)" of that
 Markdown file is replaced (or appended) with the table, the command, the machine and the date.
 """
 
@@ -26,6 +32,7 @@ import platform
 import resource
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,12 +80,38 @@ def threads_label(n: int) -> str:
     return "library default" if n == 0 else str(n)
 
 
+def runner_name(runner: str) -> str:
+    return "DirectRunner multi_processing" if runner == "direct" else "DaskRunner"
+
+
 def measure(args: argparse.Namespace) -> list[dict]:
+    """Make sure every requested configuration has ``--repeat`` runs; return all of its runs
+    (with ``--rows``, also those measured by earlier invocations beyond ``--repeat``)."""
+    rows: list[dict] = []
+    for rep in range(1, args.repeat + 1):
+        rows += measure_once(args, rep)
+    if not args.rows:
+        return rows
+    wanted: dict[tuple, list[str]] = {}
+    for runner in args.runners:
+        for workers in args.workers:
+            for setting in args.threads:
+                key = (runner_name(runner), workers, resolve_threads(setting, workers))
+                wanted.setdefault(key, []).append(setting)
+    return [
+        dict(r, settings=wanted[key])
+        for r in load_rows(args.rows)
+        if (key := (r["runner"], r["workers"], r.get("worker_threads"))) in wanted
+        and r.get("input") == args.images
+    ]
+
+
+def measure_once(args: argparse.Namespace, rep: int) -> list[dict]:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     rows = []
     done = load_rows(args.rows)
     for runner in args.runners:
-        name = "DirectRunner multi_processing" if runner == "direct" else "DaskRunner"
+        name = runner_name(runner)
         for workers in args.workers:
             seen: dict[int, dict] = {}
             for setting in args.threads:
@@ -91,6 +124,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
                     for r in done
                     if (r["runner"], r["workers"], r.get("worker_threads"), r.get("input"))
                     == (name, workers, threads, args.images)
+                    and r.get("rep", 1) == rep
                 ]
                 if earlier:  # measured by an earlier invocation (--rows): reuse, do not rerun
                     seen[threads] = dict(earlier[-1], settings=[setting])
@@ -136,6 +170,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
                     "workers": workers,
                     "settings": [setting],
                     "worker_threads": threads,
+                    "rep": rep,
                     "images": summary["images"],
                     "errors": summary["status_counts"]["error"],
                     "faces": summary["faces"],
@@ -161,15 +196,21 @@ def measure(args: argparse.Namespace) -> list[dict]:
 
 def table(rows: list[dict]) -> list[str]:
     out = [
-        "| runner | workers | threads per worker | images | wall s | images/s | CPU s "
+        "| runner | workers | threads per worker | run | images | wall s | images/s | CPU s "
         "| model loads | load avg before | at (UTC) |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for r in rows:
+    order = {name: i for i, name in enumerate(dict.fromkeys(r["runner"] for r in rows))}
+
+    def by_config(r: dict) -> tuple:
+        # library default (0) first, as in the --threads order auto, 1
+        return (order[r["runner"]], r["workers"], r["worker_threads"] != 0, r.get("rep", 1))
+
+    for r in sorted(rows, key=by_config):
         loads = "n/a" if r["model_loads"] is None else str(r["model_loads"])
         out.append(
             f"| {r['runner']} | {r['workers']} | {threads_label(r['worker_threads'])} | "
-            f"{r['images']} | {r['wall_s']:.1f} | {r['images_per_s']:.2f} | "
+            f"{r.get('rep', 1)} | {r['images']} | {r['wall_s']:.1f} | {r['images_per_s']:.2f} | "
             f"{r.get('cpu_s', 'n/a')} | {loads} | {r['load_before']} | {r.get('measured', '')} |"
         )
     return out
@@ -185,7 +226,8 @@ def section(rows: list[dict], command: str, started: datetime, loads: tuple) -> 
         f"{os.cpu_count()} cores, Python {platform.python_version()}, Beam {apache_beam.__version__}; "
         f"load average then {loads[0]:.2f} / {loads[1]:.2f} / {loads[2]:.2f} "
         "(1/5/15 min); each row's own start time and load average before it are in its columns "
-        "(rows kept in `--rows` from an earlier invocation are reused, not rerun). "
+        "(rows kept in `--rows` from earlier invocations are reported, not rerun; run is the "
+        "repetition, `--repeat`; the speed-ups use each configuration's median). "
         "Each row is one `blurbeam anonymize` run over the same images with the "
         "default detector and method; images/s is over the whole run (worker start-up and model "
         "loads included); threads per worker is the `--worker-threads` budget each worker gives "
@@ -201,23 +243,45 @@ def section(rows: list[dict], command: str, started: datetime, loads: tuple) -> 
 
 
 def speedups(rows: list[dict]) -> list[str]:
-    """Per runner and ``--threads`` setting: the largest worker count against one worker."""
+    """Per runner and ``--threads`` setting: the largest worker count against one worker, from
+    the median images/s of each configuration's runs (with the range when there are several)."""
     out = []
     for runner in dict.fromkeys(r["runner"] for r in rows):
         mine = [r for r in rows if r["runner"] == runner]
         for setting in dict.fromkeys(x for r in mine for x in r.get("settings", [])):
-            same = {r["workers"]: r for r in mine if setting in r.get("settings", [])}
-            if 1 in same and len(same) > 1:
-                top = max(same)
-                ratio = same[top]["images_per_s"] / same[1]["images_per_s"]
-                loads = same[top]["model_loads"]
-                per = f", {loads / top:g} model loads per worker" if loads is not None else ""
-                budgets = " vs ".join(threads_label(same[w]["worker_threads"]) for w in (top, 1))
-                out.append(
-                    f"- {runner}, threads {setting} ({budgets}): {top} workers "
-                    f"{same[top]['images_per_s']:.2f} images/s vs 1 worker "
-                    f"{same[1]['images_per_s']:.2f} images/s = {ratio:.2f}x{per}."
+            same: dict[int, list[dict]] = {}
+            for r in mine:
+                if setting in r.get("settings", []):
+                    same.setdefault(r["workers"], []).append(r)
+            if 1 not in same or len(same) < 2:
+                continue
+            top = max(same)
+            rate = {w: statistics.median(r["images_per_s"] for r in same[w]) for w in (1, top)}
+            ratio = rate[top] / rate[1]
+            runs = ""
+            if len(same[top]) > 1 or len(same[1]) > 1:
+                lo = min(r["images_per_s"] for r in same[top]) / max(
+                    r["images_per_s"] for r in same[1]
                 )
+                hi = max(r["images_per_s"] for r in same[top]) / min(
+                    r["images_per_s"] for r in same[1]
+                )
+                runs = (
+                    f" (medians of {len(same[top])} and {len(same[1])} runs; "
+                    f"any pair of runs: {lo:.2f}-{hi:.2f}x)"
+                )
+            loads = [r["model_loads"] for r in same[top]]
+            per = (
+                f", {max(loads) / top:g} model loads per worker"
+                if all(x is not None for x in loads)
+                else ""
+            )
+            budgets = " vs ".join(threads_label(same[w][0]["worker_threads"]) for w in (top, 1))
+            out.append(
+                f"- {runner}, threads {setting} ({budgets}): {top} workers "
+                f"{rate[top]:.2f} images/s vs 1 worker {rate[1]:.2f} images/s = "
+                f"{ratio:.2f}x{runs}{per}."
+            )
     return [*out, ""] if out else []
 
 
@@ -243,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         help="per-worker thread budgets: auto (the CLI's default) or a number (0: libraries')",
     )
     ap.add_argument("--runners", nargs="+", default=["direct", "dask"], choices=["direct", "dask"])
+    ap.add_argument("--repeat", type=int, default=1, help="runs per configuration, interleaved")
     ap.add_argument("--write", default=None, help="Markdown file whose section to replace")
     ap.add_argument(
         "--rows",
@@ -250,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON-lines file: each measured row is appended; rows already there are reused",
     )
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     if not Path(args.images).exists():
         print(f"throughput: {args.images} does not exist", file=sys.stderr)
         return 2
