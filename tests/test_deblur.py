@@ -204,7 +204,8 @@ def test_network_budget():
     assert conv_macs(net, 128, 128) <= 1_000_000_000
 
 
-def test_a_short_training_run_leaves_loadable_weights_and_a_record(tmp_path):
+@pytest.mark.parametrize("ema", [0.999, 0.0], ids=["ema", "no-ema"])
+def test_a_short_training_run_leaves_loadable_weights_and_a_record(tmp_path, ema):
     import json
 
     import cv2
@@ -220,7 +221,7 @@ def test_a_short_training_run_leaves_loadable_weights_and_a_record(tmp_path):
         cv2.imwrite(str(data / f"{i:02d}.png"), img)
     cfg = TrainConfig(data=str(data), out=str(tmp_path / "out"), minutes=0.05, clock="wall",
                       batch=2, patch=64, val_every_s=0.0, n_val=3, val_fraction=0.25,
-                      threads=1)  # fmt: skip
+                      threads=1, ema=ema)  # fmt: skip
     info = train(cfg, log=lambda m: None)
     rec = json.loads((tmp_path / "out" / "deblur_unet.json").read_text())
     assert rec["finished"] and rec["steps"] == info["steps"] >= 1

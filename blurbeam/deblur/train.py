@@ -198,15 +198,16 @@ def train(cfg: TrainConfig, log=print) -> dict:
             loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, weights)
         opt.apply_gradients(zip(grads, weights, strict=True))
-        for e, w in zip(ema, weights, strict=True):
+        for e, w in zip(ema, weights if ema else [], strict=True):  # ema 0: no average
             e.assign(decay * e + (1.0 - decay) * w)
         return loss
 
     infer = tf.function(lambda t: model(t, training=False))
 
     def swap_ema():
-        """Exchange the live weights and their moving average (call twice to undo)."""
-        for e, w in zip(ema, weights, strict=True):
+        """Exchange the live weights and their moving average (call twice to undo; nothing
+        to do without an average)."""
+        for e, w in zip(ema, weights if ema else [], strict=True):
             tmp = tf.identity(w)
             w.assign(e)
             e.assign(tmp)
