@@ -349,6 +349,13 @@ _HEIF_BRANDS = frozenset(
 )
 
 
+#: The names :func:`sniff_format` returns.
+SNIFFED_IMAGE_FORMATS = frozenset(
+    {"JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "JPEG2000", "JPEG XL", "HEIF", "PSD", "EXR"}
+    | {"QOI", "PPM"}
+)
+
+
 def sniff_format(data: bytes) -> str | None:
     """The image format ``data`` starts with, from magic bytes only, or None.
 
@@ -396,6 +403,67 @@ def sniff_format(data: bytes) -> str | None:
     ):
         return "PPM"
     return None
+
+
+#: Signatures of media that can show people but that blurbeam cannot anonymize: video
+#: containers, compressed data and archives (which may hold images), PDF and NumPy arrays.
+_OPAQUE_PREFIXES: tuple[tuple[bytes, str], ...] = (
+    (b"\x1a\x45\xdf\xa3", "Matroska/WebM video"),
+    (b"FLV\x01", "FLV video"),
+    (b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "ASF/WMV video"),
+    (b"\x00\x00\x01\xba", "MPEG video"),
+    (b"\x00\x00\x01\xb3", "MPEG video"),
+    (b"OggS", "Ogg media"),
+    (b"\x1f\x8b", "gzip-compressed"),
+    (b"PK\x03\x04", "zip archive"),
+    (b"PK\x05\x06", "zip archive"),
+    (b"PK\x07\x08", "zip archive"),
+    (b"BZh", "bzip2-compressed"),
+    (b"\xfd7zXZ\x00", "xz-compressed"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed"),
+    (b"7z\xbc\xaf\x27\x1c", "7z archive"),
+    (b"Rar!\x1a\x07", "RAR archive"),
+    (b"\x04\x22\x4d\x18", "LZ4-compressed"),
+    (b"%PDF-", "PDF document"),
+    (b"\x93NUMPY", "NumPy array"),
+)
+#: ISO base media boxes a QuickTime/MP4 file may start with (besides ``ftyp``).
+_QUICKTIME_BOXES = frozenset({b"moov", b"mdat", b"wide", b"skip", b"pnot"})
+#: How many leading bytes :func:`sniff_opaque` needs (a tar header's ``ustar`` is at 257).
+OPAQUE_SNIFF_BYTES = 265
+
+
+def sniff_opaque(data: bytes) -> str | None:
+    """What kind of non-image media ``data`` starts with, from magic bytes only, or None.
+
+    These are media that can show people but that blurbeam cannot look inside: video (MP4 /
+    QuickTime, Matroska / WebM, AVI, MPEG, FLV, ASF, Ogg), compressed data and archives (gzip,
+    zip, bzip2, xz, zstd, 7z, RAR, LZ4, tar: they may hold images), PDF documents and NumPy
+    arrays (a common way to store decoded images). Where no image is expected (a tar member,
+    another column or feature), finding one of them fails closed like finding an image: the
+    sample gets an error record unless the user allows the field. Pass at least
+    ``OPAQUE_SNIFF_BYTES`` bytes to find a nested tar. Not found: formats without a signature
+    (raw pixel buffers, MPEG transport streams), and images inside text (base64 in JSON) or
+    pickles.
+    """
+    head = bytes(data[:OPAQUE_SNIFF_BYTES])
+    if len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] not in _HEIF_BRANDS:
+        return "MP4/QuickTime video"
+    if len(head) >= 8 and head[4:8] in _QUICKTIME_BOXES and int.from_bytes(head[:4], "big") >= 8:
+        return "MP4/QuickTime video"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "AVI video"
+    for prefix, kind in _OPAQUE_PREFIXES:
+        if head.startswith(prefix):
+            return kind
+    if head[257:262] == b"ustar":
+        return "tar archive"
+    return None
+
+
+def sniff_media(data: bytes) -> str | None:
+    """:func:`sniff_format` (an image format) or else :func:`sniff_opaque` (other media)."""
+    return sniff_format(data) or sniff_opaque(data)
 
 
 def sniff_size(data: bytes) -> tuple[int, int] | None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import fsspec
 
+from blurbeam.imageio import SNIFFED_IMAGE_FORMATS
+
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 
@@ -54,12 +56,17 @@ class ShardOptions:
     allow_image_fields: tuple[str, ...] = ()
 
 
-def stray_image_error(what: str, name: str, fmt: str) -> str:
-    """The audit reason for image data found where no image is anonymized (``what``: column,
-    feature...; ``name``: the field name ``--allow-image-field`` would take)."""
+def stray_image_error(what: str, name: str, fmt: str, allow: str | None = None) -> str:
+    """The audit reason for image data (or other media that can show people: video, archives,
+    see ``imageio.sniff_opaque``) found where no image is anonymized (``what``: column,
+    feature, member...; ``name``: its name; ``allow``: what ``--allow-image-field`` would take,
+    by default ``name``)."""
+    image = fmt in SNIFFED_IMAGE_FORMATS
+    data = f"{fmt} image data" if image else f"{fmt} data"
     return (
-        f"{what} {name!r} holds {fmt} image data that is not anonymized, so this is left out "
-        f"of the output; pass --allow-image-field {name} if it shows no one (e.g. masks)"
+        f"{what} {name!r} holds {data} that is not anonymized, so this is left out of the "
+        f"output; pass --allow-image-field {allow or name} if it shows no one"
+        + (" (e.g. masks)" if image else "")
     )
 
 

@@ -9,7 +9,8 @@ fields and the schema's metadata are copied through unchanged; rows whose image 
 out of the output shard.
 
 Image data anywhere else in a row (a second binary column such as a thumbnail, a list of crops,
-a struct field) would reach the output unanonymized, so such a row gets an error record naming
+a struct field), or other media that can show people (video, an archive, a NumPy array:
+``imageio.sniff_opaque``), would reach the output unanonymized, so such a row gets an error record naming
 the column and is left out, unless the column is in ``ShardOptions.allow_image_fields`` (the
 user's word that it shows no one, e.g. segmentation masks).
 """
@@ -24,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from blurbeam.imageio import sniff_format
+from blurbeam.imageio import sniff_media
 from blurbeam.shards import (
     ImageRecord,
     ShardFormat,
@@ -108,9 +109,10 @@ def _holds_binary(t: pa.DataType) -> bool:
 
 
 def _image_in(value: object) -> str | None:
-    """The format of the first image-like bytes inside a cell (nested lists/structs/maps)."""
+    """The format of the first image (or other media) bytes inside a cell (nested lists,
+    structs, maps)."""
     if isinstance(value, bytes | bytearray):
-        return sniff_format(value)
+        return sniff_media(value)
     if isinstance(value, dict):
         value = list(value.values())
     if isinstance(value, list | tuple):

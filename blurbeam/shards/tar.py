@@ -5,6 +5,9 @@ to sample ``dir/0001``), as WebDataset groups them. Members whose last extension
 or webp are images: each yields one record keyed by its member name. So is any other member whose
 bytes start like an image (a ``.bmp``, ``.tif`` or ``.bin`` holding a photo): it is anonymized
 like the rest, or fails with its sample, and never copied through with its original pixels.
+A member whose bytes are other media that can show people but that blurbeam cannot look inside
+(video, compressed data or an archive, PDF, a NumPy array: ``imageio.sniff_opaque``) gets an
+error record, and its sample (images included) is left out of the output shard.
 Every other member (``.json``, ``.txt``, ``.cls`` ...) is copied through unchanged when the shard
 is rewritten, as are members whose extension after the key (``seg.png``) is in
 ``ShardOptions.allow_image_fields`` (the user's word that they show no one).
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 
 import fsspec
 
-from blurbeam.imageio import sniff_format
+from blurbeam.imageio import OPAQUE_SNIFF_BYTES, sniff_format, sniff_opaque
 from blurbeam.shards import (
     ImageRecord,
     ShardFormat,
@@ -38,6 +41,7 @@ from blurbeam.shards import (
     register_format,
     safe_relpath,
     shard_record,
+    stray_image_error,
 )
 
 IMAGE_EXTS = frozenset({"jpg", "jpeg", "png", "webp"})
@@ -69,7 +73,15 @@ def image_member(name: str, head: bytes, opts: ShardOptions) -> bool:
     return is_image(name) or sniff_format(head) is not None
 
 
-SNIFF_BYTES = 32
+def opaque_member(name: str, head: bytes, opts: ShardOptions) -> str | None:
+    """What non-image media a file member that is not an image holds (video, an archive...),
+    or None; never when its field is in ``opts.allow_image_fields``."""
+    if field_of(name) in opts.allow_image_fields or is_image(name):
+        return None
+    return sniff_opaque(head)
+
+
+SNIFF_BYTES = OPAQUE_SNIFF_BYTES
 
 
 @dataclass
@@ -78,6 +90,7 @@ class _Member:
     kind: str  # "file", "dir" or "other" (links, devices, fifos)
     size: int
     image: bool = False  # an image to anonymize (by name; files also by their first bytes)
+    opaque: str | None = None  # other media we cannot anonymize (video, archive...): its kind
 
 
 def _kind(info: tarfile.TarInfo) -> str:
@@ -103,6 +116,8 @@ def _bad_samples(members: list[_Member]) -> dict[str, str]:
             reason = f"member {m.name!r} is a link or special file"
         if reason is None and m.image and counts[m.name] > 1:
             reason = f"image member {m.name!r} occurs {counts[m.name]} times"
+        if reason is None and m.opaque:
+            reason = stray_image_error("member", m.name, m.opaque, allow=field_of(m.name) or None)
         if reason is not None:
             bad.setdefault(key, reason)
     return bad
@@ -113,7 +128,9 @@ def _member(tf: tarfile.TarFile, info: tarfile.TarInfo, opts: ShardOptions) -> _
     m = _Member(info.name, _kind(info), info.size, image_member(info.name, b"", opts))
     if m.kind == "file" and _unsafe_reason(m.name) is None:
         extracted = tf.extractfile(info)
-        m.image = image_member(m.name, extracted.read(SNIFF_BYTES) if extracted else b"", opts)
+        head = extracted.read(SNIFF_BYTES) if extracted else b""
+        m.image = image_member(m.name, head, opts)
+        m.opaque = None if m.image else opaque_member(m.name, head, opts)
     return m
 
 
@@ -132,7 +149,7 @@ class TarFormat(ShardFormat):
         records = []
         for i, m in enumerate(members):
             unsafe = _unsafe_reason(m.name)
-            if not m.image and unsafe is None:
+            if not m.image and not m.opaque and unsafe is None:
                 continue
             error = None
             if unsafe is not None:
@@ -155,6 +172,7 @@ class TarFormat(ShardFormat):
                     extracted = tf.extractfile(info)
                     head = extracted.read(SNIFF_BYTES) if extracted else b""
                     m.image = image_member(m.name, head, opts)
+                    m.opaque = None if m.image else opaque_member(m.name, head, opts)
                     if m.image and m.size <= opts.max_bytes and extracted is not None:
                         data[len(members)] = head + extracted.read()
                 members.append(m)

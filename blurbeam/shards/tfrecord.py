@@ -8,7 +8,8 @@ record is copied byte for byte. Each Example with an image is one record keyed b
 file; Examples without ``image/encoded`` are copied through without a record. A record that is not
 a parseable Example, or whose ``image/encoded`` holds several images, gets an error record and is
 left out of the output shard. So does an Example with image data in another bytes feature
-(``image/thumbnail``, a crop...), which would otherwise reach the output unanonymized, unless
+(``image/thumbnail``, a crop...) or other media that can show people (video, an archive:
+``imageio.sniff_opaque``), which would otherwise reach the output unanonymized, unless
 that feature is in ``ShardOptions.allow_image_fields`` (the user's word that it shows no one,
 e.g. ``image/segmentation/class/encoded`` masks).
 """
@@ -23,7 +24,7 @@ from typing import BinaryIO
 import fsspec
 import google_crc32c
 
-from blurbeam.imageio import sniff_format
+from blurbeam.imageio import sniff_media
 from blurbeam.shards import (
     ImageRecord,
     ShardFormat,
@@ -191,7 +192,7 @@ def stray_image(example: bytes, allowed: tuple[str, ...] = ()) -> str | None:
             if name in allowed:
                 continue
             for value in _bytes_values(entry):
-                fmt = sniff_format(value)
+                fmt = sniff_media(value)
                 if fmt:
                     return stray_image_error("feature", name, fmt)
     return None
