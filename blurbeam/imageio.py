@@ -414,11 +414,9 @@ _OPAQUE_PREFIXES: tuple[tuple[bytes, str], ...] = (
     (b"\x00\x00\x01\xba", "MPEG video"),
     (b"\x00\x00\x01\xb3", "MPEG video"),
     (b"OggS", "Ogg media"),
-    (b"\x1f\x8b", "gzip-compressed"),
     (b"PK\x03\x04", "zip archive"),
     (b"PK\x05\x06", "zip archive"),
     (b"PK\x07\x08", "zip archive"),
-    (b"BZh", "bzip2-compressed"),
     (b"\xfd7zXZ\x00", "xz-compressed"),
     (b"\x28\xb5\x2f\xfd", "zstd-compressed"),
     (b"7z\xbc\xaf\x27\x1c", "7z archive"),
@@ -453,6 +451,12 @@ def sniff_opaque(data: bytes) -> str | None:
         return "MP4/QuickTime video"
     if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
         return "AVI video"
+    # two-byte magics, made stricter so random binary (an embedding column) rarely matches:
+    # gzip with deflate (the only method in use) and no reserved flag bits; bzip2 with its level
+    if head[:3] == b"\x1f\x8b\x08" and len(head) >= 4 and head[3] & 0xE0 == 0:
+        return "gzip-compressed"
+    if head[:3] == b"BZh" and head[3:4].isdigit() and head[3:4] != b"0":
+        return "bzip2-compressed"
     for prefix, kind in _OPAQUE_PREFIXES:
         if head.startswith(prefix):
             return kind

@@ -173,6 +173,12 @@ def _gzip() -> bytes:
     return gzip.compress(face_image(2))
 
 
+def _bz2() -> bytes:
+    import bz2
+
+    return bz2.compress(face_image(4))
+
+
 def _tar() -> bytes:
     return tarfmt.write_samples({"x": {"jpg": face_image(3)}})
 
@@ -187,6 +193,7 @@ def _tar() -> bytes:
         (b"\x00\x00\x01\xba\x44" + bytes(32), "MPEG video"),
         (b"OggS\x00\x02" + bytes(32), "Ogg media"),
         (_gzip(), "gzip-compressed"),
+        (_bz2(), "bzip2-compressed"),
         (_zip(), "zip archive"),
         (_tar(), "tar archive"),
         (b"%PDF-1.7\n" + bytes(32), "PDF document"),
@@ -202,7 +209,16 @@ def test_sniff_opaque_finds_media_that_can_show_people(data, kind):
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b'{"id": 1}', b"no face here", bytes(300), b"RIFF\x00\x00\x00\x00WAVEfmt ", HEIF_LIKE],
+    [
+        b"",
+        b'{"id": 1}',
+        b"no face here",
+        bytes(300),
+        b"RIFF\x00\x00\x00\x00WAVEfmt ",
+        HEIF_LIKE,
+        b"\x1f\x8b\x00\x00" + bytes(8),  # the gzip magic alone, as random floats may start
+        b"BZh0",
+    ],
 )
 def test_sniff_opaque_leaves_other_bytes_alone(data):
     from blurbeam.imageio import sniff_opaque
