@@ -296,7 +296,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     finally:
         batches.close()
     v, best = validate_and_save(best)
-    log(f"final validation PSNR {v:.2f} dB (moving average of the weights)")
+    averaged = " (moving average of the weights)" if cfg.ema else ""
+    log(f"final validation PSNR {v:.2f} dB{averaged}")
     info = record(finished=True)
     (out / f"{stem}.json").write_text(json.dumps(info, indent=1) + "\n")
     log(f"done: {steps} steps, best validation PSNR {best:.2f} dB -> {wpath}")
