@@ -10,9 +10,10 @@ out of the output shard.
 
 Image data anywhere else in a row (a second binary column such as a thumbnail, a list of crops,
 a struct field), or other media that can show people (video, an archive, a NumPy array:
-``imageio.sniff_opaque``), would reach the output unanonymized, so such a row gets an error record naming
-the column and is left out, unless the column is in ``ShardOptions.allow_image_fields`` (the
-user's word that it shows no one, e.g. segmentation masks).
+``imageio.sniff_opaque``), would reach the output unanonymized, so such a row gets an error
+record naming the column and is left out, unless the column is in
+``ShardOptions.allow_image_fields`` (the user's word that it shows no one, e.g. segmentation
+masks).
 """
 
 from __future__ import annotations
