@@ -9,6 +9,7 @@ added later (the deblur model) costs only its own pass. Images are spread over w
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -230,8 +231,13 @@ def run_sweep(
     n = sum(len(im.faces) for im in images)
     orig_path = out / "originals.npy"
     threads = 1 if workers > 1 else 0
+    # spawn, not fork: the parent may already run OpenCV's / onnxruntime's thread pools (the
+    # face set is detected here on a first run), and a forked child then hangs in them
     with ProcessPoolExecutor(
-        max_workers=workers, initializer=_init_worker, initargs=(threads,)
+        max_workers=workers,
+        initializer=_init_worker,
+        initargs=(threads,),
+        mp_context=multiprocessing.get_context("spawn"),
     ) as ex:
         if orig_path.exists() and np.load(orig_path).shape[0] == n:
             originals = np.load(orig_path)
