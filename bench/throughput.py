@@ -197,7 +197,7 @@ def measure_once(args: argparse.Namespace, rep: int) -> list[dict]:
 def table(rows: list[dict]) -> list[str]:
     out = [
         "| runner | workers | threads per worker | run | images | wall s | images/s | CPU s "
-        "| model loads | load avg before | at (UTC) |",
+        "| model loads | load avg before | finished (UTC) |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     order = {name: i for i, name in enumerate(dict.fromkeys(r["runner"] for r in rows))}
@@ -225,7 +225,7 @@ def section(rows: list[dict], command: str, started: datetime, loads: tuple) -> 
         f"`{command}`, written {started.strftime('%Y-%m-%d %H:%M UTC')} on {cpu_model()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, Beam {apache_beam.__version__}; "
         f"load average then {loads[0]:.2f} / {loads[1]:.2f} / {loads[2]:.2f} "
-        "(1/5/15 min); each row's own start time and load average before it are in its columns "
+        "(1/5/15 min); each row's finish time and the load average before it are in its columns "
         "(rows kept in `--rows` from earlier invocations are reported, not rerun; run is the "
         "repetition, `--repeat`; the speed-ups use each configuration's median). "
         "Each row is one `blurbeam anonymize` run over the same images with the "
