@@ -349,13 +349,6 @@ _HEIF_BRANDS = frozenset(
 )
 
 
-#: The names :func:`sniff_format` returns.
-SNIFFED_IMAGE_FORMATS = frozenset(
-    {"JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "JPEG2000", "JPEG XL", "HEIF", "PSD", "EXR"}
-    | {"QOI", "PPM"}
-)
-
-
 def sniff_format(data: bytes) -> str | None:
     """The image format ``data`` starts with, from magic bytes only, or None.
 
@@ -466,8 +459,10 @@ def sniff_opaque(data: bytes) -> str | None:
 
 
 def sniff_media(data: bytes) -> str | None:
-    """:func:`sniff_format` (an image format) or else :func:`sniff_opaque` (other media)."""
-    return sniff_format(data) or sniff_opaque(data)
+    """What media ``data`` starts with, for messages: ``"<format> image"`` from
+    :func:`sniff_format`, else the kind :func:`sniff_opaque` finds, else None."""
+    fmt = sniff_format(data)
+    return f"{fmt} image" if fmt else sniff_opaque(data)
 
 
 def sniff_size(data: bytes) -> tuple[int, int] | None:

@@ -190,6 +190,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     opt = keras.optimizers.Adam(learning_rate=cfg.lr)
     weights = model.trainable_variables
     ema = [tf.Variable(w, trainable=False) for w in weights] if cfg.ema else []
+    averaged = list(zip(ema, weights, strict=True)) if ema else []  # (average, live) pairs
     decay = tf.constant(cfg.ema, tf.float32)
 
     @tf.function
@@ -198,7 +199,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             loss = loss_fn(y, model(x, training=True))
         grads = tape.gradient(loss, weights)
         opt.apply_gradients(zip(grads, weights, strict=True))
-        for e, w in zip(ema, weights if ema else [], strict=True):  # ema 0: no average
+        for e, w in averaged:
             e.assign(decay * e + (1.0 - decay) * w)
         return loss
 
@@ -207,7 +208,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     def swap_ema():
         """Exchange the live weights and their moving average (call twice to undo; nothing
         to do without an average)."""
-        for e, w in zip(ema, weights if ema else [], strict=True):
+        for e, w in averaged:
             tmp = tf.identity(w)
             w.assign(e)
             e.assign(tmp)
@@ -296,8 +297,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     finally:
         batches.close()
     v, best = validate_and_save(best)
-    averaged = " (moving average of the weights)" if cfg.ema else ""
-    log(f"final validation PSNR {v:.2f} dB{averaged}")
+    how = " (moving average of the weights)" if cfg.ema else ""
+    log(f"final validation PSNR {v:.2f} dB{how}")
     info = record(finished=True)
     (out / f"{stem}.json").write_text(json.dumps(info, indent=1) + "\n")
     log(f"done: {steps} steps, best validation PSNR {best:.2f} dB -> {wpath}")

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 
 import fsspec
 
-from blurbeam.imageio import SNIFFED_IMAGE_FORMATS
-
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 
@@ -56,17 +54,15 @@ class ShardOptions:
     allow_image_fields: tuple[str, ...] = ()
 
 
-def stray_image_error(what: str, name: str, fmt: str, allow: str | None = None) -> str:
-    """The audit reason for image data (or other media that can show people: video, archives,
-    see ``imageio.sniff_opaque``) found where no image is anonymized (``what``: column,
-    feature, member...; ``name``: its name; ``allow``: what ``--allow-image-field`` would take,
-    by default ``name``)."""
-    image = fmt in SNIFFED_IMAGE_FORMATS
-    data = f"{fmt} image data" if image else f"{fmt} data"
+def stray_image_error(what: str, name: str, media: str, allow: str | None = None) -> str:
+    """The audit reason for image data or other media that can show people (``media``, as
+    ``imageio.sniff_media`` words it: "JPEG image", "MP4/QuickTime video") found where no image
+    is anonymized (``what``: column, feature, member...; ``name``: its name; ``allow``: what
+    ``--allow-image-field`` would take, by default ``name``)."""
     return (
-        f"{what} {name!r} holds {data} that is not anonymized, so this is left out of the "
+        f"{what} {name!r} holds {media} data that is not anonymized, so this is left out of the "
         f"output; pass --allow-image-field {allow or name} if it shows no one"
-        + (" (e.g. masks)" if image else "")
+        + (" (e.g. masks)" if media.endswith(" image") else "")
     )
 
 

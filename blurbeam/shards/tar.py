@@ -73,14 +73,6 @@ def image_member(name: str, head: bytes, opts: ShardOptions) -> bool:
     return is_image(name) or sniff_format(head) is not None
 
 
-def opaque_member(name: str, head: bytes, opts: ShardOptions) -> str | None:
-    """What non-image media a file member that is not an image holds (video, an archive...),
-    or None; never when its field is in ``opts.allow_image_fields``."""
-    if field_of(name) in opts.allow_image_fields or is_image(name):
-        return None
-    return sniff_opaque(head)
-
-
 SNIFF_BYTES = OPAQUE_SNIFF_BYTES
 
 
@@ -91,6 +83,13 @@ class _Member:
     size: int
     image: bool = False  # an image to anonymize (by name; files also by their first bytes)
     opaque: str | None = None  # other media we cannot anonymize (video, archive...): its kind
+
+    def sniff(self, head: bytes, opts: ShardOptions) -> None:
+        """Classify a file member from its first bytes: an image to anonymize, other media we
+        cannot anonymize (video, an archive...: ``opaque``), or neither."""
+        self.image = image_member(self.name, head, opts)
+        allowed = field_of(self.name) in opts.allow_image_fields
+        self.opaque = None if self.image or allowed else sniff_opaque(head)
 
 
 def _kind(info: tarfile.TarInfo) -> str:
@@ -128,9 +127,7 @@ def _member(tf: tarfile.TarFile, info: tarfile.TarInfo, opts: ShardOptions) -> _
     m = _Member(info.name, _kind(info), info.size, image_member(info.name, b"", opts))
     if m.kind == "file" and _unsafe_reason(m.name) is None:
         extracted = tf.extractfile(info)
-        head = extracted.read(SNIFF_BYTES) if extracted else b""
-        m.image = image_member(m.name, head, opts)
-        m.opaque = None if m.image else opaque_member(m.name, head, opts)
+        m.sniff(extracted.read(SNIFF_BYTES) if extracted else b"", opts)
     return m
 
 
@@ -171,8 +168,7 @@ class TarFormat(ShardFormat):
                 if m.kind == "file" and _unsafe_reason(m.name) is None:
                     extracted = tf.extractfile(info)
                     head = extracted.read(SNIFF_BYTES) if extracted else b""
-                    m.image = image_member(m.name, head, opts)
-                    m.opaque = None if m.image else opaque_member(m.name, head, opts)
+                    m.sniff(head, opts)
                     if m.image and m.size <= opts.max_bytes and extracted is not None:
                         data[len(members)] = head + extracted.read()
                 members.append(m)
