@@ -84,6 +84,18 @@ def runner_name(runner: str) -> str:
     return "DirectRunner multi_processing" if runner == "direct" else "DaskRunner"
 
 
+def configs(args: argparse.Namespace) -> dict[tuple[str, int, int], list[str]]:
+    """The requested configurations, (runner, workers, threads) in request order, each with the
+    ``--threads`` settings that resolve to it (one run serves settings of the same budget)."""
+    out: dict[tuple[str, int, int], list[str]] = {}
+    for runner in args.runners:
+        for workers in args.workers:
+            for setting in args.threads:
+                key = (runner, workers, resolve_threads(setting, workers))
+                out.setdefault(key, []).append(setting)
+    return out
+
+
 def measure(args: argparse.Namespace) -> list[dict]:
     """Make sure every requested configuration has ``--repeat`` runs; return all of its runs
     (with ``--rows``, also those measured by earlier invocations beyond ``--repeat``)."""
@@ -92,12 +104,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
         rows += measure_once(args, rep)
     if not args.rows:
         return rows
-    wanted: dict[tuple, list[str]] = {}
-    for runner in args.runners:
-        for workers in args.workers:
-            for setting in args.threads:
-                key = (runner_name(runner), workers, resolve_threads(setting, workers))
-                wanted.setdefault(key, []).append(setting)
+    wanted = {(runner_name(r), w, t): settings for (r, w, t), settings in configs(args).items()}
     return [
         dict(r, settings=wanted[key])
         for r in load_rows(args.rows)
@@ -107,91 +114,77 @@ def measure(args: argparse.Namespace) -> list[dict]:
 
 
 def measure_once(args: argparse.Namespace, rep: int) -> list[dict]:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    """Run repetition ``rep`` of every configuration that ``--rows`` does not already hold."""
     rows = []
     done = load_rows(args.rows)
-    for runner in args.runners:
-        name = runner_name(runner)
-        for workers in args.workers:
-            seen: dict[int, dict] = {}
-            for setting in args.threads:
-                threads = resolve_threads(setting, workers)
-                if threads in seen:  # same budget as an earlier setting: one run serves both
-                    seen[threads]["settings"].append(setting)
-                    continue
-                earlier = [
-                    r
-                    for r in done
-                    if (r["runner"], r["workers"], r.get("worker_threads"), r.get("input"))
-                    == (name, workers, threads, args.images)
-                    and r.get("rep", 1) == rep
-                ]
-                if earlier:  # measured by an earlier invocation (--rows): reuse, do not rerun
-                    seen[threads] = dict(earlier[-1], settings=[setting])
-                    rows.append(seen[threads])
-                    print(json.dumps(earlier[-1]), "(reused)", flush=True)
-                    continue
-                extra = ["--worker-threads", str(threads)]
-                load = os.getloadavg()[0]
-                out = tempfile.mkdtemp(prefix="blurbeam-bench-")
-                cluster = None
-                cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                try:
-                    if runner == "direct":
-                        extra += [
-                            f"--direct_num_workers={workers}",
-                            "--direct_running_mode=multi_processing",
-                        ]
-                    else:
-                        from distributed import LocalCluster
-
-                        cluster = LocalCluster(
-                            n_workers=workers,
-                            threads_per_worker=1,
-                            processes=True,
-                            host="127.0.0.1",
-                            dashboard_address=None,
-                            silence_logs=40,
-                        )
-                        extra += [
-                            "--runner=DaskRunner",
-                            f"--dask_client_address={cluster.scheduler_address}",
-                        ]
-                    summary = run_cli(args.images, out, extra, env)
-                finally:
-                    if cluster is not None:
-                        cluster.close()
-                    shutil.rmtree(out, ignore_errors=True)
-                loads = summary["metrics"].get("model_loads")
-                row = {
-                    "runner": name,
-                    "input": args.images,
-                    "measured": datetime.now(UTC).strftime("%H:%M"),
-                    "workers": workers,
-                    "settings": [setting],
-                    "worker_threads": threads,
-                    "rep": rep,
-                    "images": summary["images"],
-                    "errors": summary["status_counts"]["error"],
-                    "faces": summary["faces"],
-                    "wall_s": summary["wall_s"],
-                    "images_per_s": summary["images_per_s"],
-                    "model_loads": loads,
-                    "load_before": round(load, 2),
-                }
-                if runner == "direct":  # Dask workers are not children of the CLI process
-                    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                    row["cpu_s"] = round(
-                        cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1
-                    )
-                seen[threads] = row
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                if args.rows:
-                    with open(args.rows, "a") as fh:
-                        fh.write(json.dumps(row) + "\n")
-                time.sleep(2)
+    for (runner, workers, threads), settings in configs(args).items():
+        earlier = [
+            r
+            for r in done
+            if (r["runner"], r["workers"], r.get("worker_threads"), r.get("input"))
+            == (runner_name(runner), workers, threads, args.images)
+            and r.get("rep", 1) == rep
+        ]
+        if earlier:  # measured by an earlier invocation (--rows): reuse, do not rerun
+            rows.append(dict(earlier[-1], settings=settings))
+            print(json.dumps(earlier[-1]), "(reused)", flush=True)
+            continue
+        row = dict(run_one(args.images, runner, workers, threads), settings=settings, rep=rep)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.rows:
+            with open(args.rows, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        time.sleep(2)
     return rows
+
+
+def run_one(images: str, runner: str, workers: int, threads: int) -> dict:
+    """One ``blurbeam anonymize`` run of a configuration, as a row of the table."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    extra = ["--worker-threads", str(threads)]
+    load = os.getloadavg()[0]
+    out = tempfile.mkdtemp(prefix="blurbeam-bench-")
+    cluster = None
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        if runner == "direct":
+            extra += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+        else:
+            from distributed import LocalCluster
+
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                silence_logs=40,
+            )
+            extra += ["--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}"]
+        summary = run_cli(images, out, extra, env)
+    finally:
+        if cluster is not None:
+            cluster.close()
+        shutil.rmtree(out, ignore_errors=True)
+    row = {
+        "runner": runner_name(runner),
+        "input": images,
+        "measured": datetime.now(UTC).strftime("%H:%M"),
+        "workers": workers,
+        "worker_threads": threads,
+        "images": summary["images"],
+        "errors": summary["status_counts"]["error"],
+        "faces": summary["faces"],
+        "wall_s": summary["wall_s"],
+        "images_per_s": summary["images_per_s"],
+        "model_loads": summary["metrics"].get("model_loads"),
+        "load_before": round(load, 2),
+    }
+    if runner == "direct":  # Dask workers are not children of the CLI process
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        row["cpu_s"] = round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1)
+    return row
 
 
 def table(rows: list[dict]) -> list[str]:
