@@ -6,7 +6,7 @@ Methods: the blurry input; scikit-image Wiener and Richardson-Lucy given the TRU
 one parameter tuned on training crops, not on the test set); the original 15-layer network
 retrained under our budget (when its weights are given); ours. Also: the same crops with no
 blur (noise only: does the network leave sharp faces alone?) and the original notebook's 10
-CelebA pairs. PSNR and SSIM from scikit-image on 8-bit outputs; time per face is the median of
+CelebA pairs, with what those pairs are made of (``kernelfit``) and oracle deconvolutions. PSNR and SSIM from scikit-image on 8-bit outputs; time per face is the median of
 batch-1 calls.
 """
 
@@ -267,36 +267,69 @@ def load_reused_original(path: str | Path, expected_protocol: dict) -> dict:
     return {"held_out": row, "seed_pairs": pairs}
 
 
+ORACLE_BALANCES = (0.001, 0.003, 0.01, 0.03, 0.1)
+
+
 def seed_pair_benchmark(folder: str, ours, orig=None) -> dict:
     """The original notebook's 10 CelebA pairs (64x64). Ours runs as the pipeline does on a face
-    of another size: resized to the model size (128), restored, resized back."""
+    of another size: resized to the model size (128), restored, resized back.
+
+    Also what the pairs are made of (``kernelfit``): each pair's blur kernel, contrast gain and
+    offset fitted from its clean image, which boundary rule reproduces the border band, Wiener
+    deconvolution given all of that (oracle rows: the balance is picked on the pairs
+    themselves), and ours on the clean image re-blurred by the fitted kernel as a physical blur
+    would be (reflected borders, no contrast change)."""
+    from blurbeam.deblur import kernelfit
+
     folder = Path(folder)
     names = sorted(p.name for p in (folder / "clean").iterdir())
+    s = ours.size
+
+    def ours_resized(img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        big = ours.restore(cv2.resize(img, (s, s), interpolation=cv2.INTER_CUBIC))
+        return cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA)
+
     rows = {"input": MethodResult("blurry input"), "ours_resized": MethodResult("ours (64->128->64)"),
             "ours_native": MethodResult("ours at 64x64")}  # fmt: skip
     if orig is not None:
         rows["original"] = MethodResult("original 15-layer CNN, retrained (64x64)")
+    oracle = {b: {bal: MethodResult("") for bal in ORACLE_BALANCES} for b in ("wrap", "reflect")}
+    rows["physical_input"] = MethodResult("clean re-blurred by the fitted kernel, reflected: input")
+    rows["physical_ours"] = MethodResult("clean re-blurred by the fitted kernel, reflected: ours")
+    fits = []
     for n in names:
         c = read_rgb(folder / "clean" / n).astype(np.float32) / 255.0
         b = read_rgb(folder / "blurry" / n).astype(np.float32) / 255.0
-        h, w = b.shape[:2]
-        s = ours.size
-        outs = {
-            "input": b,
-            "ours_resized": cv2.resize(
-                ours.restore(cv2.resize(b, (s, s), interpolation=cv2.INTER_CUBIC)),
-                (w, h),
-                interpolation=cv2.INTER_AREA,
-            ),
-            "ours_native": ours.restore(b),
-        }
+        fit = kernelfit.fit_linear_blur(c, b)
+        plain = kernelfit.FittedBlur(fit.kernels, np.ones(3), np.zeros(3), fit.fit_psnr)
+        physical = degrade.quantize(np.clip(kernelfit.predict(c, plain, "reflect"), 0, 1))
+        fits.append({"pair": n, "interior_fit_psnr": round(fit.fit_psnr, 2),
+                     "border_fit_psnr_wrap": round(kernelfit.border_psnr(c, b, fit, "wrap"), 2),
+                     "border_fit_psnr_reflect": round(kernelfit.border_psnr(c, b, fit, "reflect"), 2),
+                     "gain": round(float(fit.gain.mean()), 3), "extent_px": fit.extent()})  # fmt: skip
+        outs = {"input": b, "ours_resized": ours_resized(b), "ours_native": ours.restore(b),
+                "physical_input": physical, "physical_ours": ours_resized(physical)}  # fmt: skip
         if orig is not None:
             outs["original"] = orig(b)
+        for boundary, by_balance in oracle.items():
+            for bal, res in by_balance.items():
+                o = degrade.quantize(np.clip(kernelfit.oracle_wiener(b, fit, bal, boundary), 0, 1))
+                res.psnr.append(psnr(c, o))
+                res.ssim.append(ssim(c, o))
         for k, o in outs.items():
             o = degrade.quantize(np.clip(o, 0, 1))
             rows[k].psnr.append(psnr(c, o))
             rows[k].ssim.append(ssim(c, o))
-    return {k: v.summary() for k, v in rows.items()}
+    labels = {"wrap": "circular, as the pairs were made", "reflect": "reflected borders"}
+    for boundary, by_balance in oracle.items():
+        bal, best = max(by_balance.items(), key=lambda kv: np.mean(kv[1].psnr))
+        best.name = f"oracle: Wiener, each pair's fitted kernel and stretch, {labels[boundary]}"
+        best.note = f"balance={bal}"
+        rows[f"oracle_wiener_{boundary}"] = best
+    out = {k: v.summary() for k, v in rows.items()}
+    out["fits"] = fits
+    return out
 
 
 TARGETS_DOC = """Targets (issue 5): PSNR >= input + 5 dB and SSIM >= 0.85; >= 1.5 dB above the retrained
@@ -333,6 +366,20 @@ def check_targets(r: dict) -> list[tuple[str, bool, str]]:
     return checks
 
 
+def fit_summary(fits: list[dict]) -> str:
+    def span(key: str) -> str:
+        vals = [f[key] for f in fits]
+        return f"{min(vals)}-{max(vals)}"
+
+    return (
+        f"What the pairs are made of (a 15x15 kernel, gain and offset fitted per channel from each "
+        f"clean image): the fit reproduces the blurry interior at {span('interior_fit_psnr')} dB "
+        f"and the border band at {span('border_fit_psnr_wrap')} dB with circular convolution "
+        f"against {span('border_fit_psnr_reflect')} dB with reflected borders; contrast gain "
+        f"{span('gain')}; kernel extent {span('extent_px')} px on the 64 px face."
+    )
+
+
 def to_markdown(r: dict) -> str:
     lines = ["| method | PSNR (dB) | SSIM | ms / face (median) | note |", "|---|---|---|---|---|"]
     for v in r["held_out"].values():
@@ -347,8 +394,12 @@ def to_markdown(r: dict) -> str:
             "| original notebook's 10 pairs (64x64) | PSNR (dB) | SSIM |",
             "|---|---|---|",
         ]
-        for v in r["seed_pairs"].values():
-            lines.append(f"| {v['method']} | {v['psnr']:.2f} | {v['ssim']:.3f} |")
+        for k, v in r["seed_pairs"].items():
+            if k != "fits":
+                lines.append(f"| {v['method']} | {v['psnr']:.2f} | {v['ssim']:.3f} |")
+        fits = r["seed_pairs"].get("fits")
+        if fits:
+            lines += ["", fit_summary(fits)]
     m = r["model"]
     lines += [
         "",
