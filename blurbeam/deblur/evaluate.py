@@ -6,8 +6,8 @@ Methods: the blurry input; scikit-image Wiener and Richardson-Lucy given the TRU
 one parameter tuned on training crops, not on the test set); the original 15-layer network
 retrained under our budget (when its weights are given); ours. Also: the same crops with no
 blur (noise only: does the network leave sharp faces alone?) and the original notebook's 10
-CelebA pairs, with what those pairs are made of (``kernelfit``) and oracle deconvolutions. PSNR and SSIM from scikit-image on 8-bit outputs; time per face is the median of
-batch-1 calls.
+CelebA pairs, with what those pairs are made of (``kernelfit``) and oracle deconvolutions.
+PSNR and SSIM from scikit-image on 8-bit outputs; time per face is the median of batch-1 calls.
 """
 
 from __future__ import annotations
@@ -234,14 +234,14 @@ def run_benchmark(
     }
     log(json.dumps(model_info))
 
-    pairs = None
+    pairs = pair_fits = None
     if seed_pairs and Path(seed_pairs).is_dir():
-        pairs = seed_pair_benchmark(seed_pairs, ours, orig)
+        pairs, pair_fits = seed_pair_benchmark(seed_pairs, ours, orig)
         if reused is not None and reused.get("seed_pairs") is not None:
             pairs["original"] = reused["seed_pairs"]
         log(json.dumps(pairs))
     return {"held_out": results, "sharp": sharp, "model": model_info, "seed_pairs": pairs,
-            "protocol": protocol(seed, val_fraction, len(cases))}  # fmt: skip
+            "seed_pair_fits": pair_fits, "protocol": protocol(seed, val_fraction, len(cases))}  # fmt: skip
 
 
 def protocol(seed: int, val_fraction: float, n: int) -> dict:
@@ -270,7 +270,7 @@ def load_reused_original(path: str | Path, expected_protocol: dict) -> dict:
 ORACLE_BALANCES = (0.001, 0.003, 0.01, 0.03, 0.1)
 
 
-def seed_pair_benchmark(folder: str, ours, orig=None) -> dict:
+def seed_pair_benchmark(folder: str, ours, orig=None) -> tuple[dict, list[dict]]:
     """The original notebook's 10 CelebA pairs (64x64). Ours runs as the pipeline does on a face
     of another size: resized to the model size (128), restored, resized back.
 
@@ -278,7 +278,7 @@ def seed_pair_benchmark(folder: str, ours, orig=None) -> dict:
     offset fitted from its clean image, which boundary rule reproduces the border band, Wiener
     deconvolution given all of that (oracle rows: the balance is picked on the pairs
     themselves), and ours on the clean image re-blurred by the fitted kernel as a physical blur
-    would be (reflected borders, no contrast change)."""
+    would be (reflected borders, no contrast change). Returns the rows and the per-pair fits."""
     from blurbeam.deblur import kernelfit
 
     folder = Path(folder)
@@ -327,9 +327,7 @@ def seed_pair_benchmark(folder: str, ours, orig=None) -> dict:
         best.name = f"oracle: Wiener, each pair's fitted kernel and stretch, {labels[boundary]}"
         best.note = f"balance={bal}"
         rows[f"oracle_wiener_{boundary}"] = best
-    out = {k: v.summary() for k, v in rows.items()}
-    out["fits"] = fits
-    return out
+    return {k: v.summary() for k, v in rows.items()}, fits
 
 
 TARGETS_DOC = """Targets (issue 5): PSNR >= input + 5 dB and SSIM >= 0.85; >= 1.5 dB above the retrained
@@ -394,12 +392,10 @@ def to_markdown(r: dict) -> str:
             "| original notebook's 10 pairs (64x64) | PSNR (dB) | SSIM |",
             "|---|---|---|",
         ]
-        for k, v in r["seed_pairs"].items():
-            if k != "fits":
-                lines.append(f"| {v['method']} | {v['psnr']:.2f} | {v['ssim']:.3f} |")
-        fits = r["seed_pairs"].get("fits")
-        if fits:
-            lines += ["", fit_summary(fits)]
+        for v in r["seed_pairs"].values():
+            lines.append(f"| {v['method']} | {v['psnr']:.2f} | {v['ssim']:.3f} |")
+        if r.get("seed_pair_fits"):
+            lines += ["", fit_summary(r["seed_pair_fits"])]
     m = r["model"]
     lines += [
         "",

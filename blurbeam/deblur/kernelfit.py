@@ -35,15 +35,15 @@ class FittedBlur:
         return int(max(np.ptp(ys), np.ptp(xs)) + 1)
 
 
-def _interior_shape(shape, k: int) -> tuple[int, int]:
-    r = k // 2
-    return shape[0] - 2 * r, shape[1] - 2 * r
-
-
 def _patches(ch: np.ndarray, k: int) -> np.ndarray:
     """(N, k*k): every k x k neighbourhood lying wholly inside ``ch``, row-major."""
     win = np.lib.stride_tricks.sliding_window_view(np.asarray(ch, np.float64), (k, k))
     return win.reshape(-1, k * k)
+
+
+def _psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
 def fit_linear_blur(clean: np.ndarray, blurry: np.ndarray, size: int = 15) -> FittedBlur:
@@ -53,10 +53,10 @@ def fit_linear_blur(clean: np.ndarray, blurry: np.ndarray, size: int = 15) -> Fi
         raise ValueError("kernel size must be odd")
     if clean.shape != blurry.shape or clean.ndim != 3 or clean.shape[2] != 3:
         raise ValueError(f"need two RGB images of one shape, got {clean.shape} and {blurry.shape}")
-    h, w = _interior_shape(clean.shape, size)
+    r = size // 2
+    h, w = clean.shape[0] - 2 * r, clean.shape[1] - 2 * r
     if h * w <= size * size + 1:
         raise ValueError(f"{clean.shape[:2]} is too small to fit a {size}x{size} kernel")
-    r = size // 2
     kernels, gains, offsets, fitted = [], [], [], []
     for c in range(3):
         a = _patches(clean[..., c], size)
@@ -69,13 +69,11 @@ def fit_linear_blur(clean: np.ndarray, blurry: np.ndarray, size: int = 15) -> Fi
         offsets.append(float(x[-1]))
         fitted.append(a @ x)
     pred = np.clip(np.stack(fitted, axis=-1), 0, 1)
-    target = np.asarray(blurry[r : r + h, r : r + w], np.float64).reshape(-1, 3)
-    mse = float(np.mean((pred - target) ** 2))
     return FittedBlur(
         kernels=np.stack(kernels),
         gain=np.asarray(gains),
         offset=np.asarray(offsets),
-        fit_psnr=float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse)),
+        fit_psnr=_psnr_db(pred, blurry[r : r + h, r : r + w].reshape(-1, 3)),
     )
 
 
@@ -100,8 +98,7 @@ def border_psnr(clean: np.ndarray, blurry: np.ndarray, fit: FittedBlur, boundary
     band = np.ones(clean.shape[:2], bool)
     band[r:-r, r:-r] = False
     pred = np.clip(predict(clean, fit, boundary), 0, 1)
-    mse = float(np.mean((pred[band] - np.asarray(blurry, np.float64)[band]) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+    return _psnr_db(pred[band], np.asarray(blurry)[band])
 
 
 def oracle_wiener(
