@@ -3,7 +3,6 @@ and a smoke run of the whole comparison on 5 WIDER images."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,19 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from benchload import load_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_compare", ROOT / "bench" / "compare.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
-
-
-compare = _load()
+compare = load_bench("compare")
 
 
 def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:

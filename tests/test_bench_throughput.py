@@ -4,29 +4,17 @@ median of repeated runs (no timing is measured here: the rows are hand-made)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from benchload import load_bench
 
-ROOT = Path(__file__).resolve().parents[1]
 DIRECT = "DirectRunner multi_processing"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location(
-        "bench_throughput", ROOT / "bench" / "throughput.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-throughput = _load()
+throughput = load_bench("throughput")
 
 
 def row(workers: int, threads: int, rep: int, rate: float, runner: str = DIRECT) -> dict:

@@ -117,6 +117,24 @@ class OriginalNet:
         return self._fn(img[None].astype(np.float32) * 255.0).numpy()[0] / 255.0
 
 
+def held_out_cases(
+    data: str, seed: int = 0, val_fraction: float = 0.1, limit: int | None = None
+) -> tuple[list[Path], np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """The benchmark's test set: the crops held out by the training split, each degraded once
+    (seed ``seed + 2000``) by ``degrade.eval_motion``. Returns the training files, the clean
+    crops (float [0, 1]) and (blurry, clean, true kernel) cases."""
+    train_files, test_files = split(list_images(data), seed, val_fraction)
+    if limit:
+        test_files = test_files[:limit]
+    clean = load_stack(test_files).astype(np.float32) / 255.0
+    rng = np.random.default_rng(seed + 2000)
+    cases = []
+    for c in clean:
+        b, k = degrade.eval_motion(c, rng)
+        cases.append((b, c, k))
+    return train_files, clean, cases
+
+
 def run_benchmark(
     data: str,
     seed_pairs: str | None = None,
@@ -134,16 +152,7 @@ def run_benchmark(
     that run's protocol (seed, split, number of crops, degradation) is this one's."""
     from blurbeam.deblur.model import Restorer, build_unet, conv_macs
 
-    files = list_images(data)
-    train_files, test_files = split(files, seed, val_fraction)
-    if limit:
-        test_files = test_files[:limit]
-    clean = load_stack(test_files).astype(np.float32) / 255.0
-    rng = np.random.default_rng(seed + 2000)
-    cases = []
-    for c in clean:
-        b, k = degrade.eval_motion(c, rng)
-        cases.append((b, c, k))
+    train_files, clean, cases = held_out_cases(data, seed, val_fraction, limit)
     rng_sharp = np.random.default_rng(seed + 3000)
     sharp_cases = [
         (degrade.quantize(degrade.add_noise(c, 2 / 255, rng_sharp)), c, None) for c in clean
