@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blurbeam.deblur import degrade  # noqa: E402
 from blurbeam.deblur.data import DEFAULT_TRAIN_DIR  # noqa: E402
-from blurbeam.deblur.evaluate import held_out_cases, psnr, ssim  # noqa: E402
+from blurbeam.deblur.evaluate import held_out_cases  # noqa: E402
+from blurbeam.deblur.metrics import psnr, ssim  # noqa: E402
 
 FLIPS = {  # name -> the flips whose outputs are averaged (axes of an (N, H, W, C) batch)
     "once": [()],

@@ -260,7 +260,7 @@ def real_face_gains(restorer, shared) -> np.ndarray:
     """PSNR gains on 20 held-out shared crops, a fixed 11 px motion blur at seeded angles plus
     noise 2/255 (a check of the weights, not of speed)."""
     from blurbeam.deblur.data import list_images, load_stack, split
-    from blurbeam.deblur.evaluate import psnr
+    from blurbeam.deblur.metrics import psnr
 
     _, held_out = split(list_images(shared / "deblur" / "faces128_train"), seed=0)
     clean = load_stack(held_out[:20]).astype(np.float32) / 255.0

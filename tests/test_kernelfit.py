@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from blurbeam.deblur import degrade
-from blurbeam.deblur.evaluate import psnr
 from blurbeam.deblur.kernelfit import border_psnr, fit_linear_blur, oracle_wiener
+from blurbeam.deblur.metrics import psnr
 
 
 @pytest.fixture(scope="module")

@@ -24,18 +24,7 @@ import numpy as np
 
 from blurbeam.deblur import degrade
 from blurbeam.deblur.data import list_images, load_stack, read_rgb, split
-
-
-def psnr(clean: np.ndarray, out: np.ndarray) -> float:
-    from skimage.metrics import peak_signal_noise_ratio
-
-    return float(peak_signal_noise_ratio(clean, out, data_range=1.0))
-
-
-def ssim(clean: np.ndarray, out: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
-
-    return float(structural_similarity(clean, out, channel_axis=2, data_range=1.0))
+from blurbeam.deblur.metrics import psnr, ssim
 
 
 def _per_channel(fn, img: np.ndarray, pad: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""What degradation turned a clean image into its blurry pair? (Pure numpy; no Beam, no model.)
+"""What degradation turned a clean image into its blurry pair? (NumPy, scikit-image; no Beam, no model.)
 
 ``fit_linear_blur`` explains each channel of the blurry image as a linear, shift-invariant blur
 of the same channel of the clean image plus an offset, by least squares over every pixel whose
@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from blurbeam.deblur.metrics import psnr
+
 
 @dataclass(frozen=True)
 class FittedBlur:
@@ -39,11 +41,6 @@ def _patches(ch: np.ndarray, k: int) -> np.ndarray:
     """(N, k*k): every k x k neighbourhood lying wholly inside ``ch``, row-major."""
     win = np.lib.stride_tricks.sliding_window_view(np.asarray(ch, np.float64), (k, k))
     return win.reshape(-1, k * k)
-
-
-def _psnr_db(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
 
 
 def fit_linear_blur(clean: np.ndarray, blurry: np.ndarray, size: int = 15) -> FittedBlur:
@@ -73,7 +70,7 @@ def fit_linear_blur(clean: np.ndarray, blurry: np.ndarray, size: int = 15) -> Fi
         kernels=np.stack(kernels),
         gain=np.asarray(gains),
         offset=np.asarray(offsets),
-        fit_psnr=_psnr_db(pred, blurry[r : r + h, r : r + w].reshape(-1, 3)),
+        fit_psnr=psnr(np.asarray(blurry[r : r + h, r : r + w], np.float64).reshape(-1, 3), pred),
     )
 
 
@@ -98,7 +95,7 @@ def border_psnr(clean: np.ndarray, blurry: np.ndarray, fit: FittedBlur, boundary
     band = np.ones(clean.shape[:2], bool)
     band[r:-r, r:-r] = False
     pred = np.clip(predict(clean, fit, boundary), 0, 1)
-    return _psnr_db(pred[band], np.asarray(blurry)[band])
+    return psnr(np.asarray(blurry, np.float64)[band], pred[band])
 
 
 def oracle_wiener(
