@@ -30,6 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--n-val", type=int, default=None, help="validation crops (default 64; original 8)"
     )
+    from blurbeam.deblur.degrade import MIXES
+
+    p.add_argument("--mix", choices=list(MIXES), default="default",
+                   help="degradation mix (motion: more straight motion blur; degrade.MIXES)")  # fmt: skip
     p.add_argument(
         "--ema",
         type=float,
@@ -63,6 +67,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         n_val=args.n_val or (8 if orig else 64),
         init=args.init,
         ema=0.999 if args.ema is None else args.ema,
+        mix=args.mix,
     )
     t0 = time.strftime("%H:%M:%S")
     train(cfg, log=lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))

@@ -80,6 +80,43 @@ def test_training_mix_covers_every_kernel_family():
     assert 10 <= kinds["none"] <= 60  # about 15 % sharp faces
 
 
+def test_named_mixes_shift_weight_to_motion_blur_and_bad_names_are_refused():
+    from blurbeam.deblur.train import TrainConfig
+
+    assert set(degrade.MIXES) >= {"default", "motion"}
+    assert degrade.MIXES["default"] == degrade.TrainDegradation()
+
+    def shares(deg, n=2000):
+        rng = np.random.default_rng(0)
+        sharp = sum(deg.kernel(rng) is None for _ in range(n)) / n
+        rng = np.random.default_rng(0)
+        straight = 0
+        for _ in range(n):  # a straight motion kernel has its mass on one line: few cells
+            k = deg.kernel(rng)
+            straight += k is not None and np.count_nonzero(k > 1e-3) <= 2.5 * k.shape[0]
+        return sharp, straight / n
+
+    d_sharp, d_straight = shares(degrade.MIXES["default"])
+    m_sharp, m_straight = shares(degrade.MIXES["motion"])
+    assert m_straight > d_straight + 0.08 and 0.03 < m_sharp < d_sharp
+    with pytest.raises(ValueError, match="unknown mix 'blurry'"):
+        TrainConfig(data="d", out="o", mix="blurry")
+
+
+def test_batch_maker_applies_the_mix_it_is_given():
+    from blurbeam.deblur.train import BatchMaker
+
+    stack = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    none = degrade.TrainDegradation(**_NO_BLUR, noise_max=0.0, p_jpeg=0.0, p_lowres=0.0)
+    bm = BatchMaker(stack, np.random.default_rng(5), batch=3, patch=48, deg=none)
+    try:
+        x, y = bm.next()
+    finally:
+        bm.close()
+    assert x.shape == y.shape == (3, 48, 48, 3)
+    assert np.abs(x - y).max() <= 0.5 / 255 + 1e-6  # nothing degraded: only rounded to 8 bits
+
+
 def test_lr_schedule_spans_the_budget():
     from blurbeam.deblur.train import lr_at
 

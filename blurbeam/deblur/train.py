@@ -52,12 +52,15 @@ class TrainConfig:
     n_val: int = 64
     init: str | None = None  # start from these weights (continue a run) instead of at random
     ema: float = 0.999  # decay of the moving average of the weights that is validated and saved
+    mix: str = "default"  # the degradation mix, a key of degrade.MIXES
 
     def __post_init__(self):
         if self.arch not in ("unet", "original"):
             raise ValueError(f"unknown arch {self.arch!r}")
         if self.clock not in ("cpu", "wall"):
             raise ValueError(f"unknown clock {self.clock!r}")
+        if self.mix not in degrade.MIXES:
+            raise ValueError(f"unknown mix {self.mix!r}; known: {', '.join(degrade.MIXES)}")
 
 
 def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -91,17 +94,23 @@ class BatchMaker:
     for most of the work), so that the next batch is ready when the network wants it. One
     producer with one generator: the sequence of batches is fixed by the seed."""
 
-    def __init__(self, stack: np.ndarray, rng: np.random.Generator, batch: int, patch: int):
+    def __init__(
+        self,
+        stack: np.ndarray,
+        rng: np.random.Generator,
+        batch: int,
+        patch: int,
+        deg: degrade.TrainDegradation | None = None,
+    ):
         self._q: queue.Queue = queue.Queue(maxsize=4)
         self._stop = threading.Event()
         self._error: BaseException | None = None
-        self._args = (stack, rng, batch, patch)
+        self._args = (stack, rng, batch, patch, deg or degrade.TrainDegradation())
         self._thread = threading.Thread(target=self._run, name="deblur-batches", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        stack, rng, batch, patch = self._args
-        deg = degrade.TrainDegradation()
+        stack, rng, batch, patch, deg = self._args
         try:
             while not self._stop.is_set():
                 item = make_batch(stack, rng, deg, batch, patch)
@@ -235,7 +244,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     budget = cfg.minutes * 60.0
     wall_cap = cfg.max_wall_minutes * 60.0 if cfg.max_wall_minutes else math.inf
     clock = time.process_time if cfg.clock == "cpu" else time.monotonic
-    batches = BatchMaker(train_stack, rng, cfg.batch, cfg.patch)
+    batches = BatchMaker(train_stack, rng, cfg.batch, cfg.patch, degrade.MIXES[cfg.mix])
     c0 = clock()
     t0 = time.monotonic()
     last_val = t0
@@ -252,6 +261,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             "model": (asdict(UNetConfig()) if not original else {"first_layer": 10}),
             "params": int(model.count_params()),
             "train_config": asdict(cfg),
+            "degradation": asdict(degrade.MIXES[cfg.mix]),
             "steps": steps,
             "samples_seen": steps * cfg.batch,
             "minutes": round((time.monotonic() - t0) / 60, 2),
