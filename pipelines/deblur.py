@@ -68,7 +68,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from blurbeam import __version__
-    from blurbeam.deblur.model import UNetConfig, packaged_weights
+    from blurbeam.deblur.model import packaged_weights, weights_config
     from blurbeam.detectors import get_class
     from blurbeam.detectors.base import file_sha256
     from blurbeam.imageio import MetadataPolicy
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         "feather": args.feather,
         "whole_image": args.whole_image,
         "weights_sha256": weights_sha,
-        "model": UNetConfig().to_dict(),
+        "model": weights_config(weights).to_dict(),
     }
     config = {
         "detector": None if args.whole_image else {"name": spec.name, **det_params},
@@ -179,6 +179,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             errors[e] = errors.get(e, 0) + 1
     before = [v for row in table.column("sharpness_before").to_pylist() if row for v in row]
     after = [v for row in table.column("sharpness_after").to_pylist() if row for v in row]
+    blur = sorted(v for row in table.column("blur_length_px").to_pylist() if row for v in row)
     summary = {
         "run_id": run_id,
         "package_version": __version__,
@@ -191,6 +192,8 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         "faces_restored": len(after),
         "mean_sharpness_before": round(sum(before) / len(before), 2) if before else None,
         "mean_sharpness_after": round(sum(after) / len(after), 2) if after else None,
+        # the network's estimate of the blur it undid (source pixels), median over faces
+        "median_blur_length_px": round(blur[len(blur) // 2], 2) if blur else None,
         "error_rate": counts["error"] / n if n else 0.0,
         "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:20]),
         "wall_s": round(wall, 3),

@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--mix", choices=list(MIXES), default="default",
                    help="degradation mix (motion: more straight motion blur; degrade.MIXES)")  # fmt: skip
+    p.add_argument("--kernel-weight", type=float, default=1.0,
+                   help="weight of the blur-kernel estimate's loss (default 1)")  # fmt: skip
     p.add_argument(
         "--ema",
         type=float,
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         init=args.init,
         ema=0.999 if args.ema is None else args.ema,
         mix=args.mix,
+        kernel_weight=args.kernel_weight,
     )
     t0 = time.strftime("%H:%M:%S")
     train(cfg, log=lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))

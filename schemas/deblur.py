@@ -18,6 +18,12 @@ DEBLUR_FIELDS = [
     # model size (0-255 grey scale), before and after restoration
     ("sharpness_before", pa.list_(pa.float32())),
     ("sharpness_after", pa.list_(pa.float32())),
+    # per face: the restoration network's estimate of the blur it undid, as the straight motion
+    # blur with the same spread: its length in the source image's pixels and its direction
+    # (degrees in [0, 180), counter-clockwise from the image's x axis); null when the weights'
+    # network estimates no kernel
+    ("blur_length_px", pa.list_(pa.float32())),
+    ("blur_angle_deg", pa.list_(pa.float32())),
     ("whole_image", pa.bool_()),  # the image was restored as one pre-cropped face
     ("model_sha256", pa.string()),  # sha256 of the restoration weights file
 ]
@@ -38,7 +44,7 @@ def validate_record(record: dict[str, Any]) -> None:
     if (record["status"] == "error") != bool(record["error"]):
         raise ValueError("status 'error' and a non-empty error must go together")
     n = record["num_faces"]
-    for key in ("sharpness_before", "sharpness_after"):
+    for key in ("sharpness_before", "sharpness_after", "blur_length_px", "blur_angle_deg"):
         if record[key] is not None and n is not None and len(record[key]) != n:
             raise ValueError(f"{key} has {len(record[key])} values for {n} faces")
 

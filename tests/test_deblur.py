@@ -110,10 +110,10 @@ def test_batch_maker_applies_the_mix_it_is_given():
     none = degrade.TrainDegradation(**_NO_BLUR, noise_max=0.0, p_jpeg=0.0, p_lowres=0.0)
     bm = BatchMaker(stack, np.random.default_rng(5), batch=3, patch=48, deg=none)
     try:
-        x, y = bm.next()
+        x, y, k = bm.next()
     finally:
         bm.close()
-    assert x.shape == y.shape == (3, 48, 48, 3)
+    assert x.shape == y.shape == (3, 48, 48, 3) and k is None
     assert np.abs(x - y).max() <= 0.5 / 255 + 1e-6  # nothing degraded: only rounded to 8 bits
 
 
@@ -138,7 +138,7 @@ def test_batch_maker_is_seeded_and_reports_failures():
             runs.append([bm.next() for _ in range(3)])
         finally:
             bm.close()
-    for (xa, ya), (xb, yb) in zip(runs[0], runs[1], strict=True):
+    for (xa, ya, _), (xb, yb, _) in zip(runs[0], runs[1], strict=True):
         assert xa.shape == ya.shape == (3, 48, 48, 3)
         assert np.array_equal(xa, xb) and np.array_equal(ya, yb)
     bad = BatchMaker(stack, np.random.default_rng(5), batch=3, patch=80)  # patch > image
@@ -322,3 +322,30 @@ def test_shipped_weights_deblur_real_faces(real_face_gains):
 @pytest.mark.shared
 def test_shipped_weights_reach_the_issue_target(real_face_gains):
     assert real_face_gains.mean() >= 3.0, f"mean PSNR gain {real_face_gains.mean():.2f} dB"
+
+
+class _Estimating(_Brighten):
+    """A fake restorer that also reports a blur estimate: a 9 px kernel at ``angle``."""
+
+    def __init__(self, angle: float) -> None:
+        self.angle = angle
+
+    def restore_and_estimate(self, img):
+        return self.restore(img), degrade.motion_kernel(9, self.angle)
+
+
+def test_blur_estimates_are_given_in_source_pixels():
+    from blurbeam.deblur.kernel import describe_kernel
+
+    length9, _ = describe_kernel(degrade.motion_kernel(9, 0))
+    img = np.full((100, 120, 3), 100, np.uint8)
+    # a 30 px crop restored at 32 px: lengths scale by 30/32, a direction stays
+    _, res = restore_faces(img, [(40, 30, 20, 20)], _Estimating(0.0), margin=1.5)
+    assert res[0].blur_length_px == pytest.approx(length9 * 30 / 32, rel=1e-6)
+    assert min(res[0].blur_angle_deg, 180 - res[0].blur_angle_deg) < 1.0
+    # a 64 x 32 image squeezed into 32 x 32: a 45-degree blur there was flatter in the source
+    _, whole = restore_whole(np.full((32, 64, 3), 100, np.uint8), _Estimating(45.0))
+    assert whole.blur_angle_deg == pytest.approx(np.degrees(np.arctan2(1, 2)), abs=1.0)
+    assert whole.blur_length_px == pytest.approx(length9 * np.hypot(2, 1) / np.sqrt(2), rel=0.02)
+    _, plain = restore_faces(img, [(40, 30, 20, 20)], _Brighten())
+    assert plain[0].blur_length_px is None and plain[0].blur_angle_deg is None

@@ -84,6 +84,9 @@ class RestoreFn(beam.DoFn):
                 t.anonymized, results = t.decoded.pixels, []
             t.sharpness_before = [r.sharpness_before for r in results]
             t.sharpness_after = [r.sharpness_after for r in results]
+            estimated = all(r.blur_length_px is not None for r in results)
+            t.blur_length_px = [r.blur_length_px for r in results] if estimated else None
+            t.blur_angle_deg = [r.blur_angle_deg for r in results] if estimated else None
 
         if task.run_stage("restore", run):
             self._restored.inc(len(task.sharpness_before))
@@ -107,6 +110,8 @@ class WriteRestoredFn(WriteImageFn):
             record.update(
                 sharpness_before=before if ok else None,
                 sharpness_after=after if ok else None,
+                blur_length_px=getattr(task, "blur_length_px", None) if ok else None,
+                blur_angle_deg=getattr(task, "blur_angle_deg", None) if ok else None,
                 whole_image=self._whole,
                 model_sha256=getattr(task, "model_sha256", None),
             )

@@ -10,6 +10,7 @@ untouched), uint8 or uint16.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -76,6 +77,29 @@ class FaceResult:
     crop: tuple[int, int, int]  # x0, y0, side of the square crop (may extend past the image)
     sharpness_before: float
     sharpness_after: float
+    # the network's estimate of the blur, in the source image's pixels (None: no estimate)
+    blur_length_px: float | None = None
+    blur_angle_deg: float | None = None
+
+
+def _restore(restorer, small: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(restored, kernel estimate or None): restorers without an estimate only restore."""
+    both = getattr(restorer, "restore_and_estimate", None)
+    return both(small) if both is not None else (restorer.restore(small), None)
+
+
+def blur_in_source(kernel: np.ndarray | None, sx: float, sy: float) -> tuple[float | None, ...]:
+    """(length px, angle degrees) of a kernel estimated at model size, for a face that was
+    resized from the source by 1/sx horizontally and 1/sy vertically (its axis is stretched
+    back by sx, sy); (None, None) without an estimate."""
+    if kernel is None:
+        return None, None
+    from blurbeam.deblur.kernel import describe_kernel
+
+    length, angle = describe_kernel(kernel)
+    vx = length * math.cos(math.radians(angle)) * sx
+    vy = length * math.sin(math.radians(angle)) * sy
+    return float(math.hypot(vx, vy)), float(math.degrees(math.atan2(vy, vx)) % 180.0)
 
 
 def crop_square(box, margin: float, width: int, height: int) -> tuple[int, int, int]:
@@ -114,7 +138,7 @@ def restore_faces(
         x0, y0, side = crop_square(box, margin, w, h)
         crop = _extract(rgb, x0, y0, side)
         small = _resize(crop, (s, s))
-        restored = restorer.restore(small)
+        restored, kernel = _restore(restorer, small)
         delta = _resize(restored - small, (side, side)) * feather_window(side, feather)[..., None]
         new_crop = np.clip(crop + delta, 0, 1)
         ys, xs = max(0, y0), max(0, x0)
@@ -122,7 +146,11 @@ def restore_faces(
         rgb[ys:ye, xs:xe] = new_crop[ys - y0 : ye - y0, xs - x0 : xe - x0]
         results.append(
             FaceResult(
-                tuple(float(v) for v in box), (x0, y0, side), sharpness(small), sharpness(restored)
+                tuple(float(v) for v in box),
+                (x0, y0, side),
+                sharpness(small),
+                sharpness(restored),
+                *blur_in_source(kernel, side / s, side / s),
             )
         )
     return _from_float_rgb(rgb, pixels, scale), results
@@ -135,10 +163,14 @@ def restore_whole(pixels: np.ndarray, restorer) -> tuple[np.ndarray, FaceResult]
     h, w = rgb.shape[:2]
     s = restorer.size
     small = _resize(rgb, (s, s))
-    restored = restorer.restore(small)
+    restored, kernel = _restore(restorer, small)
     out = rgb if (h, w) == (s, s) else None
     out = restored if out is not None else np.clip(rgb + _resize(restored - small, (w, h)), 0, 1)
     res = FaceResult(
-        (0.0, 0.0, float(w), float(h)), (0, 0, max(w, h)), sharpness(small), sharpness(restored)
+        (0.0, 0.0, float(w), float(h)),
+        (0, 0, max(w, h)),
+        sharpness(small),
+        sharpness(restored),
+        *blur_in_source(kernel, w / s, h / s),
     )
     return _from_float_rgb(out, pixels, scale), res

@@ -150,6 +150,13 @@ class TrainDegradation:
         return None
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.sample(img, rng)[0]
+
+    def sample(
+        self, img: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(degraded image, the blur kernel that made it, or None when it is not blurred). A
+        half-size face keeps the kernel of its blur: its loss of detail is not in it."""
         k = self.kernel(rng)
         out = blur(img, k) if k is not None else img.copy()
         lowres = rng.random() < self.p_lowres
@@ -165,7 +172,7 @@ class TrainDegradation:
         out = quantize(out)
         if lowres:
             out = quantize(np.clip(cv2.resize(out, (w, h), interpolation=cv2.INTER_CUBIC), 0, 1))
-        return out
+        return out, k
 
 
 # Named training mixes (``blurbeam train-deblur --mix``). "default" is the mix above; "motion"

@@ -139,6 +139,7 @@ def run_benchmark(
     """``reuse_original``: instead of running the original network again (about 3 s per face on
     2 cores), take its rows from an earlier ``results.json`` of this benchmark; refused unless
     that run's protocol (seed, split, number of crops, degradation) is this one's."""
+    from blurbeam.deblur.kernel import fft_flops
     from blurbeam.deblur.model import Restorer, build_unet, conv_macs
 
     train_files, clean, cases = held_out_cases(data, seed, val_fraction, limit)
@@ -225,6 +226,12 @@ def run_benchmark(
         "load_average_1min": round(os.getloadavg()[0], 2),
         "params": int(net.count_params()),
         "gmac_128": round(conv_macs(net, 128, 128) / 1e9, 3),
+        # the FFTs of the kernel estimation and the Wiener deconvolution (not multiply-adds)
+        "fft_mflop_128": round(
+            fft_flops(128, 128, ours.config.kernel_size, len(ours.config.wiener_lams)) / 1e6, 1
+        )
+        if ours.config.kernel_size
+        else 0.0,
         "ms_median_batch1_100_runs": round(float(np.median(ts)), 2),
         # CPU time of the whole process per call (all threads): on a busy machine this is the
         # figure that does not depend on what else runs; wall time on idle cores is at most this
@@ -397,7 +404,8 @@ def to_markdown(r: dict) -> str:
     m = r["model"]
     lines += [
         "",
-        f"Ours: {m['params']:,} parameters, {m['gmac_128']} GMAC per 128x128 face, "
+        f"Ours: {m['params']:,} parameters, {m['gmac_128']} GMAC per 128x128 face"
+        f"{' (+ ' + str(m['fft_mflop_128']) + ' MFLOP of FFTs)' if m.get('fft_mflop_128') else ''}, "
         f"{m['ms_median_batch1_100_runs']} ms median wall time per face (batch 1, 100 runs; 1-min "
         f"load average {m.get('load_average_1min')} on this 2-core machine), "
         f"{m.get('cpu_ms_median_batch1_100_runs')} ms median process CPU time per face.",

@@ -1,9 +1,13 @@
 """The face-deblurring networks and the inference wrapper.
 
 ``build_unet`` is ours: a small residual U-Net (four scales, one residual block per scale, a
-global skip so the network predicts a correction to its input). The default widths give about
-0.45 M parameters and 0.55 GMAC per 128x128 face. It is fully convolutional; inputs must have
-sides divisible by 8 (``Restorer`` pads).
+global skip so the network predicts a correction to its input). With ``kernel_size > 0`` (the
+default since the second weights) it first estimates the blur kernel of its input from blur
+statistics of the luma (``kernel.py``: difference autocorrelations and the cepstrum, then a few
+convolutions and a softmax) and Wiener-deconvolves the luma with that estimate; the U-Net
+restores the face from the blurry RGB plus those deconvolutions. Still blind: the kernel comes
+from the input alone. About 0.48 M parameters and 0.6 GMAC per 128x128 face. Fully
+convolutional; inputs must have sides divisible by 8 (``Restorer`` pads).
 
 ``build_original`` is the original project's network, kept as a baseline: the 15-layer
 "CNN for Direct Text Deblurring" (Hradis et al., BMVC 2015) with a 10x10 first layer, ReLU,
@@ -33,14 +37,24 @@ class UNetConfig:
     enc_blocks: tuple[int, ...] = (0, 1, 1, 1)
     dec_blocks: int = 1
     size: int = 128  # the face size the model is trained and run at
+    # blur-kernel estimation (kernel.py); 0: none (the first weights' network)
+    kernel_size: int = 27
+    kernel_channels: int = 32
+    kernel_depth: int = 2  # convolutions after the stride-2 one, before the output one
+    wiener_lams: tuple[float, ...] = (0.005, 0.05)
 
     @classmethod
     def from_dict(cls, d: dict) -> UNetConfig:
+        """A saved config; one written before kernel estimation existed has none."""
         return cls(
             widths=tuple(d["widths"]),
             enc_blocks=tuple(d["enc_blocks"]),
             dec_blocks=int(d["dec_blocks"]),
             size=int(d.get("size", 128)),
+            kernel_size=int(d.get("kernel_size", 0)),
+            kernel_channels=int(d.get("kernel_channels", 32)),
+            kernel_depth=int(d.get("kernel_depth", 2)),
+            wiener_lams=tuple(float(v) for v in d.get("wiener_lams", (0.005, 0.05))),
         )
 
     def to_dict(self) -> dict:
@@ -48,6 +62,8 @@ class UNetConfig:
 
 
 def build_unet(cfg: UNetConfig | None = None):
+    """The model maps (B, H, W, 3) RGB in [0, 1] to the restored RGB; with kernel estimation
+    its outputs are [restored RGB, (B, K, K) kernel estimate]."""
     import keras
     from keras import layers
 
@@ -61,7 +77,24 @@ def build_unet(cfg: UNetConfig | None = None):
         return layers.Add(name=f"{name}_add")([x, y])
 
     inp = keras.Input((None, None, 3), name="blurry")
-    x = layers.Conv2D(cfg.widths[0], 3, padding="same", name="stem")(inp)
+    x = inp
+    if cfg.kernel_size:
+        from blurbeam.deblur.kernel import layers as kernel_layers
+
+        blur_features, kernel_softmax, wiener_luma = kernel_layers()
+        kc = cfg.kernel_channels
+        z = blur_features(cfg.kernel_size, name="blur_features")(inp)
+        for i, stride in enumerate((1, 1, 2)):
+            z = layers.Conv2D(kc, 3, strides=stride, padding="same", activation="relu",
+                              name=f"kernel_c{i}")(z)  # fmt: skip
+        for i in range(cfg.kernel_depth):
+            z = layers.Conv2D(kc, 3, padding="same", dilation_rate=1 + (i > 0),
+                              activation="relu", name=f"kernel_m{i}")(z)  # fmt: skip
+        z = layers.Conv2D(1, 3, padding="same", name="kernel_logits")(z)
+        kernel = kernel_softmax(name="kernel")(z)
+        wiener = wiener_luma(cfg.wiener_lams, name="wiener")([inp, kernel])
+        x = layers.Concatenate(name="with_wiener")([inp, wiener])
+    x = layers.Conv2D(cfg.widths[0], 3, padding="same", name="stem")(x)
     x = layers.LeakyReLU(act, name="stem_a")(x)
     skips = []
     for i, c in enumerate(cfg.widths):
@@ -79,6 +112,8 @@ def build_unet(cfg: UNetConfig | None = None):
             x = resblock(x, cfg.widths[i], f"dec{i}_{b}")
     x = layers.Conv2D(3, 3, padding="same", name="head")(x)
     out = layers.Add(name="restored")([inp, x])
+    if cfg.kernel_size:
+        return keras.Model(inp, [out, kernel], name="blurbeam_deblur_unet")
     return keras.Model(inp, out, name="blurbeam_deblur_unet")
 
 
@@ -122,22 +157,31 @@ def packaged_weights() -> tuple[Path, Path]:
     return Path(str(base / WEIGHTS_NAME)), Path(str(base / CONFIG_NAME))
 
 
+def weights_config(weights: str | Path) -> UNetConfig:
+    """The network config of ``NAME.weights.h5``: from the training record ``NAME.json`` that
+    train-deblur writes beside it (the packaged weights have theirs), else the default."""
+    cfg_path = Path(str(weights).removesuffix(".weights.h5") + ".json")
+    if cfg_path.exists():
+        return UNetConfig.from_dict(json.loads(cfg_path.read_text())["model"])
+    return UNetConfig()
+
+
 class Restorer:
     """Runs the deblurring network on RGB faces.
 
     ``restore`` takes uint8 or float [0, 1] RGB images (H, W, 3) or a batch (N, H, W, 3) whose
     sides are multiples of 8 or not (reflect-padded), and returns the same dtype and shape.
-    Deterministic: the same input gives the same output.
+    Deterministic: the same input gives the same output. The network's config comes from
+    ``config``, else from the training record beside the weights (``NAME.json`` for
+    ``NAME.weights.h5``), else the default.
     """
 
     def __init__(self, weights: str | Path | None = None, config: UNetConfig | None = None):
         import tensorflow as tf
 
         if weights is None:
-            weights, cfg_path = packaged_weights()
-            if config is None and cfg_path.exists():
-                config = UNetConfig.from_dict(json.loads(cfg_path.read_text())["model"])
-        self.config = config or UNetConfig()
+            weights = packaged_weights()[0]
+        self.config = config or weights_config(weights)
         self.weights_path = Path(weights)
         self.model = build_unet(self.config)
         self.model.load_weights(str(self.weights_path))
@@ -145,12 +189,24 @@ class Restorer:
 
         self.weights_sha256 = file_sha256(self.weights_path)
         self._fn = tf.function(lambda t: self.model(t, training=False))
+        self.estimates_kernel = bool(self.config.kernel_size)
 
     @property
     def size(self) -> int:
         return self.config.size
 
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        out = self._fn(x)
+        if self.estimates_kernel:
+            return out[0].numpy(), out[1].numpy()
+        return out.numpy(), None
+
     def restore(self, images: np.ndarray) -> np.ndarray:
+        return self.restore_and_estimate(images)[0]
+
+    def restore_and_estimate(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(restored images as ``restore`` returns them, the blur-kernel estimates: (K, K) per
+        image, or None when the network estimates no kernel)."""
         arr = np.asarray(images)
         single = arr.ndim == 3
         if single:
@@ -163,8 +219,17 @@ class Restorer:
         ph, pw = (-h) % 8, (-w) % 8
         if ph or pw:
             x = np.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect")
-        y = self._fn(x).numpy()[:, :h, :w]
-        y = np.clip(y, 0.0, 1.0)
+        y, k = self._run(x)
+        y = np.clip(y[:, :h, :w], 0.0, 1.0)
         if is_u8:
             y = np.rint(y * 255.0).astype(np.uint8)
-        return y[0] if single else y
+        if single:
+            return y[0], (None if k is None else k[0])
+        return y, k
+
+    def estimate_kernel(self, images: np.ndarray) -> np.ndarray:
+        """The network's blur-kernel estimate, (K, K) per image (float, sums to 1); a network
+        without kernel estimation raises ValueError."""
+        if not self.estimates_kernel:
+            raise ValueError("these weights' network does not estimate the blur kernel")
+        return self.restore_and_estimate(images)[1]

@@ -10,7 +10,9 @@ along, so a run stopped by the wall-clock cap still ends with its learning rate 
 Validation (and the saved weights) use an exponential moving average of the weights
 (``ema``); the weights with the best validation PSNR are saved as soon as they are found, so
 a run cut short still leaves usable weights. Batches are synthesised in a background thread
-while the network trains. ``--arch original`` trains the original project's 15-layer network the original way (raw
+while the network trains. A network that estimates the blur kernel (``UNetConfig.kernel_size``)
+learns it from the kernel that made each training sample: the loss adds ``kernel_weight`` x the
+estimate's squared error to the image loss. ``--arch original`` trains the original project's 15-layer network the original way (raw
 0-255 input, MSE, Adam, 64x64 patches) under the same budget, for the benchmark.
 """
 
@@ -53,6 +55,7 @@ class TrainConfig:
     init: str | None = None  # start from these weights (continue a run) instead of at random
     ema: float = 0.999  # decay of the moving average of the weights that is validated and saved
     mix: str = "default"  # the degradation mix, a key of degrade.MIXES
+    kernel_weight: float = 1.0  # weight of the kernel-estimate loss (networks that estimate one)
 
     def __post_init__(self):
         if self.arch not in ("unet", "original"):
@@ -77,16 +80,22 @@ def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def make_batch(stack: np.ndarray, rng, deg, batch: int, patch: int):
-    xs, ys = [], []
+def make_batch(stack: np.ndarray, rng, deg, batch: int, patch: int, kernel_size: int = 0):
+    """(blurry, clean, kernels) patches; ``kernels`` (batch, K, K) holds the kernel that blurred
+    each sample (the identity for a sharp one) when ``kernel_size`` is given, else None."""
+    from blurbeam.deblur.kernel import fit_kernel
+
+    xs, ys, ks = [], [], []
     n = stack.shape[1]
     for _ in range(batch):
         clean = augment(stack[rng.integers(len(stack))].astype(np.float32) / 255.0, rng)
-        blurry = deg(clean, rng)
+        blurry, kernel = deg.sample(clean, rng)
         y, x = rng.integers(0, n - patch + 1, size=2)
         xs.append(blurry[y : y + patch, x : x + patch])
         ys.append(clean[y : y + patch, x : x + patch])
-    return np.stack(xs), np.stack(ys)
+        if kernel_size:
+            ks.append(fit_kernel(kernel, kernel_size))
+    return np.stack(xs), np.stack(ys), (np.stack(ks) if kernel_size else None)
 
 
 class BatchMaker:
@@ -101,19 +110,19 @@ class BatchMaker:
         batch: int,
         patch: int,
         deg: degrade.TrainDegradation | None = None,
+        kernel_size: int = 0,
     ):
         self._q: queue.Queue = queue.Queue(maxsize=4)
         self._stop = threading.Event()
         self._error: BaseException | None = None
-        self._args = (stack, rng, batch, patch, deg or degrade.TrainDegradation())
+        self._args = (stack, rng, deg or degrade.TrainDegradation(), batch, patch, kernel_size)
         self._thread = threading.Thread(target=self._run, name="deblur-batches", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        stack, rng, batch, patch, deg = self._args
         try:
             while not self._stop.is_set():
-                item = make_batch(stack, rng, deg, batch, patch)
+                item = make_batch(*self._args)
                 while not self._stop.is_set():
                     try:
                         self._q.put(item, timeout=0.5)
@@ -124,7 +133,8 @@ class BatchMaker:
             self._error = e
             self._stop.set()
 
-    def next(self) -> tuple[np.ndarray, np.ndarray]:
+    def next(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(blurry, clean, kernels or None): see ``make_batch``."""
         while True:
             try:
                 return self._q.get(timeout=0.5)
@@ -183,15 +193,27 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
     original = cfg.arch == "original"
     scale = 255.0 if original else 1.0
+    ucfg = UNetConfig()
+    kernel_size = 0 if original else ucfg.kernel_size
     if original:
         model = build_original()
         loss_fn = lambda y, p: tf.reduce_mean(tf.square(y - p))  # noqa: E731
     else:
-        ucfg = UNetConfig()
         model = build_unet(ucfg)
 
         def loss_fn(y, p):  # Charbonnier (smooth L1)
             return tf.reduce_mean(tf.sqrt(tf.square(y - p) + 1e-6))
+
+    kernel_weight = tf.constant(cfg.kernel_weight, tf.float32)
+
+    def total_loss(x, y, k):
+        """The image loss, plus the kernel estimate's squared error (summed over the kernel,
+        averaged over the batch) for a network that estimates one."""
+        if not kernel_size:
+            return loss_fn(y, model(x, training=True)), tf.constant(0.0)
+        out, k_hat = model(x, training=True)
+        k_err = tf.reduce_mean(tf.reduce_sum(tf.square(k_hat - k), axis=[1, 2]))
+        return loss_fn(y, out) + kernel_weight * k_err, k_err
 
     if cfg.init:
         model.load_weights(cfg.init)
@@ -203,16 +225,20 @@ def train(cfg: TrainConfig, log=print) -> dict:
     decay = tf.constant(cfg.ema, tf.float32)
 
     @tf.function
-    def step(x, y):
+    def step(x, y, k):
         with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
+            loss, k_err = total_loss(x, y, k)
         grads = tape.gradient(loss, weights)
         opt.apply_gradients(zip(grads, weights, strict=True))
         for e, w in averaged:
             e.assign(decay * e + (1.0 - decay) * w)
-        return loss
+        return loss, k_err
 
-    infer = tf.function(lambda t: model(t, training=False))
+    run = tf.function(lambda t: model(t, training=False))
+
+    def infer(t):
+        out = run(t)
+        return out[0] if kernel_size else out
 
     def swap_ema():
         """Exchange the live weights and their moving average (call twice to undo; nothing
@@ -244,13 +270,15 @@ def train(cfg: TrainConfig, log=print) -> dict:
     budget = cfg.minutes * 60.0
     wall_cap = cfg.max_wall_minutes * 60.0 if cfg.max_wall_minutes else math.inf
     clock = time.process_time if cfg.clock == "cpu" else time.monotonic
-    batches = BatchMaker(train_stack, rng, cfg.batch, cfg.patch, degrade.MIXES[cfg.mix])
+    batches = BatchMaker(
+        train_stack, rng, cfg.batch, cfg.patch, degrade.MIXES[cfg.mix], kernel_size=kernel_size
+    )
     c0 = clock()
     t0 = time.monotonic()
     last_val = t0
     best = -math.inf
     history = []
-    steps, run_loss = 0, 0.0
+    steps, run_loss, run_k_err = 0, 0.0, 0.0
     input_psnr = psnr_batch(val_x, val_y)
     log(f"validation input PSNR {input_psnr:.2f} dB; budget {cfg.minutes:.1f} min")
 
@@ -258,7 +286,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         return {
             "finished": finished,
             "arch": cfg.arch,
-            "model": (asdict(UNetConfig()) if not original else {"first_layer": 10}),
+            "model": (ucfg.to_dict() if not original else {"first_layer": 10}),
             "params": int(model.count_params()),
             "train_config": asdict(cfg),
             "degradation": asdict(degrade.MIXES[cfg.mix]),
@@ -288,11 +316,14 @@ def train(cfg: TrainConfig, log=print) -> dict:
                 break
             lr = lr_at(cfg.lr, steps, cfg.warmup_steps, frac)
             opt.learning_rate.assign(lr)
-            x, y = batches.next()
-            loss = float(step(tf.constant(x * scale), tf.constant(y * scale)))
+            x, y, k = batches.next()
+            k = tf.constant(k) if k is not None else tf.zeros((1, 1, 1))
+            loss, k_err = step(tf.constant(x * scale), tf.constant(y * scale), k)
+            loss = float(loss)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss} at step {steps}")
             run_loss += loss
+            run_k_err += float(k_err)
             steps += 1
             now = time.monotonic()
             if now - last_val >= cfg.val_every_s:
@@ -301,6 +332,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
                 rec = {"step": steps, "minutes": round((now - t0) / 60, 2),
                        "budget_minutes": round((clock() - c0) / 60, 2), "lr": lr,
                        "loss": run_loss / max(1, steps), "val_psnr": round(v, 3)}  # fmt: skip
+                if kernel_size:
+                    rec["kernel_sse"] = run_k_err / max(1, steps)
                 history.append(rec)
                 log(json.dumps(rec))
                 (out / f"{stem}.json").write_text(json.dumps(record(False), indent=1) + "\n")
