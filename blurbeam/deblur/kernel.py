@@ -154,19 +154,25 @@ def _layers():
     @keras.saving.register_keras_serializable(package="blurbeam")
     class WienerLuma(keras.layers.Layer):
         """[(B, H, W, 3) RGB, (B, K, K) kernel] -> (B, H, W, len(lams)): the luma Wiener-
-        deconvolved by each sample's kernel, conj(K) Y / (|K|^2 + lam), once per ``lam``."""
+        deconvolved by each sample's kernel, conj(K) Y / (|K|^2 + lam), once per ``lam``.
+        ``boundary``: "reflect" pads the luma by reflection first (a camera's blur does not
+        wrap around); "wrap" deconvolves the image as it is, circularly (for images that were
+        blurred circularly, by an FFT, as some synthetic datasets are)."""
 
-        def __init__(self, lams: tuple[float, ...], **kw):
+        def __init__(self, lams: tuple[float, ...], boundary: str = "reflect", **kw):
             super().__init__(**kw)
+            if boundary not in ("reflect", "wrap"):
+                raise ValueError(f"unknown boundary {boundary!r}")
             self.lams = tuple(float(v) for v in lams)
+            self.boundary = boundary
 
         def get_config(self):
-            return {**super().get_config(), "lams": list(self.lams)}
+            return {**super().get_config(), "lams": list(self.lams), "boundary": self.boundary}
 
         def call(self, inputs):
             x, k = inputs
             y = luma(tf.cast(x, tf.float32))
-            p = WIENER_PAD
+            p = WIENER_PAD if self.boundary == "reflect" else 0
             yp = tf.pad(y, [[0, 0], [p, p], [p, p]], mode="REFLECT")
             h, w = tf.shape(yp)[1], tf.shape(yp)[2]
             ks = tf.shape(k)[1]
@@ -179,7 +185,7 @@ def _layers():
             for lam in self.lams:
                 filt = tf.math.conj(kf) / tf.complex(power + lam, 0.0)
                 out = tf.signal.irfft2d(yf * filt, fft_length=tf.stack([h, w]))
-                outs.append(out[:, p:-p, p:-p])
+                outs.append(out[:, p : h - p, p : w - p])
             return tf.stack(outs, axis=-1)
 
     return BlurFeatures, KernelSoftmax, WienerLuma

@@ -42,6 +42,7 @@ class UNetConfig:
     kernel_channels: int = 32
     kernel_depth: int = 2  # convolutions after the stride-2 one, before the output one
     wiener_lams: tuple[float, ...] = (0.005, 0.05)
+    wiener_boundary: str = "reflect"  # or "wrap": for circularly (FFT-) blurred images
 
     @classmethod
     def from_dict(cls, d: dict) -> UNetConfig:
@@ -55,6 +56,7 @@ class UNetConfig:
             kernel_channels=int(d.get("kernel_channels", 32)),
             kernel_depth=int(d.get("kernel_depth", 2)),
             wiener_lams=tuple(float(v) for v in d.get("wiener_lams", (0.005, 0.05))),
+            wiener_boundary=str(d.get("wiener_boundary", "reflect")),
         )
 
     def to_dict(self) -> dict:
@@ -92,7 +94,7 @@ def build_unet(cfg: UNetConfig | None = None):
                               activation="relu", name=f"kernel_m{i}")(z)  # fmt: skip
         z = layers.Conv2D(1, 3, padding="same", name="kernel_logits")(z)
         kernel = kernel_softmax(name="kernel")(z)
-        wiener = wiener_luma(cfg.wiener_lams, name="wiener")([inp, kernel])
+        wiener = wiener_luma(cfg.wiener_lams, cfg.wiener_boundary, name="wiener")([inp, kernel])
         x = layers.Concatenate(name="with_wiener")([inp, wiener])
     x = layers.Conv2D(cfg.widths[0], 3, padding="same", name="stem")(x)
     x = layers.LeakyReLU(act, name="stem_a")(x)
