@@ -156,6 +156,27 @@ def validation_set(stack: np.ndarray, n: int, seed: int):
     return blurry, clean
 
 
+def compact_weights_file(path: str | Path) -> None:
+    """Rewrite a Keras ``.weights.h5`` in HDF5's newest file format: the same groups, datasets
+    and attributes, bit for bit, with smaller object headers (the shipped file has 110 groups
+    for 52 arrays; this saves about 90 KB of 2 MB). Keras loads it as before."""
+    import h5py
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(path, "r") as src, h5py.File(tmp, "w", libver="latest") as dst:
+        dst.attrs.update(dict(src.attrs))
+
+        def copy(name: str, obj) -> None:
+            if isinstance(obj, h5py.Group):
+                dst.require_group(name).attrs.update(dict(obj.attrs))
+            else:
+                dst.create_dataset(name, data=obj[()]).attrs.update(dict(obj.attrs))
+
+        src.visititems(copy)
+    os.replace(tmp, path)
+
+
 def lr_at(base: float, step: int, warmup_steps: int, frac: float) -> float:
     """Linear warm-up over ``warmup_steps``, then a cosine from ``base`` to 2 % of it as the used
     fraction ``frac`` of the budget goes from 0 to 1."""
@@ -258,6 +279,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             v = val_psnr()
             if v > best or not wpath.exists():
                 model.save_weights(str(wpath))
+                compact_weights_file(wpath)
                 best = max(best, v)
         finally:
             swap_ema()
