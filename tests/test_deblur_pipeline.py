@@ -53,19 +53,29 @@ def test_whole_image_pipeline(inputs, tmp_path):
         assert r["status"] == "ok" and r["num_faces"] == 1 and r["whole_image"]
         assert len(r["sharpness_before"]) == 1 and len(r["sharpness_after"]) == 1
         assert r["sharpness_after"][0] > r["sharpness_before"][0]  # restoration sharpens
+        # the network's estimate of the blur it undid, in the source image's pixels
+        assert len(r["blur_length_px"]) == len(r["blur_angle_deg"]) == 1
+        assert 1.0 <= r["blur_length_px"][0] < 60 and 0 <= r["blur_angle_deg"][0] < 180
         assert r["method"] == "deblur" and len(r["model_sha256"]) == 64
         src = np.asarray(Image.open(r["source_uri"]))
         res = np.asarray(Image.open(r["output_uri"]))
         assert res.shape == src.shape and not np.array_equal(res, src)
+    # face.png is the astronaut's face at 128 px blurred by 9 px of motion at 30 degrees
+    est_len, est_angle = (
+        recs["face.png"]["blur_length_px"][0],
+        recs["face.png"]["blur_angle_deg"][0],
+    )
+    assert abs(est_len - 9) < 3 and abs(est_angle - 30) < 15, (est_len, est_angle)
     for name in ("corrupt.jpg", "empty.png"):
         r = recs[name]
         assert r["status"] == "error" and r["error"] and "\n" not in r["error"]
         assert r["output_uri"] is None and r["sharpness_after"] is None
+        assert r["blur_length_px"] is None
     assert not (out / "corrupt.jpg").exists() and not (out / "empty.png").exists()
     assert (out / "sub" / "face2.jpg").exists()
     summary = json.loads((out / "run.json").read_text())
     assert summary["images"] == 5 and summary["status_counts"]["error"] == 2
-    assert summary["faces_restored"] == 3
+    assert summary["faces_restored"] == 3 and summary["median_blur_length_px"] >= 1.0
 
 
 def test_error_rate_fails_the_run(inputs, tmp_path):
