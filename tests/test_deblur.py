@@ -290,23 +290,22 @@ def test_compacting_a_weights_file_keeps_every_array_and_attribute(tmp_path):
     net = build_unet()
     path = tmp_path / "w.weights.h5"
     net.save_weights(str(path))
-    before = {}
-    with h5py.File(path) as f:
-        f.visititems(
-            lambda n, o: before.setdefault(
-                n, o[()] if isinstance(o, h5py.Dataset) else dict(o.attrs)
+
+    def contents() -> dict:
+        """Every dataset's array and every group's attributes, by name."""
+        found: dict = {}
+        with h5py.File(path) as f:
+            f.visititems(
+                lambda n, o: found.setdefault(
+                    n, o[()] if isinstance(o, h5py.Dataset) else dict(o.attrs)
+                )
             )
-        )
-    size = path.stat().st_size
+        return found
+
+    before, size = contents(), path.stat().st_size
     compact_weights_file(path)
     assert path.stat().st_size < size and not list(tmp_path.glob("*.tmp"))
-    with h5py.File(path) as f:
-        after = {}
-        f.visititems(
-            lambda n, o: after.setdefault(
-                n, o[()] if isinstance(o, h5py.Dataset) else dict(o.attrs)
-            )
-        )
+    after = contents()
     assert before.keys() == after.keys()
     for name, value in before.items():
         if isinstance(value, dict):

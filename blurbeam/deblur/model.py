@@ -191,11 +191,15 @@ class Restorer:
 
         self.weights_sha256 = file_sha256(self.weights_path)
         self._fn = tf.function(lambda t: self.model(t, training=False))
-        self.estimates_kernel = bool(self.config.kernel_size)
 
     @property
     def size(self) -> int:
         return self.config.size
+
+    @property
+    def estimates_kernel(self) -> bool:
+        """Whether this network returns a blur-kernel estimate beside the restored image."""
+        return bool(self.config.kernel_size)
 
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         out = self._fn(x)
