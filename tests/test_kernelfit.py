@@ -83,7 +83,8 @@ def test_bad_arguments(face64):
 def test_the_notebook_pairs_are_a_circular_blur_and_a_stretch(shared):
     """What `blurbeam evaluate-deblur` reports about the original notebook's 10 pairs: each
     is its clean image blurred by one kernel with circular (FFT) convolution and stretched in
-    contrast; a 15x15 fit explains every pair, the border band only with wrap-around."""
+    contrast, and moved one pixel; a 15x15 fit explains every pair, the border band only with
+    wrap-around."""
     from blurbeam.deblur.data import read_rgb
 
     folder = shared / "deblur" / "seed_pairs"
@@ -96,3 +97,5 @@ def test_the_notebook_pairs_are_a_circular_blur_and_a_stretch(shared):
         assert fit.fit_psnr > 40, n
         assert border_psnr(c, b, fit, "wrap") > border_psnr(c, b, fit, "reflect") + 10, n
         assert fit.gain.mean() >= 0.99 and fit.extent() >= 9, n
+        # and one pixel up and to the left (degrade.NotebookDegradation.shift)
+        np.testing.assert_allclose(fit.centre(), (1.0, 1.0), atol=0.15, err_msg=n)

@@ -133,6 +133,10 @@ class TrainDegradation:
     jpeg_quality: tuple[int, int] = (60, 95)
     p_lowres: float = 0.15
 
+    def clean_target(self, img: np.ndarray) -> np.ndarray:
+        """What the network is to return for the face ``img``: the face itself."""
+        return img
+
     def kernel(self, rng: np.random.Generator) -> np.ndarray | None:
         u = rng.random()
         if u < self.p_motion:
@@ -175,18 +179,6 @@ class TrainDegradation:
         return out, k
 
 
-# Named training mixes (``blurbeam train-deblur --mix``). "default" is the mix above; "motion"
-# keeps every degradation of the issue but gives straight motion blur, the benchmark's blur, a
-# larger share (0.55 straight, 0.12 softened) at the expense of shake, Gaussian, no-blur and
-# half-size faces (a 10-minute pilot: +0.54 dB on the motion validation set; PROVENANCE.md).
-MIXES: dict[str, TrainDegradation] = {
-    "default": TrainDegradation(),
-    "motion": TrainDegradation(
-        p_motion=0.55, p_shake=0.15, p_gauss=0.08, p_motion_gauss=0.12, p_lowres=0.10
-    ),
-}
-
-
 def soften(kernel: np.ndarray, sigma: float) -> np.ndarray:
     """``kernel`` convolved with a Gaussian of ``sigma`` (the support grows to hold it)."""
     g = gaussian_kernel(sigma)
@@ -203,3 +195,118 @@ def eval_motion(
     Returns (degraded image, the true kernel)."""
     k = motion_kernel(rng.uniform(*length), rng.uniform(0, 180))
     return quantize(add_noise(blur(img, k), noise, rng)), k
+
+
+def bent_kernel(
+    length: float, angle_deg: float, bend: float, offset: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
+    """A motion trail ``length`` px long at ``angle_deg`` whose middle is bowed ``bend`` px off
+    the straight line (a parabola; 0 is ``motion_kernel``'s straight trail), its centre moved
+    by ``offset`` (dx, dy) px: a blur that also shifts the image by a fraction of a pixel."""
+    length = max(float(length), 1.0)
+    size = int(math.ceil(length + 2 * abs(bend) + 2 * max(abs(offset[0]), abs(offset[1])))) + 2
+    size += 1 - size % 2
+    n = max(int(length * 8), 2)
+    t = np.linspace(-(length - 1) / 2.0, (length - 1) / 2.0, n)
+    s = bend * (1.0 - (2.0 * t / max(length - 1, 1.0)) ** 2)  # 0 at the ends, ``bend`` mid-way
+    s -= s.mean()
+    a = math.radians(angle_deg)
+    u, v = np.array([math.cos(a), -math.sin(a)]), np.array([math.sin(a), math.cos(a)])
+    pts = t[:, None] * u + s[:, None] * v + np.asarray(offset, np.float64)
+    return _splat(pts, size)
+
+
+def circular_blur(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Convolve each channel circularly (through the FFT, the kernel's centre at the origin):
+    what leaves past one edge comes back at the opposite one. Not what a camera does; what
+    a dataset blurred by an FFT looks like (the original notebook's pairs are)."""
+    h, w = img.shape[:2]
+    ks = kernel.shape[0]
+    if ks > min(h, w):
+        raise ValueError(f"a {ks}x{ks} kernel does not fit a {h}x{w} image")
+    kp = np.zeros((h, w), np.float64)
+    kp[:ks, :ks] = kernel
+    kf = np.fft.rfft2(np.roll(kp, (-(ks // 2), -(ks // 2)), axis=(0, 1)))
+    out = np.fft.irfft2(np.fft.rfft2(img, axes=(0, 1)) * kf[..., None], s=(h, w), axes=(0, 1))
+    return out.astype(np.float32)
+
+
+def minmax(img: np.ndarray) -> np.ndarray:
+    """Stretched to span [0, 1] exactly (all channels together), as the notebook stored both
+    images of a pair; a flat image is returned unchanged."""
+    lo, hi = float(img.min()), float(img.max())
+    if hi - lo < 1e-6:
+        return img
+    return ((img - lo) / (hi - lo)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class NotebookDegradation:
+    """The original notebook's synthetic blur, as ``kernelfit`` recovers it from its 10 pairs
+    (docs/BENCHMARKS.md): 64x64 faces, both images min-max stretched to [0, 1]; a motion trail
+    about a sixth of the face long, a little thick and bent, that also moves the image by one
+    pixel up and to the left; convolved circularly, by an FFT. Trained on by the "notebook" preset, which
+    restores images made this way; nothing of the 10 pairs themselves is used but these
+    fitted properties. Camera photographs are the default network's work, not this one's."""
+
+    size: int = 64
+    length: tuple[float, float] = (7.0, 13.0)
+    bend: tuple[float, float] = (0.0, 2.0)  # px the trail's middle bows off the straight line
+    p_shake: float = 0.2  # a random-walk trail instead (extent ``shake_extent``)
+    shake_extent: tuple[float, float] = (7.0, 14.0)
+    thickness: tuple[float, float] = (0.3, 1.0)  # Gaussian sigma softening the trail
+    # every one of the pairs' fitted blurs also moves the image by 1 px up and to the left
+    # (0.93-1.09 px on each axis): the notebook's kernel was off centre by one pixel
+    shift: int = 1
+    offset_sd: float = 0.1  # sub-pixel jitter of the trail's centre
+    p_sharp: float = 0.05
+    noise: tuple[float, float] = (0.5 / 255.0, 2.0 / 255.0)  # Gaussian sigma, after the stretch
+
+    def clean_target(self, img: np.ndarray) -> np.ndarray:
+        """What the network is to return for the face ``img``: its stretched version."""
+        return minmax(img)
+
+    def kernel(self, rng: np.random.Generator) -> np.ndarray | None:
+        if rng.random() < self.p_sharp:
+            return None
+        if rng.random() < self.p_shake:
+            k = shake_kernel(rng, rng.uniform(*self.shake_extent))
+        else:
+            off = tuple(rng.normal(0.0, self.offset_sd, 2))
+            bend = rng.uniform(*self.bend) * rng.choice((-1.0, 1.0))
+            k = bent_kernel(rng.uniform(*self.length), rng.uniform(0, 180), bend, off)
+        k = soften(k, rng.uniform(*self.thickness))
+        if self.shift:  # the kernel's weight moved up-left: the blurred image moves that way
+            k = np.roll(np.pad(k, self.shift), (-self.shift, -self.shift), axis=(0, 1))
+        return k
+
+    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.sample(img, rng)[0]
+
+    def sample(
+        self, img: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(degraded image, the kernel that blurred it or None) for a clean face ``img`` of
+        ``size`` x ``size`` (stretch it with ``clean_target`` for the training target)."""
+        if img.shape[:2] != (self.size, self.size):
+            raise ValueError(f"the notebook blur is made on {self.size}x{self.size} faces")
+        clean = minmax(img)
+        k = self.kernel(rng)
+        out = circular_blur(clean, k) if k is not None else clean.copy()
+        out = add_noise(minmax(out), rng.uniform(*self.noise), rng)
+        return quantize(out), k
+
+
+# Named training mixes (``blurbeam train-deblur --mix``). "default" is the mix above; "motion"
+# keeps every degradation of the issue but gives straight motion blur, the benchmark's blur, a
+# larger share (0.55 straight, 0.12 softened) at the expense of shake, Gaussian, no-blur and
+# half-size faces (a 10-minute pilot: +0.54 dB on the motion validation set; PROVENANCE.md).
+# "notebook" is another kind of data altogether (``NotebookDegradation``).
+MIXES: dict[str, TrainDegradation | NotebookDegradation] = {
+    "default": TrainDegradation(),
+    "motion": TrainDegradation(
+        p_motion=0.55, p_shake=0.15, p_gauss=0.08, p_motion_gauss=0.12, p_lowres=0.10
+    ),
+    # the original notebook's FFT blur on 64x64 faces: the "notebook" preset's training data
+    "notebook": NotebookDegradation(),
+}

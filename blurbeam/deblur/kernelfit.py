@@ -36,6 +36,14 @@ class FittedBlur:
         ys, xs = np.nonzero(k > rel * k.max())
         return int(max(np.ptp(ys), np.ptp(xs)) + 1)
 
+    def centre(self) -> tuple[float, float]:
+        """(down, right) px from the window's centre to the mean kernel's centre of weight:
+        how far the blurry image moved up and to the left of its clean image."""
+        k = self.kernels.mean(axis=0)
+        ys, xs = np.mgrid[: k.shape[0], : k.shape[1]]
+        c = (k.shape[0] - 1) / 2
+        return float((k * ys).sum() / k.sum() - c), float((k * xs).sum() / k.sum() - c)
+
 
 def _patches(ch: np.ndarray, k: int) -> np.ndarray:
     """(N, k*k): every k x k neighbourhood lying wholly inside ``ch``, row-major."""

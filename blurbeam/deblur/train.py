@@ -64,6 +64,24 @@ class TrainConfig:
             raise ValueError(f"unknown clock {self.clock!r}")
         if self.mix not in degrade.MIXES:
             raise ValueError(f"unknown mix {self.mix!r}; known: {', '.join(degrade.MIXES)}")
+        deg = degrade.MIXES[self.mix]
+        if isinstance(deg, degrade.NotebookDegradation):
+            if self.arch != "unet":
+                raise ValueError("the notebook mix trains our network only")
+            if self.patch != deg.size:  # a circular blur is a property of the whole image
+                raise ValueError(f"the notebook mix trains on whole {deg.size}x{deg.size} faces: "
+                                 f"--patch {deg.size}")  # fmt: skip
+
+
+def network_config(mix: str):
+    """The network a mix trains: the default one, or for the notebook's FFT blur the notebook
+    preset (its face size, a kernel window for its trails, circular Wiener deconvolution)."""
+    from blurbeam.deblur.model import UNetConfig
+
+    deg = degrade.MIXES[mix]
+    if isinstance(deg, degrade.NotebookDegradation):
+        return UNetConfig(size=deg.size, kernel_size=21, wiener_boundary="wrap")
+    return UNetConfig()
 
 
 def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -88,8 +106,9 @@ def make_batch(stack: np.ndarray, rng, deg, batch: int, patch: int, kernel_size:
     xs, ys, ks = [], [], []
     n = stack.shape[1]
     for _ in range(batch):
-        clean = augment(stack[rng.integers(len(stack))].astype(np.float32) / 255.0, rng)
-        blurry, kernel = deg.sample(clean, rng)
+        face = augment(stack[rng.integers(len(stack))].astype(np.float32) / 255.0, rng)
+        blurry, kernel = deg.sample(face, rng)
+        clean = deg.clean_target(face)
         y, x = rng.integers(0, n - patch + 1, size=2)
         xs.append(blurry[y : y + patch, x : x + patch])
         ys.append(clean[y : y + patch, x : x + patch])
@@ -149,11 +168,17 @@ class BatchMaker:
         self._thread.join(timeout=5)
 
 
-def validation_set(stack: np.ndarray, n: int, seed: int):
+def validation_set(stack: np.ndarray, n: int, seed: int, mix: str = "default"):
+    """(blurry, clean) of the first ``n`` held-out crops, seeded: the benchmark's motion blur
+    (``degrade.eval_motion``), or for the notebook mix that mix's own blur."""
     rng = np.random.default_rng(seed + 1000)
-    clean = stack[:n].astype(np.float32) / 255.0
-    blurry = np.stack([degrade.eval_motion(c, rng)[0] for c in clean])
-    return blurry, clean
+    faces = stack[:n].astype(np.float32) / 255.0
+    deg = degrade.MIXES[mix]
+    if isinstance(deg, degrade.NotebookDegradation):
+        return np.stack([deg.sample(f, rng)[0] for f in faces]), np.stack(
+            [deg.clean_target(f) for f in faces]
+        )
+    return np.stack([degrade.eval_motion(f, rng)[0] for f in faces]), faces
 
 
 def compact_weights_file(path: str | Path) -> None:
@@ -202,19 +227,19 @@ def train(cfg: TrainConfig, log=print) -> dict:
             log(f"TensorFlow already initialised: --threads {cfg.threads} not applied")
     import keras
 
-    from blurbeam.deblur.model import UNetConfig, build_original, build_unet
+    from blurbeam.deblur.model import build_original, build_unet
 
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     files = list_images(cfg.data)
     train_files, val_files = split(files, cfg.seed, cfg.val_fraction)
     log(f"{len(files)} images: {len(train_files)} train, {len(val_files)} held out")
-    train_stack = load_stack(train_files)
-    val_x, val_y = validation_set(load_stack(val_files), cfg.n_val, cfg.seed)
+    ucfg = network_config(cfg.mix)
+    train_stack = load_stack(train_files, ucfg.size)
+    val_x, val_y = validation_set(load_stack(val_files, ucfg.size), cfg.n_val, cfg.seed, cfg.mix)
 
     original = cfg.arch == "original"
     scale = 255.0 if original else 1.0
-    ucfg = UNetConfig()
     kernel_size = 0 if original else ucfg.kernel_size
     if original:
         model = build_original()
