@@ -28,8 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_detection_arguments(parser)
     _option(parser, "whole-image", action="store_true",
             help="each input is one pre-cropped face: restore it whole, no detection")  # fmt: skip
+    from blurbeam.deblur.model import PRESETS
+
+    _option(parser, "preset", default="default", choices=tuple(PRESETS),
+            help="packaged network: default (photographs: camera shake, motion blur) or "
+            "notebook (64x64 faces blurred as the original notebook's pairs: a circular FFT "
+            "blur and a min-max stretch)")  # fmt: skip
     _option(
-        parser, "weights", default=None, help="restoration weights (default: the packaged ones)"
+        parser,
+        "weights",
+        default=None,
+        help="restoration weights (default: the packaged network of --preset)",
     )
     _option(parser, "margin", type=float, default=DEFAULT_MARGIN,
             help="face crop side = margin x the larger box side")  # fmt: skip
@@ -94,7 +103,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             "min_face_size": spec.min_face_size,
             **dict(spec.options),
         }
-    weights = args.weights or str(packaged_weights()[0])
+    weights = args.weights or str(packaged_weights(args.preset)[0])
     try:
         weights_sha = file_sha256(weights)
     except OSError as exc:
@@ -105,6 +114,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         "margin": args.margin,
         "feather": args.feather,
         "whole_image": args.whole_image,
+        "preset": None if args.weights else args.preset,
         "weights_sha256": weights_sha,
         "model": weights_config(weights).to_dict(),
     }
@@ -165,6 +175,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             args.whole_image,
             policy,
             progress.dir,
+            preset=args.preset,
         )
         result = p.run()
         result.wait_until_finish()

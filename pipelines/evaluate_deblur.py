@@ -23,6 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--original-weights", default=None, help="the retrained original network's weights"
     )
+    p.add_argument(
+        "--notebook-weights",
+        default=None,
+        help="the notebook preset's weights (default: the packaged ones, when installed)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--limit", type=int, default=None, help="only the first N held-out crops")
@@ -54,6 +59,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             limit=args.limit,
             skip_classical=args.skip_classical,
             reuse_original=args.reuse_original,
+            notebook_weights=args.notebook_weights,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -40,8 +40,10 @@ class RestoreFn(beam.DoFn):
         feather: float,
         whole_image: bool,
         shared_handle: shared.Shared | None = None,
+        preset: str = "default",
     ) -> None:
         self._weights = weights
+        self._preset = preset
         self._margin = margin
         self._feather = feather
         self._whole = whole_image
@@ -54,11 +56,12 @@ class RestoreFn(beam.DoFn):
         def load() -> _Holder:
             from blurbeam.deblur.model import Restorer
 
-            holder = _Holder(Restorer(self._weights))
+            holder = _Holder(Restorer(self._weights, preset=self._preset))
             self._loaded_here = True
             return holder
 
-        self._holder = self._shared.acquire(load, tag=f"restorer:{self._weights}")
+        tag = f"restorer:{self._weights or 'preset:' + self._preset}"
+        self._holder = self._shared.acquire(load, tag=tag)
 
     def process(self, task: ImageTask):
         if self._loaded_here:
@@ -123,10 +126,20 @@ class RestoreAndWrite(beam.PTransform):
     """Detected tasks -> restored images under ``output`` + deblur Parquet records."""
 
     def __init__(
-        self, output, ctx, weights, margin, feather, whole_image, policy, progress_dir=None
+        self,
+        output,
+        ctx,
+        weights,
+        margin,
+        feather,
+        whole_image,
+        policy,
+        progress_dir=None,
+        preset="default",
     ):
         super().__init__()
         self._a = (output, ctx, weights, margin, feather, whole_image, policy, progress_dir)
+        self._preset = preset
 
     def expand(self, tasks):
         from blurbeam.schemas.deblur import DEBLUR_SCHEMA
@@ -136,7 +149,8 @@ class RestoreAndWrite(beam.PTransform):
         output, ctx, weights, margin, feather, whole, policy, progress_dir = self._a
         records = (
             tasks
-            | "Restore" >> beam.ParDo(RestoreFn(weights, margin, feather, whole))
+            | "Restore"
+            >> beam.ParDo(RestoreFn(weights, margin, feather, whole, preset=self._preset))
             | "Encode" >> beam.ParDo(EncodeFn(policy))
             | "WriteImages" >> beam.ParDo(WriteRestoredFn(output, ctx, whole, progress_dir))
         )

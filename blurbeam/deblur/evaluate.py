@@ -134,11 +134,14 @@ def run_benchmark(
     limit: int | None = None,
     skip_classical: bool = False,
     reuse_original: str | None = None,
+    notebook_weights: str | None = None,
     log=print,
 ) -> dict:
     """``reuse_original``: instead of running the original network again (about 3 s per face on
     2 cores), take its rows from an earlier ``results.json`` of this benchmark; refused unless
-    that run's protocol (seed, split, number of crops, degradation) is this one's."""
+    that run's protocol (seed, split, number of crops, degradation) is this one's.
+    ``notebook_weights``: the notebook preset's weights (default: the packaged ones, when
+    installed), scored on the 10 pairs and on the held-out crops blurred the notebook's way."""
     from blurbeam.deblur.kernel import fft_flops
     from blurbeam.deblur.model import Restorer, build_unet, conv_macs
 
@@ -239,14 +242,69 @@ def run_benchmark(
     }
     log(json.dumps(model_info))
 
+    notebook = load_notebook(notebook_weights)
+    notebook_rows = None
+    if notebook is not None:
+        notebook_rows = notebook_benchmark(data, ours, notebook, seed, val_fraction, limit)
+        log(json.dumps(notebook_rows))
     pairs = pair_fits = None
     if seed_pairs and Path(seed_pairs).is_dir():
-        pairs, pair_fits = seed_pair_benchmark(seed_pairs, ours, orig)
+        pairs, pair_fits = seed_pair_benchmark(seed_pairs, ours, orig, notebook)
         if reused is not None and reused.get("seed_pairs") is not None:
             pairs["original"] = reused["seed_pairs"]
         log(json.dumps(pairs))
     return {"held_out": results, "sharp": sharp, "model": model_info, "seed_pairs": pairs,
-            "seed_pair_fits": pair_fits, "protocol": protocol(seed, val_fraction, len(cases))}  # fmt: skip
+            "seed_pair_fits": pair_fits, "notebook_held_out": notebook_rows,
+            "protocol": protocol(seed, val_fraction, len(cases))}  # fmt: skip
+
+
+def load_notebook(weights: str | None = None):
+    """The notebook preset's Restorer: ``weights``, else the packaged ones (None when this
+    installation has none)."""
+    from blurbeam.deblur.model import Restorer, packaged_weights
+
+    if weights is None:
+        weights = str(packaged_weights("notebook")[0])
+        if not Path(weights).is_file():
+            return None
+    return Restorer(weights)
+
+
+def notebook_benchmark(
+    data: str, ours, notebook, seed: int = 0, val_fraction: float = 0.1, limit: int | None = None
+) -> dict:
+    """The held-out crops at the notebook preset's size, each blurred once the notebook's way
+    (``degrade.NotebookDegradation``, seed ``seed + 5000``; the target is the stretched face):
+    the input, the default network (resized to its size and back) and the notebook preset.
+    More faces than the 10 pairs, from the same recipe."""
+    s = notebook.size
+    _, test_files = split(list_images(data), seed, val_fraction)
+    if limit:
+        test_files = test_files[:limit]
+    deg = degrade.NotebookDegradation(size=s)
+    rng = np.random.default_rng(seed + 5000)
+    cases = []
+    for face in load_stack(test_files, s).astype(np.float32) / 255.0:
+        b, k = deg.sample(face, rng)
+        cases.append((b, deg.clean_target(face), k))
+
+    def default_resized(b: np.ndarray, k) -> np.ndarray:
+        big = ours.restore(cv2.resize(b, (ours.size, ours.size), interpolation=cv2.INTER_CUBIC))
+        return cv2.resize(big, (s, s), interpolation=cv2.INTER_AREA)
+
+    rows = {
+        "input": _score(MethodResult("blurry input"), lambda b, k: b, cases, False),
+        "ours_resized": _score(
+            MethodResult(f"ours, default ({s}->{ours.size}->{s})"), default_resized, cases, False
+        ),
+        "notebook": _score(
+            MethodResult(f"ours, notebook preset ({s}x{s})"),
+            lambda b, k: notebook.restore(b),
+            cases,
+        ),
+    }
+    rows["notebook"].note = f"weights sha256 {notebook.weights_sha256[:12]}"
+    return {k: v.summary() for k, v in rows.items()}
 
 
 def protocol(seed: int, val_fraction: float, n: int) -> dict:
@@ -275,9 +333,10 @@ def load_reused_original(path: str | Path, expected_protocol: dict) -> dict:
 ORACLE_BALANCES = (0.001, 0.003, 0.01, 0.03, 0.1)
 
 
-def seed_pair_benchmark(folder: str, ours, orig=None) -> tuple[dict, list[dict]]:
+def seed_pair_benchmark(folder: str, ours, orig=None, notebook=None) -> tuple[dict, list[dict]]:
     """The original notebook's 10 CelebA pairs (64x64). Ours runs as the pipeline does on a face
-    of another size: resized to the model size (128), restored, resized back.
+    of another size: resized to the model size (128), restored, resized back; the notebook
+    preset (``notebook``, when given) runs on them as they are.
 
     Also what the pairs are made of (``kernelfit``): each pair's blur kernel, contrast gain and
     offset fitted from its clean image, which boundary rule reproduces the border band, Wiener
@@ -299,6 +358,9 @@ def seed_pair_benchmark(folder: str, ours, orig=None) -> tuple[dict, list[dict]]
             "ours_native": MethodResult("ours at 64x64")}  # fmt: skip
     if orig is not None:
         rows["original"] = MethodResult("original 15-layer CNN, retrained (64x64)")
+    if notebook is not None:
+        rows["notebook"] = MethodResult("ours, notebook preset (trained on the notebook's blur)")
+        rows["notebook"].note = f"weights sha256 {notebook.weights_sha256[:12]}"
     oracle = {b: {bal: MethodResult("") for bal in ORACLE_BALANCES} for b in ("wrap", "reflect")}
     rows["physical_input"] = MethodResult("clean re-blurred by the fitted kernel, reflected: input")
     rows["physical_ours"] = MethodResult("clean re-blurred by the fitted kernel, reflected: ours")
@@ -312,11 +374,14 @@ def seed_pair_benchmark(folder: str, ours, orig=None) -> tuple[dict, list[dict]]
         fits.append({"pair": n, "interior_fit_psnr": round(fit.fit_psnr, 2),
                      "border_fit_psnr_wrap": round(kernelfit.border_psnr(c, b, fit, "wrap"), 2),
                      "border_fit_psnr_reflect": round(kernelfit.border_psnr(c, b, fit, "reflect"), 2),
-                     "gain": round(float(fit.gain.mean()), 3), "extent_px": fit.extent()})  # fmt: skip
+                     "gain": round(float(fit.gain.mean()), 3), "extent_px": fit.extent(),
+                     "shift_px": [round(v, 2) for v in fit.centre()]})  # fmt: skip
         outs = {"input": b, "ours_resized": ours_resized(b), "ours_native": ours.restore(b),
                 "physical_input": physical, "physical_ours": ours_resized(physical)}  # fmt: skip
         if orig is not None:
             outs["original"] = orig(b)
+        if notebook is not None:
+            outs["notebook"] = notebook.restore(b)
         for boundary, by_balance in oracle.items():
             for bal, res in by_balance.items():
                 o = degrade.quantize(np.clip(kernelfit.oracle_wiener(b, fit, bal, boundary), 0, 1))
@@ -361,8 +426,14 @@ def check_targets(r: dict) -> list[tuple[str, bool, str]]:
     drop = s["input_noise2"]["psnr"] - s["ours_noise2"]["psnr"]
     checks.append(("sharp (+noise 2/255) PSNR drop <= 0.5 dB", drop <= 0.5, f"drop {drop:.2f} dB"))
     if r.get("seed_pairs"):
-        v = r["seed_pairs"]["ours_resized"]["psnr"]
-        checks.append(("10 original pairs >= 25 dB", v >= 25, f"{v:.2f} dB"))
+        pairs = r["seed_pairs"]
+        v = pairs["ours_resized"]["psnr"]
+        if "notebook" in pairs:
+            nb = pairs["notebook"]["psnr"]
+            checks.append(("10 original pairs >= 25 dB (notebook preset)", nb >= 25,
+                           f"{nb:.2f} dB; default network {v:.2f} dB"))  # fmt: skip
+        else:
+            checks.append(("10 original pairs >= 25 dB", v >= 25, f"{v:.2f} dB"))
     ms = r["model"]["ms_median_batch1_100_runs"]
     cpu_ms = r["model"].get("cpu_ms_median_batch1_100_runs")
     checks.append(("<= 25 ms per face (wall)", ms <= 25, f"{ms:.1f} ms wall, {cpu_ms} ms CPU"))
@@ -374,12 +445,21 @@ def fit_summary(fits: list[dict]) -> str:
         vals = [f[key] for f in fits]
         return f"{min(vals)}-{max(vals)}"
 
+    def shift(axis: int) -> str:
+        vals = [f["shift_px"][axis] for f in fits]
+        return f"{min(vals)}-{max(vals)}"
+
     return (
         f"What the pairs are made of (a 15x15 kernel, gain and offset fitted per channel from each "
         f"clean image): the fit reproduces the blurry interior at {span('interior_fit_psnr')} dB "
         f"and the border band at {span('border_fit_psnr_wrap')} dB with circular convolution "
         f"against {span('border_fit_psnr_reflect')} dB with reflected borders; contrast gain "
-        f"{span('gain')}; kernel extent {span('extent_px')} px on the 64 px face."
+        f"{span('gain')}; kernel extent {span('extent_px')} px on the 64 px face"
+        + (
+            f"; the blurry image moved up {shift(0)} px and left {shift(1)} px."
+            if all("shift_px" in f for f in fits)
+            else "."
+        )
     )
 
 
@@ -401,6 +481,13 @@ def to_markdown(r: dict) -> str:
             lines.append(f"| {v['method']} | {v['psnr']:.2f} | {v['ssim']:.3f} |")
         if r.get("seed_pair_fits"):
             lines += ["", fit_summary(r["seed_pair_fits"])]
+    if r.get("notebook_held_out"):
+        n = r["notebook_held_out"]["input"]["n"]
+        lines += ["", f"| held-out crops blurred the notebook's way ({n}) | PSNR (dB) | SSIM "
+                  "| ms / face (median) |", "|---|---|---|---|"]  # fmt: skip
+        for v in r["notebook_held_out"].values():
+            ms = "" if v["ms_per_face_median"] is None else f"{v['ms_per_face_median']:.1f}"
+            lines.append(f"| {v['method']} | {v['psnr']:.2f} | {v['ssim']:.3f} | {ms} |")
     m = r["model"]
     lines += [
         "",

@@ -27,8 +27,10 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 WEIGHTS_PACKAGE = "blurbeam.deblur.weights"
-WEIGHTS_NAME = "deblur_unet.weights.h5"
-CONFIG_NAME = "deblur_unet.json"
+# packaged networks by name: "default" restores photographs (camera shake, motion blur);
+# "notebook" restores 64x64 faces blurred as the original notebook made its pairs (a circular,
+# FFT blur and a min-max stretch: ``degrade.NotebookDegradation``), and nothing else well
+PRESETS = {"default": "deblur_unet", "notebook": "deblur_notebook"}
 
 
 @dataclass(frozen=True)
@@ -154,9 +156,13 @@ def conv_macs(model, h: int, w: int) -> int:
     )
 
 
-def packaged_weights() -> tuple[Path, Path]:
+def packaged_weights(preset: str = "default") -> tuple[Path, Path]:
+    """(weights, training record) of a packaged network, by its ``PRESETS`` name."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown deblur preset {preset!r}; known: {', '.join(PRESETS)}")
     base = resources.files(WEIGHTS_PACKAGE)
-    return Path(str(base / WEIGHTS_NAME)), Path(str(base / CONFIG_NAME))
+    stem = PRESETS[preset]
+    return Path(str(base / f"{stem}.weights.h5")), Path(str(base / f"{stem}.json"))
 
 
 def weights_config(weights: str | Path) -> UNetConfig:
@@ -175,14 +181,20 @@ class Restorer:
     sides are multiples of 8 or not (reflect-padded), and returns the same dtype and shape.
     Deterministic: the same input gives the same output. The network's config comes from
     ``config``, else from the training record beside the weights (``NAME.json`` for
-    ``NAME.weights.h5``), else the default.
+    ``NAME.weights.h5``), else the default. Without ``weights``, the packaged network named
+    ``preset`` (``PRESETS``).
     """
 
-    def __init__(self, weights: str | Path | None = None, config: UNetConfig | None = None):
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        config: UNetConfig | None = None,
+        preset: str = "default",
+    ):
         import tensorflow as tf
 
         if weights is None:
-            weights = packaged_weights()[0]
+            weights = packaged_weights(preset)[0]
         self.config = config or weights_config(weights)
         self.weights_path = Path(weights)
         self.model = build_unet(self.config)
