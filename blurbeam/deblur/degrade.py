@@ -244,10 +244,10 @@ def minmax(img: np.ndarray) -> np.ndarray:
 class NotebookDegradation:
     """The original notebook's synthetic blur, as ``kernelfit`` recovers it from its 10 pairs
     (docs/BENCHMARKS.md): 64x64 faces, both images min-max stretched to [0, 1]; a motion trail
-    about a sixth of the face long, a little thick and bent, that also moves the image by one
-    pixel up and to the left; convolved circularly, by an FFT. Trained on by the "notebook" preset, which
-    restores images made this way; nothing of the 10 pairs themselves is used but these
-    fitted properties. Camera photographs are the default network's work, not this one's."""
+    a ninth to a fifth of the face long, a little thick and bent, that also moves the image by
+    one pixel up and to the left; convolved circularly, by an FFT. The "notebook" preset is
+    trained on it and restores images made this way; nothing of the 10 pairs themselves is
+    used but these fitted properties. Photographs are the default network's work."""
 
     size: int = 64
     length: tuple[float, float] = (7.0, 13.0)
