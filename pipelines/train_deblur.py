@@ -33,7 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from blurbeam.deblur.degrade import MIXES
 
     p.add_argument("--mix", choices=list(MIXES), default="default",
-                   help="degradation mix (motion: more straight motion blur; degrade.MIXES)")  # fmt: skip
+                   help="degradation mix (degrade.MIXES; motion: more straight motion blur; "
+                   "notebook: the original notebook's FFT blur on whole 64x64 faces, the "
+                   "notebook preset's training data: needs --patch 64)")  # fmt: skip
     p.add_argument("--kernel-weight", type=float, default=1.0,
                    help="weight of the blur-kernel estimate's loss (default 1)")  # fmt: skip
     p.add_argument(
@@ -49,10 +51,29 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if beam_args:
         print(f"unknown arguments: {' '.join(beam_args)}", file=sys.stderr)
         return 2
-    from blurbeam.deblur.train import TrainConfig, train
+    from blurbeam.deblur.train import train
+
+    try:
+        cfg = _config(args)
+    except ValueError as e:
+        print(f"blurbeam train-deblur: error: {e}", file=sys.stderr)
+        return 2
+    t0 = time.strftime("%H:%M:%S")
+    try:
+        train(cfg, log=lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))
+    except FileNotFoundError as e:
+        print(f"blurbeam train-deblur: error: {e}", file=sys.stderr)
+        return 2
+    print(f"started {t0}, finished {time.strftime('%H:%M:%S')}")
+    return 0
+
+
+def _config(args: argparse.Namespace):
+    """The training config of the command line (ValueError for a bad combination)."""
+    from blurbeam.deblur.train import TrainConfig
 
     orig = args.arch == "original"
-    cfg = TrainConfig(
+    return TrainConfig(
         data=args.data,
         out=args.out,
         arch=args.arch,
@@ -72,7 +93,3 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         mix=args.mix,
         kernel_weight=args.kernel_weight,
     )
-    t0 = time.strftime("%H:%M:%S")
-    train(cfg, log=lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))
-    print(f"started {t0}, finished {time.strftime('%H:%M:%S')}")
-    return 0

@@ -178,3 +178,11 @@ def test_deblur_pipeline_runs_the_notebook_preset(face64, tmp_path):
     restored = np.asarray(Image.open(out / "face.png")).astype(np.float32) / 255
     target = deg.clean_target(face64)
     assert psnr(target, restored) > psnr(target, blurry) + 2
+
+
+def test_train_deblur_refuses_a_bad_combination_without_a_traceback(capsys):
+    from blurbeam.pipelines.cli import main as cli_main
+
+    rc = cli_main(["train-deblur", "--mix", "notebook", "--patch", "48", "--out", "unused"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--patch 64" in err and "Traceback" not in err
