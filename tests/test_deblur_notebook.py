@@ -152,11 +152,10 @@ def test_deblur_pipeline_runs_the_notebook_preset(face64, tmp_path):
     """``blurbeam deblur --whole-image --preset notebook``: the packaged preset restores a face
     blurred the notebook's way, one record per input (a corrupt file too), and the run's
     configuration names the preset."""
-    import pyarrow.parquet as pq
     from PIL import Image
 
     from blurbeam.pipelines.cli import main as cli_main
-    from blurbeam.schemas.deblur import DEBLUR_SCHEMA
+    from blurbeam.pipelines.deblur import read_records
 
     deg = degrade.NotebookDegradation(p_sharp=0.0)
     blurry, _ = deg.sample(face64, np.random.default_rng(11))
@@ -166,11 +165,10 @@ def test_deblur_pipeline_runs_the_notebook_preset(face64, tmp_path):
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     out = tmp_path / "out"
     rc = cli_main(["deblur", "--input", str(src), "--output", str(out), "--whole-image",
-                   "--preset", "notebook", "--max-error-rate", "1", "--progress", "off"])  # fmt: skip
+                   "--preset", "notebook", "--max-error-rate", "1", "--progress", "off",
+                   "--run-id", "nb"])  # fmt: skip
     assert rc == 0
-    rows = [r for f in sorted((out / "records").glob("*.parquet"))
-            for r in pq.read_table(f, schema=DEBLUR_SCHEMA).to_pylist()]  # fmt: skip
-    recs = {r["source_uri"].rsplit("/", 1)[-1]: r for r in rows}
+    recs = {r["source_uri"].rsplit("/", 1)[-1]: r for r in read_records(str(out), "nb").to_pylist()}
     assert set(recs) == {"face.png", "broken.png"}
     assert recs["broken.png"]["status"] == "error" and "\n" not in recs["broken.png"]["error"]
     assert recs["face.png"]["status"] == "ok"

@@ -40,14 +40,7 @@ def _splat(points: np.ndarray, size: int) -> np.ndarray:
 
 def motion_kernel(length: float, angle_deg: float) -> np.ndarray:
     """Straight, uniform motion blur of ``length`` pixels at ``angle_deg`` (anti-aliased)."""
-    length = max(float(length), 1.0)
-    size = int(math.ceil(length)) + 2
-    size += 1 - size % 2
-    n = max(int(length * 8), 2)
-    t = np.linspace(-(length - 1) / 2.0, (length - 1) / 2.0, n)
-    a = math.radians(angle_deg)
-    pts = np.stack([t * math.cos(a), -t * math.sin(a)], axis=1)
-    return _splat(pts, size)
+    return bent_kernel(length, angle_deg, 0.0)
 
 
 def shake_kernel(rng: np.random.Generator, max_extent: float) -> np.ndarray:
@@ -279,9 +272,6 @@ class NotebookDegradation:
         if self.shift:  # the kernel's weight moved up-left: the blurred image moves that way
             k = np.roll(np.pad(k, self.shift), (-self.shift, -self.shift), axis=(0, 1))
         return k
-
-    def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return self.sample(img, rng)[0]
 
     def sample(
         self, img: np.ndarray, rng: np.random.Generator

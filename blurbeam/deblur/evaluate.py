@@ -258,6 +258,15 @@ def run_benchmark(
             "protocol": protocol(seed, val_fraction, len(cases))}  # fmt: skip
 
 
+def restore_resized(restorer, img: np.ndarray) -> np.ndarray:
+    """``img`` restored as the pipeline restores a face of another size: resized (bicubic) to
+    the network's size, restored, resized back (area)."""
+    h, w = img.shape[:2]
+    s = restorer.size
+    big = restorer.restore(cv2.resize(img, (s, s), interpolation=cv2.INTER_CUBIC))
+    return cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA)
+
+
 def load_notebook(weights: str | None = None):
     """The notebook preset's Restorer: ``weights``, else the packaged ones (None when this
     installation has none)."""
@@ -288,14 +297,13 @@ def notebook_benchmark(
         b, k = deg.sample(face, rng)
         cases.append((b, deg.clean_target(face), k))
 
-    def default_resized(b: np.ndarray, k) -> np.ndarray:
-        big = ours.restore(cv2.resize(b, (ours.size, ours.size), interpolation=cv2.INTER_CUBIC))
-        return cv2.resize(big, (s, s), interpolation=cv2.INTER_AREA)
-
     rows = {
         "input": _score(MethodResult("blurry input"), lambda b, k: b, cases, False),
         "ours_resized": _score(
-            MethodResult(f"ours, default ({s}->{ours.size}->{s})"), default_resized, cases, False
+            MethodResult(f"ours, default ({s}->{ours.size}->{s})"),
+            lambda b, k: restore_resized(ours, b),
+            cases,
+            False,
         ),
         "notebook": _score(
             MethodResult(f"ours, notebook preset ({s}x{s})"),
@@ -347,12 +355,6 @@ def seed_pair_benchmark(folder: str, ours, orig=None, notebook=None) -> tuple[di
 
     folder = Path(folder)
     names = sorted(p.name for p in (folder / "clean").iterdir())
-    s = ours.size
-
-    def ours_resized(img: np.ndarray) -> np.ndarray:
-        h, w = img.shape[:2]
-        big = ours.restore(cv2.resize(img, (s, s), interpolation=cv2.INTER_CUBIC))
-        return cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA)
 
     rows = {"input": MethodResult("blurry input"), "ours_resized": MethodResult("ours (64->128->64)"),
             "ours_native": MethodResult("ours at 64x64")}  # fmt: skip
@@ -376,8 +378,8 @@ def seed_pair_benchmark(folder: str, ours, orig=None, notebook=None) -> tuple[di
                      "border_fit_psnr_reflect": round(kernelfit.border_psnr(c, b, fit, "reflect"), 2),
                      "gain": round(float(fit.gain.mean()), 3), "extent_px": fit.extent(),
                      "shift_px": [round(v, 2) for v in fit.centre()]})  # fmt: skip
-        outs = {"input": b, "ours_resized": ours_resized(b), "ours_native": ours.restore(b),
-                "physical_input": physical, "physical_ours": ours_resized(physical)}  # fmt: skip
+        outs = {"input": b, "ours_resized": restore_resized(ours, b), "ours_native": ours.restore(b),
+                "physical_input": physical, "physical_ours": restore_resized(ours, physical)}  # fmt: skip
         if orig is not None:
             outs["original"] = orig(b)
         if notebook is not None:
