@@ -10,8 +10,11 @@ dtype uint8 or uint16 (16-bit PNG and TIFF keep their depth).
 
 from __future__ import annotations
 
+import base64
 import io
+import re
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -434,8 +437,8 @@ def sniff_opaque(data: bytes) -> str | None:
     another column or feature), finding one of them fails closed like finding an image: the
     sample gets an error record unless the user allows the field. Pass at least
     ``OPAQUE_SNIFF_BYTES`` bytes to find a nested tar. Not found: formats without a signature
-    (raw pixel buffers, MPEG transport streams), and images inside text (base64 in JSON) or
-    pickles.
+    (raw pixel buffers, MPEG transport streams) and pickles. This looks at offset 0 only;
+    :func:`find_media` also finds media further in and written as text.
     """
     head = bytes(data[:OPAQUE_SNIFF_BYTES])
     if len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] not in _HEIF_BRANDS:
@@ -472,3 +475,284 @@ def sniff_size(data: bytes) -> tuple[int, int] | None:
             return im.size
     except Exception:
         return None
+
+
+#: Image formats whose header Pillow parses, by ``sniff_format`` name -> Pillow format id.
+_PILLOW_IDS = {
+    "JPEG": "JPEG",
+    "PNG": "PNG",
+    "GIF": "GIF",
+    "WEBP": "WEBP",
+    "TIFF": "TIFF",
+    "BMP": "BMP",
+    "JPEG2000": "JPEG2000",
+    "PSD": "PSD",
+    "QOI": "QOI",
+    "PPM": "PPM",
+}
+
+#: Signatures searched at any offset inside an opaque blob: ``(magic, offset of the magic from
+#: the start of the media)``. Each hit is only a candidate; ``_confirm`` decides.
+_SIGNATURES: tuple[tuple[bytes, int], ...] = (
+    (b"\xff\xd8\xff", 0),
+    (b"\x89PNG\r\n\x1a\n", 0),
+    (b"GIF87a", 0),
+    (b"GIF89a", 0),
+    (b"WEBP", 8),
+    (b"AVI ", 8),
+    (b"II*\x00", 0),
+    (b"MM\x00*", 0),
+    (b"II+\x00", 0),
+    (b"MM\x00+", 0),
+    (b"BM", 0),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", 0),
+    (b"\xffO\xffQ", 0),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", 0),
+    (b"ftyp", 4),
+    (b"8BPS", 0),
+    (b"v/1\x01", 0),
+    (b"qoif", 0),
+    *((b"P%d%c" % (d, w), 0) for d in range(1, 8) for w in b" \t\r\n"),
+    *((prefix, 0) for prefix, _ in _OPAQUE_PREFIXES if prefix[:2] != b"PK"),
+    (b"PK\x03\x04", 0),
+    (b"\x1f\x8b\x08", 0),
+    (b"BZh", 0),
+    (b"ustar", 257),
+)
+
+
+def _b64_patterns() -> tuple[tuple[bytes, int, int], ...]:
+    """Base64 text of the signatures that start the common image and media formats, at each of
+    the three alignments a byte offset can have within a base64 quantum: ``(pattern, characters
+    from the start of the media's quantum to the pattern, byte offset of the media in what those
+    characters decode to)``. Only
+    the characters that the signature's bits fully decide are kept; a pattern shorter than 3
+    characters would match too much text to be worth confirming."""
+    magics = (
+        (b"\xff\xd8\xff", 0),
+        (b"\x89PNG\r\n\x1a\n", 0),
+        (b"GIF8", 0),
+        (b"RIFF", 0),
+        (b"II*\x00", 0),
+        (b"MM\x00*", 0),
+        (b"8BPS", 0),
+        (b"qoif", 0),
+        (b"\x00\x00\x00\x0cjP  ", 0),
+        (b"ftyp", 4),
+        (b"\x1a\x45\xdf\xa3", 0),
+        (b"%PDF-", 0),
+        (b"PK\x03\x04", 0),
+        (b"\x1f\x8b\x08", 0),
+        (b"\x93NUMPY", 0),
+    )
+    out: dict[bytes, tuple[int, int]] = {}
+    for magic, back in magics:
+        for align in range(3):
+            lead = align + back
+            text = base64.b64encode(bytes(lead) + magic + bytes(3))
+            first, end = -(-8 * lead // 6), 8 * (lead + len(magic)) // 6
+            if end - first < 3:
+                continue
+            pattern = text[first:end]
+            for variant in (pattern, pattern.translate(_URLSAFE)):
+                out.setdefault(variant, (first, align))
+    return tuple((p, chars, offset) for p, (chars, offset) in out.items())
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+#: Base64 text as it appears in JSON, URLs and MIME: the alphabet, its URL-safe letters, line
+#: breaks and the padding.
+_B64_RUN = re.compile(rb"[A-Za-z0-9+/\-_\r\n]*=*")
+_B64_PATTERNS = _b64_patterns()
+#: Text that declares image or video data outright.
+_DATA_URIS = ((b"data:image/", "data-URI image"), (b"data:video/", "data-URI video"))
+
+
+class _Tail(io.RawIOBase):
+    """A read-only file over ``data[start:]`` that copies nothing (Pillow seeks to 0 on open)."""
+
+    def __init__(self, data: memoryview, start: int) -> None:
+        super().__init__()
+        self._view = data[start:]
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + pos)
+        return self._pos
+
+    def readinto(self, buf: Any) -> int:
+        chunk = self._view[self._pos : self._pos + len(buf)]
+        buf[: len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
+
+
+def _pillow_header(view: memoryview, start: int, fmt: str) -> bool:
+    """Whether Pillow parses an image header of format ``fmt`` at ``start`` (the header only:
+    no pixel data is decoded, and only as many bytes as the header takes are read)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(_Tail(view, start), formats=[_PILLOW_IDS[fmt]]) as im:
+                w, h = im.size
+        return w > 0 and h > 0
+    except Exception:
+        return False
+
+
+def _gzip_inflates(view: memoryview, start: int) -> bool:
+    """Whether a gzip stream at ``start`` inflates without error for its first KiB (or to its
+    end): random bytes that happen to start like gzip fail within a few bytes."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(bytes(view[start : start + 65536]), 1024)
+    except zlib.error:
+        return False
+    return len(out) >= 1024 or inflater.eof
+
+
+def _tar_header(head: bytes) -> bool:
+    """Whether ``head`` starts with a tar header whose checksum is right."""
+    if len(head) < 512:
+        return False
+    try:
+        stored = int(head[148:156].split(b"\x00", 1)[0].strip() or b"-1", 8)
+    except ValueError:
+        return False
+    return stored == sum(head[:148]) + 8 * 32 + sum(head[156:512])
+
+
+def _confirm(view: memoryview, start: int) -> str | None:
+    """The media that really starts at ``start`` (beyond offset 0 a signature alone is not
+    enough: random binary holds short magics by chance), or None. Images must have a header
+    that parses; other media must show the structure their format puts after the magic."""
+    head = bytes(view[start : start + 512])
+    fmt = sniff_format(head)
+    if fmt is not None:
+        if fmt in _PILLOW_IDS:
+            ok = _pillow_header(view, start, fmt)
+        elif fmt == "HEIF":
+            ok = 12 <= int.from_bytes(head[:4], "big") <= 4096
+        elif fmt == "EXR":
+            ok = b"chlist\x00" in bytes(view[start : start + 4096])
+        else:  # JPEG XL: only its 12-byte container signature is searched beyond offset 0
+            ok = head.startswith(b"\x00\x00\x00\x0cJXL ")
+        return f"{fmt} image" if ok else None
+    kind = sniff_opaque(head)
+    if kind is None:
+        return None
+    b = head + bytes(16)  # the checks below may look a few bytes past a short head
+    checks = {
+        "MP4/QuickTime video": head[4:8] == b"ftyp"
+        and 12 <= int.from_bytes(head[:4], "big") <= 4096
+        and all(32 <= c < 127 for c in head[8:12]),
+        "Matroska/WebM video": b"webm" in head[:64] or b"matroska" in head[:64],
+        "FLV video": b[5:9] == b"\x00\x00\x00\x09",
+        "MPEG video": (b[3] == 0xBA and (b[4] & 0xC0 == 0x40 or b[4] & 0xF0 == 0x20))
+        or (b[3] == 0xB3 and 1 <= b[7] >> 4 <= 4 and 1 <= b[7] & 15 <= 8),
+        "Ogg media": b[4] == 0 and b[5] <= 7,
+        "zip archive": head[:4] == b"PK\x03\x04"
+        and b[4] <= 63
+        and b[5] == 0
+        and int.from_bytes(b[8:10], "little") in (0, 8, 9, 12, 14, 93, 95, 98)
+        and 0 < int.from_bytes(b[26:28], "little") <= 4096,
+        "gzip-compressed": _gzip_inflates(view, start),
+        "bzip2-compressed": b[4:10] in (b"1AY&SY", b"\x17rE8P\x90"),
+        "zstd-compressed": b[4] & 0x08 == 0,
+        "LZ4-compressed": b[4] & 0xC0 == 0x40,
+        "PDF document": b[5:6].isdigit() and b[6:7] == b".",
+        "tar archive": _tar_header(head),
+    }
+    return kind if checks.get(kind, True) else None
+
+
+def _find_binary(data: bytes, view: memoryview) -> str | None:
+    """Media (an image or other) confirmed at an offset other than 0, or None."""
+    for magic, back in _SIGNATURES:
+        pos = data.find(magic, back + 1)
+        while pos >= 0:
+            found = _confirm(view, pos - back)
+            if found:
+                return found
+            pos = data.find(magic, pos + 1)
+    return None
+
+
+def _find_text(data: bytes) -> str | None:
+    """Image or media data written as text: a ``data:image/`` or ``data:video/`` URI, or base64
+    (plain or URL-safe, line breaks allowed) that decodes to confirmed media."""
+    for marker, kind in _DATA_URIS:
+        if marker in data:
+            return kind
+    for pattern, chars, offset in _B64_PATTERNS:
+        pos = data.find(pattern)
+        while pos >= 0:
+            begin = pos - chars
+            if begin >= 0:
+                run = _B64_RUN.match(data, begin)
+                text = run.group().translate(_FROM_URLSAFE, b"\r\n=") if run else b""
+                text = text[: len(text) - (len(text) % 4 == 1)]  # a lone last character: no byte
+                try:
+                    decoded = base64.b64decode(text + b"=" * (-len(text) % 4))
+                except ValueError:
+                    decoded = b""
+                found = _confirm(memoryview(decoded), offset) if decoded else None
+                if found:
+                    return f"base64-encoded {found}"
+                pos = max(pos, run.end() if run else pos)  # text decoded once, not per pattern
+            pos = data.find(pattern, pos + 1)
+    return None
+
+
+def find_media(data: bytes) -> str | None:
+    """What image or other media that can show people ``data`` holds anywhere, or None.
+
+    Used on opaque blobs that are copied to the output as they are (a tar member that is not an
+    image, another Parquet value, a TFRecord bytes feature). At offset 0 this is
+    :func:`sniff_media` (a signature is enough). Beyond it, every signature of
+    :func:`sniff_format` and :func:`sniff_opaque` is searched with ``bytes.find`` and a hit counts
+    only when the format's header parses there (Pillow's header parse for images, the bytes
+    each other format puts after its magic), so random binary such as a float array holding
+    ``FF D8 FF`` is not flagged. Text is searched too: ``data:image/`` and ``data:video/`` URIs,
+    and base64 (plain, URL-safe or with JSON-escaped slashes) whose decoded bytes start a
+    confirmed image or medium. Not found: media whose base64 is split by a line break inside its
+    first bytes; beyond offset 0, QuickTime files that do not start with ``ftyp``, a bare JPEG
+    XL codestream and an empty zip; formats without a signature.
+    """
+    data = bytes(data)
+    found = sniff_media(data)
+    if found:
+        return found
+    found = _find_binary(data, memoryview(data)) or _find_text(data)
+    if found is None and b"\\/" in data:  # JSON may escape "/" as "\/", base64 has slashes
+        found = _find_text(data.replace(b"\\/", b"/"))
+    return found
+
+
+def media_hints(data: bytes) -> list[int]:
+    """Every position where one of :func:`find_media`'s signatures (binary or base64 text)
+    occurs in ``data``, unconfirmed and unsorted. Lets a caller holding many small values in
+    one buffer (an Arrow column) run :func:`find_media` only on the values these fall in; a
+    value's offset 0 must still be checked on its own (:func:`sniff_media`)."""
+    hits: list[int] = []
+    patterns = [m for m, _ in _SIGNATURES] + [p for p, _, _ in _B64_PATTERNS]
+    patterns += [m for m, _ in _DATA_URIS] + [
+        p.replace(b"/", b"\\/") for p in patterns if b"/" in p
+    ]
+    for pattern in patterns:
+        pos = data.find(pattern)
+        while pos >= 0:
+            hits.append(pos)
+            pos = data.find(pattern, pos + 1)
+    return hits
