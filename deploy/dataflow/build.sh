@@ -11,7 +11,10 @@ VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE=${IMAGE:-$REGION-docker.pkg.dev/$PROJECT/$REPO/blurbeam:$VERSION}
 TEMPLATE=${TEMPLATE:-gs://$BUCKET/templates/blurbeam-anonymize-$VERSION.json}
 
-docker build -f deploy/Dockerfile -t "$IMAGE" .
+# metadata.json must describe the options of the code going into the image
+python deploy/dataflow/make_metadata.py --check
+# BLURBEAM_IMAGE: the image's own reference, the template's default worker image
+docker build -f deploy/Dockerfile --build-arg BLURBEAM_IMAGE="$IMAGE" -t "$IMAGE" .
 docker push "$IMAGE"
 gcloud dataflow flex-template build "$TEMPLATE" \
   --project "$PROJECT" \
