@@ -5,7 +5,12 @@ orientation applied) or raises ``ImageError`` with a one-line reason. ``encode``
 the source's format with the source's quality settings, stripping metadata unless asked to keep it.
 
 Pixel layout: ``(H, W, C)`` numpy arrays, C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA),
-dtype uint8 or uint16 (16-bit PNG and TIFF keep their depth).
+dtype uint8 or uint16 (16-bit PNG, TIFF and PGM keep their depth). Sources in CMYK, LAB or 1-bit
+are anonymized in RGB / gray and written back in their own mode where the format holds it.
+
+Metadata is copied from an allow-list only (``EXIF_IFD0_TAGS``, ``EXIF_SUB_TAGS``,
+``EXIF_GPS_TAGS``, ``ICC_TAGS``, printable JPEG comments): nothing that can carry an image
+(MakerNote, thumbnails, XMP, IPTC, text chunks, private blobs) is ever written.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 from PIL import Image, ImageFile, JpegImagePlugin
+from PIL.TiffImagePlugin import IFDRational
 
 # We check the pixel count ourselves (clear message, configurable limit) before any decoding.
 Image.MAX_IMAGE_PIXELS = None
@@ -39,7 +45,15 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 EXIF_ORIENTATION = 0x0112
+EXIF_EXIF_IFD = 0x8769
 EXIF_GPS_IFD = 0x8825
+
+# TIFF tags read to find colour TIFFs whose depth Pillow would not keep
+_TIFF_BITS_PER_SAMPLE = 258
+_TIFF_PHOTOMETRIC = 262
+_TIFF_SAMPLES_PER_PIXEL = 277
+_TIFF_SAMPLE_FORMAT = 339
+_TIFF_PHOTOMETRIC_RGB = 2
 
 
 class ImageError(Exception):
@@ -147,10 +161,43 @@ def _pixels_from_pillow(im: Image.Image) -> tuple[np.ndarray, str]:
     raise ImageError(f"unsupported pixel mode {im.mode!r}")
 
 
-def _decode_16bit_png(data: bytes) -> np.ndarray:
+def _tiff_deep_colour(im: Image.Image) -> str | None:
+    """For a TIFF with more than 8 bits per sample and more than one sample per pixel: "rgb16"
+    for unsigned 16-bit RGB / RGBA (decoded with OpenCV, as Pillow reduces it to 8 bits), else a
+    one-line reason why it cannot be anonymized with its depth kept. None for other images."""
+    tags = getattr(im, "tag_v2", None)
+    if tags is None:
+        return None
+    bits = tags.get(_TIFF_BITS_PER_SAMPLE, (1,))
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    samples = tags.get(_TIFF_SAMPLES_PER_PIXEL, 1)
+    if not bits or max(bits) <= 8 or samples <= 1:
+        return None
+    fmt = tags.get(_TIFF_SAMPLE_FORMAT, (1,))
+    fmt = fmt if isinstance(fmt, tuple) else (fmt,)
+    photometric = tags.get(_TIFF_PHOTOMETRIC)
+    if (
+        set(bits) == {16}
+        and samples in (3, 4)
+        and photometric == _TIFF_PHOTOMETRIC_RGB
+        and set(fmt) <= {1}
+    ):
+        return "rgb16"
+    kind = {1: "gray", 2: "RGB", 5: "CMYK", 6: "YCbCr", 8: "CIELAB"}.get(photometric, "colour")
+    sample = {2: "signed ", 3: "float "}.get(fmt[0] if fmt else 1, "")
+    return (
+        f"unsupported TIFF: {max(bits)}-bit {sample}{kind} with {samples} samples per pixel "
+        "(16-bit RGB, RGBA and gray are supported)"
+    )
+
+
+def _decode_16bit(data: bytes, fmt: str) -> np.ndarray:
+    """16-bit PNG / TIFF with OpenCV, which keeps 16 bits per sample (no EXIF rotation applied)."""
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
-        raise ImageError("corrupt or truncated PNG data")
+        raise ImageError(f"corrupt or truncated {fmt} data")
+    if arr.dtype != np.uint16:
+        raise ImageError(f"unsupported {fmt}: decoded as {arr.dtype}, expected 16-bit samples")
     if arr.ndim == 2:
         return arr[:, :, None]
     if arr.shape[2] == 3:
@@ -218,11 +265,14 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
             f"multi-frame image ({n_frames} frames): only single-frame images can be anonymized"
         )
     exif, orientation = _orientation_of(im)
+    deep = _tiff_deep_colour(im) if fmt == "TIFF" else None
+    if deep is not None and deep != "rgb16":
+        raise ImageError(deep)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if _png_bit_depth(data) == 16:
-                pixels = _decode_16bit_png(data)
+            if _png_bit_depth(data) == 16 or deep == "rgb16":
+                pixels = _decode_16bit(data, fmt)
                 mode = {1: "I;16", 2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[pixels.shape[2]]
             else:
                 im.load()
@@ -253,7 +303,10 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
     pixels is still in the file, so faces there are detected and blurred too."""
     arr = pixels
     if arr.dtype == np.uint16:
-        arr = (arr >> 8).astype(np.uint8)
+        # the 8 most significant bits in use: a 16-bit image holding 8- or 12-bit values
+        # (a 16-bit PGM or TIFF from an 8-bit source, a 12-bit sensor) is not shown black
+        top = int(arr.max()) if arr.size else 0
+        arr = (arr >> max(top.bit_length() - 8, 0)).astype(np.uint8)
     elif arr.dtype != np.uint8:
         raise ValueError(f"unsupported pixel dtype {arr.dtype}")
     c = arr.shape[2]
@@ -269,31 +322,283 @@ def color_channels(pixels: np.ndarray) -> int:
 
 @dataclass(frozen=True)
 class MetadataPolicy:
-    keep_metadata: bool = False  # keep EXIF (orientation reset, thumbnail dropped) and comments
-    keep_gps: bool = False  # with keep_metadata: keep the GPS block too
+    keep_metadata: bool = False  # keep the allow-listed EXIF (orientation reset) and comments
+    keep_gps: bool = False  # with keep_metadata: keep the allow-listed GPS tags too
 
 
-def _exif_bytes(src: DecodedImage, policy: MetadataPolicy) -> bytes | None:
-    if not policy.keep_metadata or src.exif is None or not len(src.exif):
+# --keep-metadata copies EXIF tags from these allow-lists only: tag -> (kind of value, most
+# values). A tag that is not listed, or whose value is not of its kind and size, is dropped, so
+# no blob (MakerNote, UserComment, a preview in any UNDEFINED or BYTE tag), no thumbnail (IFD1)
+# and no sub-IFD other than Exif and GPS (Interop, SubIFDs, vendor IFDs) reaches the output.
+_ASCII = "ascii"  # printable ASCII text of at most N characters
+_UINT = "uint"  # 1..N unsigned integers (BYTE, SHORT, LONG)
+_RATIONAL = "rational"  # 1..N rationals, signed or not
+_SMALL_BYTES = "bytes"  # 1..N raw bytes (UNDEFINED or BYTE), N <= 4
+
+#: IFD0: camera, software, author, date, resolution, orientation (written as 1).
+EXIF_IFD0_TAGS: dict[int, tuple[str, int]] = {
+    0x010F: (_ASCII, 64),  # Make
+    0x0110: (_ASCII, 64),  # Model
+    0x0112: (_UINT, 1),  # Orientation
+    0x011A: (_RATIONAL, 1),  # XResolution
+    0x011B: (_RATIONAL, 1),  # YResolution
+    0x0128: (_UINT, 1),  # ResolutionUnit
+    0x0131: (_ASCII, 64),  # Software
+    0x0132: (_ASCII, 20),  # DateTime
+    0x013B: (_ASCII, 64),  # Artist
+    0x8298: (_ASCII, 128),  # Copyright
+}
+#: Exif IFD: exposure, lens, dates and colour space.
+EXIF_SUB_TAGS: dict[int, tuple[str, int]] = {
+    0x829A: (_RATIONAL, 1),  # ExposureTime
+    0x829D: (_RATIONAL, 1),  # FNumber
+    0x8822: (_UINT, 1),  # ExposureProgram
+    0x8827: (_UINT, 2),  # PhotographicSensitivity (ISO)
+    0x8830: (_UINT, 1),  # SensitivityType
+    0x9000: (_SMALL_BYTES, 4),  # ExifVersion
+    0x9003: (_ASCII, 20),  # DateTimeOriginal
+    0x9004: (_ASCII, 20),  # DateTimeDigitized
+    0x9010: (_ASCII, 7),  # OffsetTime
+    0x9011: (_ASCII, 7),  # OffsetTimeOriginal
+    0x9012: (_ASCII, 7),  # OffsetTimeDigitized
+    0x9201: (_RATIONAL, 1),  # ShutterSpeedValue
+    0x9202: (_RATIONAL, 1),  # ApertureValue
+    0x9203: (_RATIONAL, 1),  # BrightnessValue
+    0x9204: (_RATIONAL, 1),  # ExposureBiasValue
+    0x9205: (_RATIONAL, 1),  # MaxApertureValue
+    0x9206: (_RATIONAL, 1),  # SubjectDistance
+    0x9207: (_UINT, 1),  # MeteringMode
+    0x9208: (_UINT, 1),  # LightSource
+    0x9209: (_UINT, 1),  # Flash
+    0x920A: (_RATIONAL, 1),  # FocalLength
+    0x9290: (_ASCII, 9),  # SubSecTime
+    0x9291: (_ASCII, 9),  # SubSecTimeOriginal
+    0x9292: (_ASCII, 9),  # SubSecTimeDigitized
+    0xA000: (_SMALL_BYTES, 4),  # FlashpixVersion
+    0xA001: (_UINT, 1),  # ColorSpace
+    0xA217: (_UINT, 1),  # SensingMethod
+    0xA401: (_UINT, 1),  # CustomRendered
+    0xA402: (_UINT, 1),  # ExposureMode
+    0xA403: (_UINT, 1),  # WhiteBalance
+    0xA404: (_RATIONAL, 1),  # DigitalZoomRatio
+    0xA405: (_UINT, 1),  # FocalLengthIn35mmFilm
+    0xA406: (_UINT, 1),  # SceneCaptureType
+    0xA407: (_UINT, 1),  # GainControl
+    0xA408: (_UINT, 1),  # Contrast
+    0xA409: (_UINT, 1),  # Saturation
+    0xA40A: (_UINT, 1),  # Sharpness
+    0xA40C: (_UINT, 1),  # SubjectDistanceRange
+    0xA432: (_RATIONAL, 4),  # LensSpecification
+    0xA433: (_ASCII, 64),  # LensMake
+    0xA434: (_ASCII, 64),  # LensModel
+}
+#: GPS IFD, with --keep-gps only: position, altitude, time, direction, speed. The free-form
+#: GPSProcessingMethod and GPSAreaInformation (UNDEFINED blobs) are not listed.
+EXIF_GPS_TAGS: dict[int, tuple[str, int]] = {
+    0x00: (_SMALL_BYTES, 4),  # GPSVersionID
+    0x01: (_ASCII, 1),  # GPSLatitudeRef
+    0x02: (_RATIONAL, 3),  # GPSLatitude
+    0x03: (_ASCII, 1),  # GPSLongitudeRef
+    0x04: (_RATIONAL, 3),  # GPSLongitude
+    0x05: (_SMALL_BYTES, 1),  # GPSAltitudeRef
+    0x06: (_RATIONAL, 1),  # GPSAltitude
+    0x07: (_RATIONAL, 3),  # GPSTimeStamp
+    0x09: (_ASCII, 1),  # GPSStatus
+    0x0A: (_ASCII, 1),  # GPSMeasureMode
+    0x0B: (_RATIONAL, 1),  # GPSDOP
+    0x0C: (_ASCII, 1),  # GPSSpeedRef
+    0x0D: (_RATIONAL, 1),  # GPSSpeed
+    0x0E: (_ASCII, 1),  # GPSTrackRef
+    0x0F: (_RATIONAL, 1),  # GPSTrack
+    0x10: (_ASCII, 1),  # GPSImgDirectionRef
+    0x11: (_RATIONAL, 1),  # GPSImgDirection
+    0x12: (_ASCII, 32),  # GPSMapDatum
+    0x1D: (_ASCII, 10),  # GPSDateStamp
+    0x1F: (_RATIONAL, 1),  # GPSHPositioningError
+}
+
+
+def _exif_value_ok(value: Any, kind: str, most: int) -> bool:
+    if kind == _ASCII:
+        return (
+            isinstance(value, str)
+            and 0 < len(value) <= most
+            and all(" " <= ch <= "~" for ch in value)
+        )
+    if kind == _SMALL_BYTES:
+        if isinstance(value, bytes):
+            return 0 < len(value) <= most
+        values = value if isinstance(value, tuple) else (value,)
+        return 0 < len(values) <= most and all(type(v) is int and 0 <= v <= 255 for v in values)
+    values = value if isinstance(value, tuple) else (value,)
+    if not 0 < len(values) <= most:
+        return False
+    if kind == _UINT:
+        return all(type(v) is int and 0 <= v < 2**32 for v in values)
+    return all(isinstance(v, (int, float, IFDRational)) and not isinstance(v, bool) for v in values)
+
+
+def _allowed_tags(tags: Any, allow: dict[int, tuple[str, int]]) -> dict[int, Any]:
+    """The tags of ``tags`` (an IFD) that ``allow`` lists, with values of the listed kind."""
+    kept: dict[int, Any] = {}
+    for tag, (kind, most) in allow.items():
+        value = tags.get(tag)
+        if value is not None and _exif_value_ok(value, kind, most):
+            kept[tag] = value
+    return kept
+
+
+def _sub_ifd(exif: Any, tag: int) -> dict[int, Any]:
+    if tag not in exif:
+        return {}
+    try:
+        return dict(exif.get_ifd(tag))
+    except Exception:  # a broken sub-IFD is dropped, not worth failing the image for
+        return {}
+
+
+def _exif_bytes(src: DecodedImage, policy: MetadataPolicy, sub_ifds: bool = True) -> bytes | None:
+    """The EXIF block to write: the allow-listed tags of IFD0 and, with ``sub_ifds``, of the
+    Exif IFD and (with ``keep_gps``) the GPS IFD, orientation reset to 1; None when nothing is
+    kept."""
+    if not policy.keep_metadata or src.exif is None:
         return None
     exif = Image.Exif()
-    exif.update(dict(src.exif.items()))  # IFD0 only: the IFD1 thumbnail is not copied
-    for ifd in (0x8769, 0xA005):  # Exif and Interop sub-IFDs
-        if ifd in src.exif:
-            sub = src.exif.get_ifd(ifd)
-            if sub:
-                exif[ifd] = dict(sub)
+    try:
+        exif.update(_allowed_tags(src.exif, EXIF_IFD0_TAGS))
+    except Exception:  # an unreadable IFD0 keeps nothing
+        return None
     if EXIF_ORIENTATION in exif:
         exif[EXIF_ORIENTATION] = 1  # pixels are already upright
-    if EXIF_GPS_IFD in exif:
-        if policy.keep_gps and src.exif.get_ifd(EXIF_GPS_IFD):
-            exif[EXIF_GPS_IFD] = dict(src.exif.get_ifd(EXIF_GPS_IFD))
-        else:
-            del exif[EXIF_GPS_IFD]
-    return exif.tobytes()
+    if not sub_ifds:
+        return exif.tobytes() if len(exif) else None
+    sub = _allowed_tags(_sub_ifd(src.exif, EXIF_EXIF_IFD), EXIF_SUB_TAGS)
+    if sub:
+        exif[EXIF_EXIF_IFD] = sub
+    if policy.keep_gps:
+        gps = _allowed_tags(_sub_ifd(src.exif, EXIF_GPS_IFD), EXIF_GPS_TAGS)
+        if gps:
+            exif[EXIF_GPS_IFD] = gps
+    return exif.tobytes() if len(exif) else None
 
 
-def _encode_16bit(pixels: np.ndarray, fmt: str) -> bytes:
+#: An ICC profile larger than this is dropped (display and camera RGB profiles are a few KiB).
+ICC_MAX_BYTES = 64 * 1024
+#: ICC tags a kept profile may hold (ICC.1 v2 and v4 tags, and the four tags macOS display
+#: profiles add). A profile with any other tag, or with bytes outside its header, tag table and
+#: tags, is dropped.
+ICC_TAGS = frozenset(
+    (
+        b"A2B0 A2B1 A2B2 B2A0 B2A1 B2A2 D2B0 D2B1 D2B2 D2B3 B2D0 B2D1 B2D2 B2D3 "
+        b"rXYZ gXYZ bXYZ rTRC gTRC bTRC kTRC wtpt bkpt chad chrm lumi meas tech "
+        b"cprt desc dmnd dmdd vued view gamt calt targ cicp ciis clro clrt clot "
+        b"ncl2 pre0 pre1 pre2 resp rig0 rig2 bfd  devs pseq psid scrd scrn "
+        b"dscm mmod ndin vcgt"
+    ).split(b" ")
+)
+#: The ICC colour space (header bytes 16-20) a profile needs for each Pillow output mode.
+_ICC_COLOUR_SPACES = {
+    "1": b"GRAY",
+    "L": b"GRAY",
+    "LA": b"GRAY",
+    "I": b"GRAY",
+    "I;16": b"GRAY",
+    "RGB": b"RGB ",
+    "RGBA": b"RGB ",
+    "CMYK": b"CMYK",
+    "LAB": b"Lab ",
+}
+#: Signatures of image files, and of compressed data that may hold one, that must not occur
+#: anywhere inside a kept ICC profile.
+_EMBEDDED_SIGNATURES = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"WEBPVP8",
+    b"II*\x00",  # TIFF
+    b"MM\x00*",
+    b"jP  \r\n\x87\n",  # JPEG 2000
+    b"\xffO\xffQ",
+    b"JXL \r\n\x87\n",
+    b"ftypheic",
+    b"ftypavif",
+    b"ftypmif1",
+    b"8BPS",  # PSD
+    b"BM6",  # BMP of a small 24-bit image
+    b"PK\x03\x04",  # zip
+    b"\x1f\x8b\x08",  # gzip
+    b"\xfd7zXZ\x00",
+    b"\x28\xb5\x2f\xfd",  # zstd
+)
+
+
+def _find_embedded_image(blob: bytes) -> int | None:
+    """The first offset in ``blob`` where an image (or compressed data) signature starts."""
+    found = [i for sig in _EMBEDDED_SIGNATURES if (i := blob.find(sig)) >= 0]
+    return min(found) if found else None
+
+
+def _kept_icc(profile: Any, mode: str) -> bytes | None:
+    """``profile`` if it is a well-formed ICC profile of at most ``ICC_MAX_BYTES`` for the
+    colour space of ``mode``, made only of allow-listed tags, with no embedded image; else None.
+    """
+    if not isinstance(profile, bytes) or not 132 <= len(profile) <= ICC_MAX_BYTES:
+        return None
+    if int.from_bytes(profile[:4], "big") != len(profile) or profile[36:40] != b"acsp":
+        return None
+    if profile[16:20] != _ICC_COLOUR_SPACES.get(mode):
+        return None
+    count = int.from_bytes(profile[128:132], "big")
+    table_end = 132 + 12 * count
+    if count > 64 or table_end > len(profile):
+        return None
+    spans = [(0, table_end)]
+    for i in range(132, table_end, 12):
+        sig = profile[i : i + 4]
+        offset = int.from_bytes(profile[i + 4 : i + 8], "big")
+        size = int.from_bytes(profile[i + 8 : i + 12], "big")
+        if sig not in ICC_TAGS or offset < table_end or offset + size > len(profile):
+            return None
+        spans.append((offset, offset + size))
+    covered = 0
+    for start, stop in sorted(spans):  # only 4-byte alignment padding may lie between tags
+        if start - covered > 3:
+            return None
+        covered = max(covered, stop)
+    if len(profile) - covered > 3 or _find_embedded_image(profile) is not None:
+        return None
+    return profile
+
+
+#: Longest JPEG comment --keep-metadata keeps, in bytes.
+COMMENT_MAX_BYTES = 256
+
+
+def _kept_comment(comment: Any) -> bytes | None:
+    """``comment`` if it is printable UTF-8 text of at most ``COMMENT_MAX_BYTES``, else None."""
+    if not isinstance(comment, bytes) or not 0 < len(comment) <= COMMENT_MAX_BYTES:
+        return None
+    try:
+        text = comment.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return comment if all(ch.isprintable() or ch in "\t\r\n" for ch in text) else None
+
+
+#: Pillow's names of TIFF compressions -> the libtiff codes OpenCV writes 16-bit colour with.
+_TIFF_COMPRESSION_CODES = {
+    "raw": 1,
+    "tiff_lzw": 5,
+    "tiff_adobe_deflate": 8,
+    "tiff_deflate": 32946,
+    "packbits": 32773,
+}
+
+
+def _encode_16bit(pixels: np.ndarray, fmt: str, save_params: dict[str, Any]) -> bytes:
+    """16-bit colour PNG / TIFF with OpenCV (Pillow has no 16-bit colour modes). No metadata is
+    written. TIFF keeps the source's compression, or Deflate when OpenCV cannot write it."""
     c = pixels.shape[2]
     arr = pixels
     if c == 3:
@@ -305,24 +610,46 @@ def _encode_16bit(pixels: np.ndarray, fmt: str) -> bytes:
     ext = {"PNG": ".png", "TIFF": ".tiff"}.get(fmt)
     if ext is None:
         raise ImageError(f"cannot write 16-bit {fmt}")
-    ok, buf = cv2.imencode(ext, arr)
+    params: list[int] = []
+    if fmt == "TIFF":
+        code = _TIFF_COMPRESSION_CODES.get(save_params.get("compression", "raw"), 8)
+        params = [cv2.IMWRITE_TIFF_COMPRESSION, code]
+    ok, buf = cv2.imencode(ext, arr, params)
     if not ok:
         raise ImageError(f"16-bit {fmt} encoding failed")
     return buf.tobytes()
 
 
+#: Source modes that are anonymized as RGB or gray and written back in their own mode: mode ->
+#: (the mode they are anonymized in, the formats that hold the source mode).
+_WRITE_BACK_MODES = {
+    "CMYK": ("RGB", ("JPEG", "TIFF")),
+    "LAB": ("RGB", ("TIFF",)),
+    "1": ("L", ("PNG", "TIFF", "BMP", "PPM")),
+}
+
+
 def encode(src: DecodedImage, pixels: np.ndarray, policy: MetadataPolicy | None = None) -> bytes:
-    """Encode ``pixels`` (same layout as ``src.pixels``) in the source's format and quality."""
+    """Encode ``pixels`` (same layout as ``src.pixels``) in the source's format, mode and
+    quality, with only the metadata ``policy`` and the allow-lists keep."""
     policy = policy or MetadataPolicy()
     fmt = src.format
     if pixels.dtype == np.uint16:
-        if pixels.shape[2] == 1 and fmt in ("PNG", "TIFF"):
-            im = Image.fromarray(np.ascontiguousarray(pixels[:, :, 0]).astype("<u2"))
+        if pixels.shape[2] != 1:
+            return _encode_16bit(pixels, fmt, src.save_params)
+        gray = np.ascontiguousarray(pixels[:, :, 0])
+        if fmt == "PPM" or (fmt == "TIFF" and src.mode == "I"):
+            im = Image.fromarray(gray.astype(np.int32))  # mode I: 16-bit PGM, 32-bit TIFF
+        elif fmt in ("PNG", "TIFF"):
+            im = Image.fromarray(gray.astype("<u2"))
         else:
-            return _encode_16bit(pixels, fmt)
+            raise ImageError(f"cannot write 16-bit {fmt}")
     else:
         arr = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
         im = Image.fromarray(np.ascontiguousarray(arr))
+        work_mode, formats = _WRITE_BACK_MODES.get(src.mode, ("", ()))
+        if im.mode == work_mode and fmt in formats:
+            im = im.convert(src.mode)
     if fmt == "JPEG" and im.mode in ("LA", "RGBA"):
         raise ImageError("JPEG cannot hold alpha")
     if fmt in ("BMP", "PPM") and im.mode == "LA":
@@ -330,13 +657,19 @@ def encode(src: DecodedImage, pixels: np.ndarray, policy: MetadataPolicy | None 
     if fmt == "PPM" and im.mode == "RGBA":
         im = im.convert("RGB")
     params: dict[str, Any] = dict(src.save_params)
-    if src.icc_profile and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
-        params["icc_profile"] = src.icc_profile
-    exif = _exif_bytes(src, policy)
-    if exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
-        params["exif"] = exif
-    if policy.keep_metadata and src.comment and fmt == "JPEG":
-        params["comment"] = src.comment
+    if fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        icc = _kept_icc(src.icc_profile, im.mode)
+        if icc:
+            params["icc_profile"] = icc
+        # Pillow writes a compressed TIFF with libtiff, which cannot write sub-IFDs
+        sub_ifds = fmt != "TIFF" or params.get("compression", "raw") == "raw"
+        exif = _exif_bytes(src, policy, sub_ifds)
+        if exif:
+            params["exif"] = exif
+    if policy.keep_metadata and fmt == "JPEG":
+        comment = _kept_comment(src.comment)
+        if comment:
+            params["comment"] = comment
     if fmt == "JPEG" and "qtables" not in params:
         params["quality"] = 95
     buf = io.BytesIO()
