@@ -8,12 +8,17 @@ no image (null) are copied through without a record. Every other column, the str
 fields and the schema's metadata are copied through unchanged; rows whose image failed are left
 out of the output shard.
 
-Image data anywhere else in a row (a second binary column such as a thumbnail, a list of crops,
-a struct field), or other media that can show people (video, an archive, a NumPy array:
-``imageio.sniff_opaque``), would reach the output unanonymized, so such a row gets an error
-record naming the column and is left out, unless the column is in
-``ShardOptions.allow_image_fields`` (the user's word that it shows no one, e.g. segmentation
-masks).
+Everything else that is copied is searched for image data first, because it would reach the
+output unanonymized. The Arrow schema is walked recursively: only types on an allow-list of types
+that hold no bytes (integers, floats, booleans, decimals, dates, times, timestamps, durations,
+intervals, null) are skipped; every binary and string value, at any depth (lists, large, fixed-size
+and view lists, maps, structs, dictionaries, extension types' storage), is searched with
+``imageio.find_media``: an image or other media that can show people (video, an archive, a NumPy
+array) at any offset, or written as base64 or a data URI. A row holding one gets an error record
+naming the column and is left out, unless the column is in ``ShardOptions.allow_image_fields``
+(the user's word that it shows no one, e.g. segmentation masks). A column of an Arrow type the
+walk does not know fails closed: every row gets an error record. Image data in the schema's or a
+column's key-value metadata, which every output row would carry, fails every row the same way.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ import io
 from collections.abc import Iterator
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from blurbeam.imageio import sniff_media
+from blurbeam.imageio import OPAQUE_SNIFF_BYTES, find_media, media_hints, sniff_media
 from blurbeam.shards import (
     ImageRecord,
     ShardFormat,
@@ -97,53 +103,153 @@ def _image_bytes(table: pa.Table, column: str) -> pa.Array:
     return col.flatten()[idx]  # flatten: a null struct has null bytes too
 
 
-def _holds_binary(t: pa.DataType) -> bool:
-    if _is_binary(t) or pa.types.is_fixed_size_binary(t):
-        return True
-    if pa.types.is_struct(t):
-        return any(_holds_binary(t.field(i).type) for i in range(t.num_fields))
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return _holds_binary(t.value_type)
+class UncheckedTypeError(ValueError):
+    """A column type the image-data search does not know how to walk."""
+
+
+def _holds_no_bytes(t: pa.DataType) -> bool:
+    """The allow-list: Arrow types whose values are numbers, flags or times, never bytes."""
+    return (
+        pa.types.is_null(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_decimal(t)
+        or pa.types.is_temporal(t)  # dates, times, timestamps, durations, intervals
+    )
+
+
+def _is_bytes_like(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_binary_view(t)
+        or pa.types.is_fixed_size_binary(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_string_view(t)
+    )
+
+
+def _is_list_like(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_list(t)
+        or pa.types.is_large_list(t)
+        or pa.types.is_fixed_size_list(t)
+        or pa.types.is_list_view(t)
+        or pa.types.is_large_list_view(t)
+    )
+
+
+def _media_in_values(arr: pa.Array) -> dict[int, str]:
+    """``{index: media}`` for the values of a binary or string array that hold image or other
+    media data. The values' bytes are one buffer: its signature hits (``media_hints``) tell
+    which values need the full search beyond their first bytes."""
+    arr = arr.cast(pa.large_binary())
+    values = arr.to_pylist()
+    found: dict[int, str] = {}
+    for i, value in enumerate(values):
+        media = sniff_media(value[:OPAQUE_SNIFF_BYTES]) if value else None
+        if media:
+            found[i] = media
+    offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = arr.buffers()[2]
+    if data is None or not len(offsets):
+        return found
+    hints = np.asarray(media_hints(data.to_pybytes()), np.int64)
+    rows = np.unique(np.searchsorted(offsets, hints, side="right") - 1)
+    for i in rows[(rows >= 0) & (rows < len(values))].tolist():
+        value = values[i]
+        if i not in found and value:
+            media = find_media(value)
+            if media:
+                found[i] = media
+    return found
+
+
+def _media_rows(arr: pa.Array) -> dict[int, str]:
+    """``{index: media}`` for the elements of ``arr`` that hold image or other media data
+    anywhere inside. Raises UncheckedTypeError for a type outside the walk."""
+    t = arr.type
+    found: dict[int, str] = {}
+    if _holds_no_bytes(t):
+        return found
+    if isinstance(t, pa.BaseExtensionType):
+        return _media_rows(arr.storage)
+    if _is_bytes_like(t):
+        return _media_in_values(arr)
     if pa.types.is_map(t):
-        return _holds_binary(t.key_type) or _holds_binary(t.item_type)
-    return False
+        arr = arr.cast(pa.list_(pa.struct([t.key_field, t.item_field])))
+        t = arr.type
+    if _is_list_like(t):
+        inner = _media_rows(arr.flatten())
+        if inner:
+            parents = pc.list_parent_indices(arr).to_numpy()
+            for i, media in inner.items():
+                found.setdefault(int(parents[i]), media)
+        return found
+    if pa.types.is_struct(t):
+        for i in range(t.num_fields):
+            for row, media in _media_rows(arr.field(i)).items():
+                found.setdefault(row, media)
+        return found
+    if pa.types.is_dictionary(t):
+        inner = _media_rows(arr.dictionary)
+        if inner:
+            indices = arr.indices.fill_null(-1).to_numpy()
+            for row, index in enumerate(indices.tolist()):
+                if index in inner:
+                    found.setdefault(row, inner[index])
+        return found
+    raise UncheckedTypeError(f"Arrow type {t}")
 
 
-def _image_in(value: object) -> str | None:
-    """The format of the first image (or other media) bytes inside a cell (nested lists,
-    structs, maps)."""
-    if isinstance(value, bytes | bytearray):
-        return sniff_media(value)
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, list | tuple):
-        for v in value:
-            found = _image_in(v)
-            if found:
-                return found
+def _metadata_media(schema: pa.Schema) -> str | None:
+    """The audit reason when the schema's or a column's key-value metadata holds image data."""
+    places = [("schema metadata", schema.metadata)]
+    places += [(f"metadata of column {f.name!r}", f.metadata) for f in schema]
+    for where, metadata in places:
+        for key, value in (metadata or {}).items():
+            media = find_media(key) or find_media(value)
+            if media:
+                name = key.decode("utf-8", "replace")
+                return (
+                    f"{where} key {name!r} holds {media} data that is not anonymized and would "
+                    "be copied with every row, so this is left out of the output"
+                )
     return None
 
 
 def stray_images(table: pa.Table, column: str, opts: ShardOptions) -> dict[int, str]:
     """Rows holding image data outside the image column's bytes, with the audit reason."""
     out: dict[int, str] = {}
+    reason = _metadata_media(table.schema)
+    if reason:
+        return dict.fromkeys(range(table.num_rows), reason)
     for name in table.schema.names:
-        t = table.schema.field(name).type
-        if name in opts.allow_image_fields or not _holds_binary(t):
+        if name in opts.allow_image_fields:
             continue
+        col = table.column(name).combine_chunks()
+        parts = [col]
         if name == column:
-            idx = _struct_bytes_field(t)
+            idx = _struct_bytes_field(col.type)
             if idx is None:
                 continue  # a plain binary image column: nothing else in it
-            others = [t.field(i).name for i in range(t.num_fields) if i != idx]
-            if not any(_holds_binary(t.field(f).type) for f in others):
+            parts = [col.field(i) for i in range(col.type.num_fields) if i != idx]
+        for part in parts:
+            try:
+                found = _media_rows(part)
+            except UncheckedTypeError as exc:
+                unknown = (
+                    f"column {name!r} has an {exc} that blurbeam cannot search for image data, "
+                    f"so this is left out of the output; pass --allow-image-field {name} if it "
+                    "shows no one"
+                )
+                for row in range(table.num_rows):
+                    out.setdefault(row, unknown)
                 continue
-        for row, value in enumerate(table.column(name).to_pylist()):
-            if name == column and isinstance(value, dict):
-                value = {k: v for k, v in value.items() if k != "bytes"}
-            fmt = _image_in(value) if row not in out else None
-            if fmt:
-                out[row] = stray_image_error("column", name, fmt)
+            for row, media in found.items():
+                out.setdefault(row, stray_image_error("column", name, media))
     return out
 
 

@@ -7,11 +7,14 @@ the ``image/encoded`` entry of an Example is re-encoded; every other feature, un
 record is copied byte for byte. Each Example with an image is one record keyed by its index in the
 file; Examples without ``image/encoded`` are copied through without a record. A record that is not
 a parseable Example, or whose ``image/encoded`` holds several images, gets an error record and is
-left out of the output shard. So does an Example with image data in another bytes feature
-(``image/thumbnail``, a crop...) or other media that can show people (video, an archive:
-``imageio.sniff_opaque``), which would otherwise reach the output unanonymized, unless
-that feature is in ``ShardOptions.allow_image_fields`` (the user's word that it shows no one,
-e.g. ``image/segmentation/class/encoded`` masks).
+left out of the output shard. So does an Example with image data in another feature
+(``image/thumbnail``, a crop...) or other media that can show people (video, an archive), which
+would otherwise reach the output unanonymized, unless that feature is in
+``ShardOptions.allow_image_fields`` (the user's word that it shows no one, e.g.
+``image/segmentation/class/encoded`` masks). Each bytes value, and then the whole serialized
+feature (float and int64 lists, unknown fields), is searched with ``imageio.find_media``: media at
+any offset, or written as base64 or a data URI. Unknown fields of the Features message, which a
+rewrite copies too, are searched the same way and cannot be allowed.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import BinaryIO
 import fsspec
 import google_crc32c
 
-from blurbeam.imageio import sniff_media
+from blurbeam.imageio import find_media
 from blurbeam.shards import (
     ImageRecord,
     ShardFormat,
@@ -175,26 +178,33 @@ def example_image(example: bytes) -> bytes | None:
 
 
 def stray_image(example: bytes, allowed: tuple[str, ...] = ()) -> str | None:
-    """The audit reason when a bytes feature other than ``image/encoded`` (and not in
-    ``allowed``) holds image data, else None. ``example`` must parse (see ``example_image``)."""
+    """The audit reason when a feature other than ``image/encoded`` (and not in ``allowed``), or
+    an unknown field of the Features message, holds image or other media data, else None.
+    ``example`` must parse (see ``example_image``)."""
     for number, wire, _, v0, v1 in _fields(example):
         if number != 1 or wire != _LEN:
             continue
         features = example[v0:v1]
-        for fnum, fwire, _, e0, e1 in _fields(features):
+        for fnum, fwire, fstart, e0, e1 in _fields(features):
             if fnum != 1 or fwire != _LEN:
+                media = find_media(features[fstart:e1])
+                if media:
+                    return (
+                        f"field {fnum} of the Example's Features (not a feature) holds {media} "
+                        "data that is not anonymized, so this is left out of the output"
+                    )
                 continue
             entry = features[e0:e1]
             key = _entry_key(entry)
-            if key is None or key == IMAGE_FEATURE:
-                continue
-            name = key.decode("utf-8", "replace")
+            if key == IMAGE_FEATURE:
+                continue  # rewritten from its image alone: nothing else of the entry is kept
+            name = "" if key is None else key.decode("utf-8", "replace")
             if name in allowed:
                 continue
-            for value in _bytes_values(entry):
-                fmt = sniff_media(value)
-                if fmt:
-                    return stray_image_error("feature", name, fmt)
+            for value in [*_bytes_values(entry), entry]:
+                media = find_media(value)
+                if media:
+                    return stray_image_error("feature", name, media)
     return None
 
 
