@@ -1,6 +1,6 @@
 """deploy/ checked statically (and the parts that run without a cloud, run): the Flex Template
-metadata covers every CLI option, the images carry pyproject's Beam version, the YAML parses, the
-Airflow DAG compiles and wires its tasks, the template entry point runs, --setup_file builds."""
+metadata covers every CLI option, the images carry pyproject's Beam version, the template entry
+point runs, --setup_file builds (Flink, Kubernetes and Airflow: test_deploy_schedulers.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tarfile
 import tomllib
-import types
 from pathlib import Path
 
 import pytest
@@ -99,87 +98,6 @@ def test_shell_scripts_parse():
         assert res.returncode == 0, (s, res.stderr)
     build = (DEPLOY / "dataflow" / "build.sh").read_text()
     assert "flex-template build" in build and "deploy/dataflow/metadata.json" in build
-
-
-def test_kubernetes_cronjob():
-    [job] = list(yaml.safe_load_all((DEPLOY / "k8s" / "cronjob.yaml").read_text()))
-    assert job["apiVersion"] == "batch/v1" and job["kind"] == "CronJob"
-    spec = job["spec"]
-    assert len(spec["schedule"].split()) == 5 and spec["concurrencyPolicy"] == "Forbid"
-    [container] = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    script = " ".join(container["args"])
-    assert "blurbeam anonymize" in script and "--skip-existing" in script
-    assert "blurbeam report" in script and "exit $status" in script
-    # the flags the script passes are real options
-    for flag in re.findall(r"(?<=\s)--[a-z][a-z_-]+", script):
-        name = flag[2:].replace("-", "_")
-        assert name in cli_options() or name in {
-            "direct_num_workers",
-            "direct_running_mode",
-            "input",
-            "output",
-        }, flag
-
-
-def _fake_airflow(monkeypatch) -> list:
-    """Just enough of Airflow's API to execute the DAG file and see what it builds."""
-    created: list = []
-
-    class DAG:
-        def __init__(self, dag_id, **kw):
-            self.dag_id, self.kw, self.tasks = dag_id, kw, []
-
-        def __enter__(self):
-            DAG.current = self
-            return self
-
-        def __exit__(self, *exc):
-            DAG.current = None
-
-    class BashOperator:
-        def __init__(self, task_id, bash_command, **kw):
-            self.task_id, self.bash_command, self.kw, self.downstream = (
-                task_id,
-                bash_command,
-                kw,
-                [],
-            )
-            DAG.current.tasks.append(self)
-
-        def __rshift__(self, other):
-            self.downstream.append(other)
-            return other
-
-    airflow = types.ModuleType("airflow")
-    airflow.DAG = lambda *a, **kw: created.append(DAG(*a, **kw)) or created[-1]
-    operators = types.ModuleType("airflow.operators")
-    bash = types.ModuleType("airflow.operators.bash")
-    bash.BashOperator = BashOperator
-    for name, mod in [
-        ("airflow", airflow),
-        ("airflow.operators", operators),
-        ("airflow.operators.bash", bash),
-    ]:
-        monkeypatch.setitem(sys.modules, name, mod)
-    return created
-
-
-def test_airflow_dag_compiles_and_runs_anonymize_then_report(monkeypatch):
-    path = DEPLOY / "airflow" / "blurbeam_nightly.py"
-    compile(path.read_text(), str(path), "exec")
-    created = _fake_airflow(monkeypatch)
-    spec = importlib.util.spec_from_file_location("blurbeam_nightly", path)
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
-    [dag] = created
-    assert dag.dag_id == "blurbeam_nightly" and len(dag.kw["schedule"].split()) == 5
-    assert dag.kw["catchup"] is False and dag.kw["max_active_runs"] == 1
-    anonymize, report = dag.tasks
-    assert anonymize.downstream == [report]
-    assert (
-        "blurbeam anonymize" in anonymize.bash_command
-        and "--skip-existing" in anonymize.bash_command
-    )
-    assert report.bash_command.startswith("blurbeam report --output")
 
 
 def test_flex_template_entry_point_runs_the_pipeline(tmp_path):
