@@ -508,35 +508,6 @@ _ICC_COLOUR_SPACES = {
     "CMYK": b"CMYK",
     "LAB": b"Lab ",
 }
-#: Signatures of image files, and of compressed data that may hold one, that must not occur
-#: anywhere inside a kept ICC profile.
-_EMBEDDED_SIGNATURES = (
-    b"\xff\xd8\xff",  # JPEG
-    b"\x89PNG\r\n\x1a\n",
-    b"GIF87a",
-    b"GIF89a",
-    b"WEBPVP8",
-    b"II*\x00",  # TIFF
-    b"MM\x00*",
-    b"jP  \r\n\x87\n",  # JPEG 2000
-    b"\xffO\xffQ",
-    b"JXL \r\n\x87\n",
-    b"ftypheic",
-    b"ftypavif",
-    b"ftypmif1",
-    b"8BPS",  # PSD
-    b"BM6",  # BMP of a small 24-bit image
-    b"PK\x03\x04",  # zip
-    b"\x1f\x8b\x08",  # gzip
-    b"\xfd7zXZ\x00",
-    b"\x28\xb5\x2f\xfd",  # zstd
-)
-
-
-def _find_embedded_image(blob: bytes) -> int | None:
-    """The first offset in ``blob`` where an image (or compressed data) signature starts."""
-    found = [i for sig in _EMBEDDED_SIGNATURES if (i := blob.find(sig)) >= 0]
-    return min(found) if found else None
 
 
 def _kept_icc(profile: Any, mode: str) -> bytes | None:
@@ -566,7 +537,7 @@ def _kept_icc(profile: Any, mode: str) -> bytes | None:
         if start - covered > 3:
             return None
         covered = max(covered, stop)
-    if len(profile) - covered > 3 or _find_embedded_image(profile) is not None:
+    if len(profile) - covered > 3 or find_media(profile) is not None:
         return None
     return profile
 
@@ -576,14 +547,17 @@ COMMENT_MAX_BYTES = 256
 
 
 def _kept_comment(comment: Any) -> bytes | None:
-    """``comment`` if it is printable UTF-8 text of at most ``COMMENT_MAX_BYTES``, else None."""
+    """``comment`` if it is printable UTF-8 text of at most ``COMMENT_MAX_BYTES`` with no image
+    in it (base64), else None."""
     if not isinstance(comment, bytes) or not 0 < len(comment) <= COMMENT_MAX_BYTES:
         return None
     try:
         text = comment.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return comment if all(ch.isprintable() or ch in "\t\r\n" for ch in text) else None
+    if not all(ch.isprintable() or ch in "\t\r\n" for ch in text):
+        return None
+    return comment if find_media(comment) is None else None
 
 
 #: Pillow's names of TIFF compressions -> the libtiff codes OpenCV writes 16-bit colour with.
