@@ -253,6 +253,49 @@ def stray_images(table: pa.Table, column: str, opts: ShardOptions) -> dict[int, 
     return out
 
 
+def _without_views(t: pa.DataType) -> pa.DataType:
+    """``t`` with every view type (binary, string, list) replaced by its large equivalent, which
+    pyarrow's filter kernel takes (it has none for view types)."""
+    if pa.types.is_binary_view(t):
+        return pa.large_binary()
+    if pa.types.is_string_view(t):
+        return pa.large_string()
+    if pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+        return pa.large_list(t.value_field.with_type(_without_views(t.value_type)))
+    if pa.types.is_list(t):
+        return pa.list_(t.value_field.with_type(_without_views(t.value_type)))
+    if pa.types.is_large_list(t):
+        return pa.large_list(t.value_field.with_type(_without_views(t.value_type)))
+    if pa.types.is_fixed_size_list(t):
+        field = t.value_field.with_type(_without_views(t.value_type))
+        return pa.list_(field, t.list_size)
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_without_views(f.type)) for f in t])
+    if pa.types.is_map(t):
+        key, item = t.key_field, t.item_field
+        return pa.map_(
+            key.with_type(_without_views(key.type)), item.with_type(_without_views(item.type))
+        )
+    return t
+
+
+def _filter_rows(table: pa.Table, keep: list[bool]) -> pa.Table:
+    """The rows of ``table`` where ``keep`` is true, every column keeping its type."""
+    mask = pa.array(keep, pa.bool_())
+    columns = []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        plain = _without_views(field.type)
+        if plain.equals(field.type):
+            columns.append(column.filter(mask))
+            continue
+        try:
+            columns.append(column.cast(plain).filter(mask).cast(field.type))
+        except pa.ArrowNotImplementedError:  # no cast back (list views): rebuilt from values
+            kept = [v for v, k in zip(column.to_pylist(), keep, strict=True) if k]
+            columns.append(pa.array(kept, field.type))
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
 def _read_table(ref: ShardRef) -> pa.Table:
     fs, path = fsspec.core.url_to_fs(ref.uri)
     with fs.open(path, "rb") as fh:
@@ -343,7 +386,7 @@ class ParquetFormat(ShardFormat):
             )
         idx = table.schema.get_field_index(column)
         table = table.set_column(idx, table.schema.field(idx), new_col)
-        table = table.filter(pa.array(keep))
+        table = _filter_rows(table, keep)
         meta = pf.metadata
         codec = meta.row_group(0).column(0).compression.lower() if meta.num_row_groups else ""
         rows_per_group = meta.row_group(0).num_rows if meta.num_row_groups else None
