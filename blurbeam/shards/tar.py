@@ -272,9 +272,8 @@ class TarFormat(ShardFormat):
         return out.getvalue()
 
 
-def write_samples(samples: dict[str, dict[str, bytes]], gz: bool = False) -> bytes:
-    """A WebDataset tar of ``{key: {extension: bytes}}``, members in key order; gzip-compressed
-    with ``gz``."""
+def write_samples(samples: dict[str, dict[str, bytes]]) -> bytes:
+    """A WebDataset tar of ``{key: {extension: bytes}}``, members in key order."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for key in sorted(samples):
@@ -283,4 +282,4 @@ def write_samples(samples: dict[str, dict[str, bytes]], gz: bool = False) -> byt
                 info.size = len(body)
                 info.mtime = 0
                 tf.addfile(info, io.BytesIO(body))
-    return gzip.compress(out.getvalue(), mtime=0) if gz else out.getvalue()
+    return out.getvalue()
