@@ -8,8 +8,8 @@ that nothing was skipped, across runs); ``to_text`` and ``to_markdown`` render i
 
 from __future__ import annotations
 
-import functools
 import json
+import posixpath
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -18,17 +18,22 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from blurbeam.schemas.audit import AUDIT_SCHEMA
+from blurbeam.schemas.audit import AUDIT_SCHEMA, STATUSES, SUCCESS
 from blurbeam.shards import (
     InputError,
     ShardOptions,
+    ShardRef,
     expand_input,
     get_format,
     join_output,
+    kind_of,
     member_uri,
+    read_records,
+    sha256,
 )
 
-SUCCESS = ("ok", "no_faces")
+#: Files under --output that are not anonymized data: the run's own records and reports.
+OWN_FILES = ("audit/", "runs/", "index/", "run.json", "report.json", "report.md")
 
 
 def audit_files(output: str) -> list[str]:
@@ -53,16 +58,113 @@ def load_audit(output: str, columns: list[str] | None = None) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-@functools.lru_cache(maxsize=4)
-def done_index(output: str, config_hash: str, run_id: str = "") -> dict[str, str]:
-    """``source_uri -> source_sha256`` of the images that succeeded (ok or no_faces) under
-    ``config_hash`` in a run other than ``run_id``."""
-    table = load_audit(output, ["run_id", "source_uri", "source_sha256", "status", "config_hash"])
-    done: dict[str, str] = {}
-    for r in table.to_pylist():
-        if r["status"] in SUCCESS and r["config_hash"] == config_hash and r["run_id"] != run_id:
-            done[r["source_uri"]] = r["source_sha256"]
-    return done
+def output_file(record: dict[str, Any]) -> str | None:
+    """The file an audit record's output lives in: the output shard for a container member."""
+    uri = record.get("output_uri")
+    if not uri:
+        return None
+    key = record.get("key") or ""
+    return uri[: -len(key) - 1] if key and uri.endswith("#" + key) else uri
+
+
+def _intact(records: list[dict[str, Any]]) -> bool:
+    """Whether every written output of ``records`` (one shard's) still holds the bytes its
+    record names: a plain file hashed whole, a container shard read by its format."""
+    written = [r for r in records if r["output_uri"]]
+    if not written:
+        return True
+    path = output_file(written[0])
+    try:
+        fs, local = fsspec.core.url_to_fs(path)
+        if all(r["key"] == "" for r in written):
+            return sha256(fs.cat_file(local)) == written[0]["output_sha256"]
+        ref = ShardRef(kind_of(path), path, posixpath.basename(local))
+        found = {rec.key: sha256(rec.data) for rec in read_records(ref) if rec.data is not None}
+        return all(found.get(r["key"]) == r["output_sha256"] for r in written)
+    except Exception:  # gone, unreadable or corrupt: redo it
+        return False
+
+
+_INDEX_COLUMNS = [
+    "run_id", "source_uri", "shard_uri", "key", "source_sha256", "shard_sha256", "status",
+    "error_stage", "output_uri", "output_sha256", "config_hash", "processed_at",
+]  # fmt: skip
+
+
+class DoneIndex:
+    """What ``--skip-existing`` needs to know about earlier runs under one config: for each
+    shard (a plain file is a shard of one), the records of the latest run that processed it."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        latest: dict[str, tuple[Any, str]] = {}
+        for r in rows:
+            when = (r["processed_at"] or datetime.min.replace(tzinfo=UTC), r["run_id"])
+            if r["shard_uri"] not in latest or when > latest[r["shard_uri"]]:
+                latest[r["shard_uri"]] = when
+        self.shards: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in rows:
+            if latest[r["shard_uri"]][1] == r["run_id"]:
+                self.shards[r["shard_uri"]].append(r)
+
+    def is_done(self, shard_uri: str, shard_sha256: str, retry_errors: bool = False) -> bool:
+        """Whether the shard needs no processing: its bytes are those the records were made
+        from, every record is terminal (``ok``, ``no_faces``, ``skipped``; an error unless
+        ``retry_errors`` or it happened while writing), and its outputs are intact."""
+        records = self.shards.get(shard_uri)
+        if not records:
+            return False
+        for r in records:
+            sha = r["shard_sha256"] or (r["source_sha256"] if r["key"] == "" else None)
+            if sha != shard_sha256:
+                return False
+            if r["status"] == "error" and (retry_errors or r["error_stage"] == "write"):
+                return False
+            if r["status"] not in SUCCESS and r["status"] != "error":
+                return False
+        return _intact([r for r in records if r["status"] in ("ok", "no_faces")])
+
+
+def load_done_index(output: str, config_hash: str, run_id: str = "") -> DoneIndex:
+    """The ``DoneIndex`` of every run under ``output`` other than ``run_id``, under
+    ``config_hash``."""
+    table = load_audit(output, _INDEX_COLUMNS)
+    rows = [
+        r for r in table.to_pylist() if r["config_hash"] == config_hash and r["run_id"] != run_id
+    ]
+    return DoneIndex(rows)
+
+
+def unaccounted_outputs(output: str, since: float | None = None) -> list[str]:
+    """Files under ``output`` that no audit record names as its output (nor are the run's own
+    records and reports), modified at or after ``since`` (a Unix time) when given."""
+    fs, root = fsspec.core.url_to_fs(output)
+    root = root.rstrip("/")
+    if not fs.exists(root):
+        return []
+    table = load_audit(output, ["output_uri", "key"])
+    accounted = {fsspec.core.url_to_fs(f)[1] for f in map(output_file, table.to_pylist()) if f}
+    out = []
+    for path, info in sorted(fs.find(root, detail=True).items()):
+        rel = posixpath.relpath(path, root)
+        if rel.startswith(OWN_FILES) or rel in OWN_FILES or path in accounted:
+            continue
+        if posixpath.basename(path).startswith("."):  # write_bytes' temporary files
+            continue
+        mtime = info.get("mtime") or info.get("created")
+        if since is not None and isinstance(mtime, int | float) and mtime < since - 1:
+            continue
+        out.append(path if "://" not in output else fs.unstrip_protocol(path))
+    return out
+
+
+def remove_unaccounted_outputs(output: str, since: float | None = None) -> list[str]:
+    """Remove ``unaccounted_outputs`` (anonymized copies that a failed run wrote before it
+    could record them) and return them."""
+    removed = unaccounted_outputs(output, since)
+    for uri in removed:
+        fs, path = fsspec.core.url_to_fs(uri)
+        fs.rm_file(path)
+    return removed
 
 
 def list_inputs(
@@ -72,7 +174,7 @@ def list_inputs(
     cannot be listed stands for itself (the pipeline gives it one error record too)."""
     opts = opts or ShardOptions()
     uris = []
-    for ref in expand_input(spec, exclude=exclude):
+    for ref in expand_input(spec, exclude=exclude, every_file=True):
         try:
             keys = get_format(ref.kind).keys(ref, opts)
         except Exception:
@@ -99,6 +201,7 @@ def _run_summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "ok": status["ok"],
                 "no_faces": status["no_faces"],
                 "error": status["error"],
+                "skipped": status["skipped"],
                 "faces": sum(r["num_faces"] or 0 for r in rs),
                 "detector": first["detector"],
                 "detector_params": first["detector_params"],
@@ -130,14 +233,25 @@ def build_report(
     coverage: dict[str, Any] = {"checked": False}
     if input_spec:
         try:
-            inputs = list_inputs(input_spec, exclude=output, opts=opts)
-            missing = sorted(set(inputs) - set(latest))
+            inputs = sorted(set(list_inputs(input_spec, exclude=output, opts=opts)))
+            missing = [uri for uri in inputs if uri not in latest]
+            files = []
+            for uri in inputs:
+                r = latest.get(uri)
+                files.append(
+                    {"input": uri, "status": "missing", "reason": "no audit record"}
+                    if r is None
+                    else {"input": uri, "status": r["status"],
+                          "reason": r["error"] or r.get("skip_reason") or ""}
+                )  # fmt: skip
             coverage = {
                 "checked": True,
                 "input": input_spec,
-                "inputs": len(set(inputs)),
-                "covered": len(set(inputs)) - len(missing),
+                "inputs": len(inputs),
+                "covered": len(inputs) - len(missing),
+                "by_status": dict(Counter(f["status"] for f in files)),
                 "missing": missing,
+                "files": files,
             }
         except InputError as exc:
             coverage = {"checked": False, "input": input_spec, "reason": str(exc)}
@@ -146,7 +260,7 @@ def build_report(
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "records": len(rows),
         "images": len(latest),
-        "latest_status": {s: status.get(s, 0) for s in ("ok", "no_faces", "error")},
+        "latest_status": {s: status.get(s, 0) for s in STATUSES},
         "faces": sum(r["num_faces"] or 0 for r in latest.values()),
         "runs": _run_summaries(rows),
         "errors": [
@@ -163,9 +277,13 @@ def _coverage_line(rep: dict[str, Any]) -> str:
     if not cov["checked"]:
         why = cov.get("reason", "no --input given and no run.json names one")
         return f"coverage not checked: {why}"
+    counts = ", ".join(f"{s} {n}" for s, n in sorted(cov.get("by_status", {}).items()))
     if cov["missing"]:
-        return f"coverage: {len(cov['missing'])} of {cov['inputs']} inputs have NO audit record"
-    return f"coverage: all {cov['inputs']} inputs have an audit record"
+        return (
+            f"coverage: {len(cov['missing'])} of {cov['inputs']} inputs have NO audit record "
+            f"({counts})"
+        )
+    return f"coverage: all {cov['inputs']} inputs have an audit record ({counts})"
 
 
 def to_text(rep: dict[str, Any], limit: int = 10) -> str:
@@ -173,14 +291,15 @@ def to_text(rep: dict[str, Any], limit: int = 10) -> str:
     lines = [
         f"blurbeam report for {rep['output']}",
         f"{rep['images']} images in {rep['records']} audit records from {len(rep['runs'])} runs; "
-        f"latest status: {s['ok']} with faces, {s['no_faces']} without, {s['error']} errors; "
-        f"{rep['faces']} faces",
+        f"latest status: {s['ok']} with faces, {s['no_faces']} without, {s['error']} errors, "
+        f"{s['skipped']} skipped; {rep['faces']} faces",
         "runs:",
     ]
     for r in rep["runs"]:
         lines.append(
             f"  {r['run_id']}  {r['started'] or '?'}  {r['images']} images "
-            f"(ok {r['ok']}, no_faces {r['no_faces']}, error {r['error']}), {r['faces']} faces, "
+            f"(ok {r['ok']}, no_faces {r['no_faces']}, error {r['error']}, skipped {r['skipped']}), "
+            f"{r['faces']} faces, "
             f"detector {r['detector']}, method {r['method']}, config {r['config_hash']}"
         )
     if rep["errors"]:
@@ -243,9 +362,12 @@ def to_markdown(rep: dict[str, Any]) -> str:
     else:
         out.append("None.")
     out += ["", "## Coverage", "", _coverage_line(rep) + "."]
-    missing = rep["coverage"].get("missing", [])
-    if missing:
-        out += [""] + [f"- `{u}`" for u in missing]
+    files = rep["coverage"].get("files", [])
+    if files:
+        out += ["", "| input | status | reason |", "| --- | --- | --- |"]
+        out += [
+            f"| `{_md_cell(f['input'])}` | {f['status']} | {_md_cell(f['reason'])} |" for f in files
+        ]
     out += ["", f"## Images with faces ({len(rep['images_with_faces'])})", ""]
     out += [f"- `{u}`" for u in rep["images_with_faces"]] or ["None."]
     return "\n".join(out) + "\n"

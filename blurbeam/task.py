@@ -59,6 +59,7 @@ class ImageTask:
     data: bytes | None = None
     source_sha256: str | None = None
     source_bytes: int | None = None
+    shard_sha256: str | None = None  # of the whole shard file (the image itself for plain files)
     decoded: DecodedImage | None = None
     faces: list[Face] | None = None
     anonymized: np.ndarray | None = None
@@ -73,6 +74,7 @@ class ImageTask:
     orientation: int | None = None
     error_stage: str | None = None
     error: str | None = None
+    skip_reason: str | None = None  # the input is deliberately not processed (not an image...)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -80,6 +82,9 @@ class ImageTask:
         task = cls(rec.source_uri, rec.shard_uri, rec.key, rec.rel)
         if rec.error:
             task.fail("read", rec.error)
+        elif rec.skipped:
+            task.skip_reason = one_line(rec.skipped)
+            task.source_sha256 = rec.sha256
         else:
             task.data = rec.data
             task.source_bytes = len(rec.data or b"")
@@ -103,9 +108,9 @@ class ImageTask:
         self.output_sha256 = None
 
     def run_stage(self, stage: str, fn) -> bool:
-        """Run ``fn(self)`` unless the task already failed; time it; turn exceptions into a
-        failure. Returns True when the stage ran and succeeded."""
-        if self.failed:
+        """Run ``fn(self)`` unless the task already failed or is skipped; time it; turn
+        exceptions into a failure. Returns True when the stage ran and succeeded."""
+        if self.failed or self.skip_reason:
             return False
         t0 = time.perf_counter()
         try:
@@ -122,6 +127,8 @@ class ImageTask:
     def status(self) -> str:
         if self.failed:
             return "error"
+        if self.skip_reason:
+            return "skipped"
         return "ok" if self.faces else "no_faces"
 
     def audit_record(self, ctx: RunContext) -> dict[str, Any]:
@@ -134,6 +141,7 @@ class ImageTask:
             "source_sha256": self.source_sha256,
             "output_sha256": self.output_sha256,
             "source_bytes": self.source_bytes,
+            "shard_sha256": self.shard_sha256,
             "width": self.width,
             "height": self.height,
             "format": self.format,
@@ -142,6 +150,7 @@ class ImageTask:
             "status": self.status,
             "error_stage": self.error_stage,
             "error": self.error,
+            "skip_reason": self.skip_reason,
             "num_faces": None if self.faces is None else len(self.faces),
             "faces": None if self.faces is None else [f.to_dict() for f in self.faces],
             "detector": ctx.detector,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -21,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
+import fsspec
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from blurbeam import __version__
@@ -28,6 +31,7 @@ from blurbeam.blur import DEFAULT_MASK_SCALE, DEFAULT_STRENGTH, METHODS, BlurCon
 from blurbeam.detectors import DetectorSpec
 from blurbeam.geometry import MASK_SHAPES
 from blurbeam.imageio import DEFAULT_MAX_PIXELS, MetadataPolicy
+from blurbeam.schemas.audit import STATUSES
 from blurbeam.shards import DEFAULT_MAX_BYTES, InputError, expand_input
 from blurbeam.task import RunContext, config_hash
 
@@ -37,6 +41,9 @@ WEAK_METHODS = {
     "strength 0.25 and, at the default 1.0 with a 1.3 mask, still 6.8% by verification (target "
     "5%); use gaussian, pixelate or solid for anonymization",
 }
+
+#: What --run-id may be: it is part of file names (a "/" would hide the run's audit).
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 #: The default backend: best blur recall on WIDER FACE dev305 (see docs/BENCHMARKS.md).
 DEFAULT_DETECTOR = "multiscale"
@@ -48,6 +55,51 @@ def _option(parser: argparse.ArgumentParser, name: str, **kw: Any) -> None:
     if "-" in name:
         flags.append(f"--{name.replace('-', '_')}")
     parser.add_argument(*flags, dest=name.replace("-", "_"), **kw)
+
+
+def finite_float(text: str) -> float:
+    """A finite number (``nan`` and ``inf`` would reach the audit as invalid JSON)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -63,25 +115,27 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
     """Detector flags shared by every pipeline that detects faces."""
+    from blurbeam.detectors import available
+
     _option(
         parser,
         "detector",
         default=DEFAULT_DETECTOR,
-        help=f"face detector backend (default {DEFAULT_DETECTOR})",
+        help=f"face detector backend: {', '.join(available())} (default {DEFAULT_DETECTOR})",
     )
     _option(
         parser,
         "score-threshold",
-        type=float,
+        type=fraction,
         default=None,
-        help="minimum detection score (default: the backend's)",
+        help="minimum detection score, 0-1 (default: the backend's)",
     )
     _option(
         parser,
         "min-face-size",
-        type=float,
+        type=non_negative,
         default=0.0,
-        help="ignore detections smaller than this many pixels",
+        help="ignore detections smaller than this many pixels (default 0)",
     )
     _option(
         parser,
@@ -94,11 +148,17 @@ def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
     _option(
         parser,
         "max-pixels",
-        type=int,
+        type=positive_int,
         default=DEFAULT_MAX_PIXELS,
-        help="reject larger images (decompression bombs)",
+        help=f"reject larger images, decompression bombs (default {DEFAULT_MAX_PIXELS:,})",
     )
-    _option(parser, "max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="reject larger files")
+    _option(
+        parser,
+        "max-bytes",
+        type=positive_int,
+        default=DEFAULT_MAX_BYTES,
+        help=f"reject larger files (default {DEFAULT_MAX_BYTES:,} bytes)",
+    )
 
 
 def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -109,16 +169,17 @@ def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = Fa
     _option(
         parser,
         "strength",
-        type=float,
+        type=finite_float,
         default=None,
         help="method strength relative to face size (defaults: "
         + ", ".join(f"{m} {s:g}" for m, s in DEFAULT_STRENGTH.items() if m != "solid")
-        + ")",
+        + "); weaker than the privacy audit's safe minimum is refused unless "
+        "--allow-weak-anonymization",
     )
     _option(
         parser,
         "mask-scale",
-        type=float,
+        type=finite_float,
         default=DEFAULT_MASK_SCALE,
         help=f"enlarge each face box by this factor (default {DEFAULT_MASK_SCALE})",
     )
@@ -126,9 +187,16 @@ def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = Fa
     _option(
         parser,
         "feather",
-        type=float,
+        type=non_negative,
         default=0.0,
-        help="soft edge outside the mask (fraction of its size)",
+        help="soft edge outside the mask (fraction of its size, default 0)",
+    )
+    _option(
+        parser,
+        "allow-weak-anonymization",
+        action="store_true",
+        help="accept a method/strength/mask weaker than the weakest the privacy audit measured "
+        "as safe (docs/PRIVACY.md); run.json and every record then say so",
     )
     _option(
         parser, "keep-metadata", action="store_true", help="keep EXIF (without GPS or thumbnail)"
@@ -137,12 +205,16 @@ def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = Fa
     _option(
         parser,
         "max-error-rate",
-        type=float,
+        type=fraction,
         default=0.0,
-        help="exit non-zero above this error fraction",
+        help="exit 1 when the fraction of images that failed is above this (0-1, default 0)",
     )
     _option(
-        parser, "audit-shards", type=int, default=1, help="number of audit Parquet files per run"
+        parser,
+        "audit-shards",
+        type=positive_int,
+        default=1,
+        help="number of audit Parquet files per run (default 1)",
     )
     _option(parser, "run-id", default=None, help="identifier of this run (default: time + random)")
     _option(
@@ -168,19 +240,26 @@ def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = Fa
         parser,
         "skip-existing",
         action="store_true",
-        help="skip images that already succeeded under the same config (audit under --output)",
+        help="skip inputs already done under the same config whose bytes and outputs are "
+        "unchanged (audit under --output); errors are done too unless --retry-errors",
+    )
+    _option(
+        parser,
+        "retry-errors",
+        action="store_true",
+        help="with --skip-existing, process inputs whose last record is an error again",
     )
     _option(
         parser,
         "input-slices",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="list the input in this many parallel pieces (default: 1; DaskRunner: its partitions)",
     )
     _option(
         parser,
         "worker-threads",
-        type=int,
+        type=non_negative_int,
         default=None,
         help="CPU threads each worker process gives the detector's inference library "
         "(onnxruntime, OpenCV, TensorFlow); 0 = the libraries' defaults (every core). Default: "
@@ -190,7 +269,7 @@ def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = Fa
     _option(
         parser,
         "opencv-threads",
-        type=int,
+        type=non_negative_int,
         default=None,
         help="cv2.setNumThreads in each worker (default: --worker-threads when it is > 0, "
         "else OpenCV's)",
@@ -201,6 +280,10 @@ class AnonymizeOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         add_anonymize_arguments(parser)
+
+
+#: Arguments the command does not declare go to Beam (runner flags); unknown ones are an error.
+BEAM_OPTIONS = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -280,6 +363,7 @@ class RunPlan:
     opencv_threads: int | None = None
     worker_threads: int = 0  # the detector's thread budget per worker (0: library defaults)
     allow_image_fields: tuple[str, ...] = ()
+    retry_errors: bool = False
 
     def shard_options(self):
         from blurbeam.shards import ShardOptions
@@ -289,6 +373,52 @@ class RunPlan:
             image_column=self.image_column,
             allow_image_fields=self.allow_image_fields,
         )
+
+
+def check_locations(input_spec: str, output: str) -> str:
+    """The output as a canonical location (an absolute path locally), after checking that
+    writing there cannot touch the input: the output may lie inside the input (it is then left
+    out of the listing) but must not be the input's root, hold the input, or be a file. Every
+    spelling of a place (``in/.``, ``in//x``, ``x/../x``, a symlink) is compared as the place
+    itself. Raises ValueError with a one-line reason."""
+    from blurbeam.shards import canonical, input_root, is_within, to_uri
+
+    try:
+        fs, _, root, _ = input_root(input_spec)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+    in_root = canonical(to_uri(fs, root or "/"))
+    out = canonical(output)
+    if is_within(in_root, out):
+        raise ValueError(
+            f"--output {output!r} is the input's folder or holds it ({in_root}): anonymized "
+            "copies would replace the originals; choose a folder outside the input"
+        )
+    ofs, opath = fsspec.core.url_to_fs(output)
+    if ofs.isfile(opath):
+        raise ValueError(f"--output {output!r} is a file, not a folder")
+    return out
+
+
+def check_writable(output: str) -> None:
+    """Fail before the pipeline starts when a local output (or its audit folder) cannot be
+    written: create both and write and remove a probe file in each."""
+    from blurbeam.shards import is_local
+
+    fs, path = fsspec.core.url_to_fs(output)
+    if not is_local(fs):
+        return
+    for folder in (path, os.path.join(path, "audit")):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            probe = os.path.join(folder, f".blurbeam-probe-{os.getpid()}")
+            with open(probe, "wb"):
+                pass
+            os.unlink(probe)
+        except OSError as exc:
+            raise ValueError(
+                f"cannot write to {folder!r}: {exc.strerror or type(exc).__name__}"
+            ) from None
 
 
 def plan(opts: AnonymizeOptions) -> RunPlan:
@@ -309,6 +439,15 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
         mask_shape=opts.mask_shape,
         feather=opts.feather,
     )
+    if blur.weakness and not opts.allow_weak_anonymization:
+        raise ValueError(
+            f"{blur.weakness}; faces may stay recognisable (docs/PRIVACY.md). Use a stronger "
+            "setting, or pass --allow-weak-anonymization to accept it (recorded in run.json and "
+            "every audit record)"
+        )
+    if not opts.input or not opts.output:
+        raise ValueError("--input and --output are required")
+    output = check_locations(opts.input, opts.output)
     policy = MetadataPolicy(keep_metadata=opts.keep_metadata, keep_gps=opts.keep_gps)
     det_params = {
         "score_threshold": threshold,
@@ -327,6 +466,11 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
     allowed = tuple(sorted(set(opts.allow_image_field or ())))
     if allowed:
         config["allow_image_fields"] = list(allowed)
+    if opts.run_id and not RUN_ID_PATTERN.fullmatch(opts.run_id):
+        raise ValueError(
+            f"--run-id {opts.run_id!r} must be 1-128 letters, digits, '.', '_' or '-' "
+            "(it names files)"
+        )
     run_id = (
         opts.run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     )
@@ -341,7 +485,7 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
     )
     return RunPlan(
         opts.input,
-        opts.output.rstrip("/") or "/",
+        output,
         run_id,
         spec,
         blur,
@@ -359,6 +503,7 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
         ),
         worker_threads=threads,
         allow_image_fields=allowed,
+        retry_errors=bool(opts.retry_errors),
     )
 
 
@@ -376,6 +521,8 @@ def build(p: beam.Pipeline, rp: RunPlan, progress_dir: str | None = None):
         input_slices=rp.input_slices,
         opencv_threads=rp.opencv_threads,
         allow_image_fields=rp.allow_image_fields,
+        every_file=True,
+        retry_errors=rp.retry_errors,
     )
     detected = tasks | "DetectFaces" >> DetectFaces(rp.spec, threads=rp.worker_threads)
     return detected | "AnonymizeAndWrite" >> AnonymizeAndWrite(
@@ -486,8 +633,9 @@ def summarize(
     table, rp: RunPlan, wall_s: float, runner: str, metrics: dict[str, int]
 ) -> dict[str, Any]:
     status = table.column("status").to_pylist()
-    counts = {s: status.count(s) for s in ("ok", "no_faces", "error")}
+    counts = {s: status.count(s) for s in STATUSES}
     n = len(status)
+    attempted = n - counts["skipped"]  # the error rate is over the images, not skipped files
     faces = sum(x or 0 for x in table.column("num_faces").to_pylist())
     errors: dict[str, int] = {}
     for e in table.column("error").to_pylist():
@@ -502,7 +650,8 @@ def summarize(
         "images": n,
         "status_counts": counts,
         "faces": faces,
-        "error_rate": counts["error"] / n if n else 0.0,
+        "error_rate": counts["error"] / attempted if attempted else 0.0,
+        "weak_anonymization": rp.blur.weakness,
         "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:20]),
         "wall_s": round(wall_s, 3),
         "images_per_s": round(n / wall_s, 3) if wall_s > 0 else None,
@@ -526,69 +675,88 @@ def query_counters(result) -> dict[str, int]:
     return out
 
 
+def _error(message: str) -> None:
+    print(f"blurbeam anonymize: error: {message}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from blurbeam.task import one_line
+
     beam_args, slices = prepare_runner(beam_args, args.input_slices)
     options = PipelineOptions(beam_args, **vars(args))
     opts = options.view_as(AnonymizeOptions)
     try:
         rp = plan(opts)
-    except ValueError as exc:
-        print(f"blurbeam anonymize: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        _error(str(exc) if isinstance(exc, ValueError) else one_line(exc))
         return 2
     rp.input_slices = slices
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     local = runner in ("DirectRunner", "direct", "FnApiRunner")
     total = None
-    what = ""
     if local:
         try:
-            refs = list(expand_input(rp.input, exclude=rp.output))
-        except InputError as exc:
-            print(f"blurbeam anonymize: error: {exc}", file=sys.stderr)
+            check_writable(rp.output)
+            total = sum(1 for _ in expand_input(rp.input, exclude=rp.output, every_file=True))
+        except (InputError, ValueError) as exc:
+            _error(str(exc))
             return 2
-        if all(r.kind == "file" for r in refs):
-            total = len(refs)
-            what = f", {total} inputs"
-        else:
-            what = f", {len(refs)} files and shards"
+    what = f", {total} inputs" if total is not None else ""
     print(
         f"blurbeam {__version__}: run {rp.run_id}, detector {rp.spec.name}, method {rp.blur.method}, "
-        f"runner {runner}{what}" + (", skipping images already done" if rp.skip_existing else ""),
+        f"runner {runner}{what}" + (", skipping inputs already done" if rp.skip_existing else ""),
         file=sys.stderr,
     )
-    if rp.blur.method in WEAK_METHODS:
-        print(f"blurbeam anonymize: warning: {WEAK_METHODS[rp.blur.method]}", file=sys.stderr)
+    if rp.blur.weakness:
+        print(
+            f"blurbeam anonymize: warning: weak anonymization accepted: {rp.blur.weakness}",
+            file=sys.stderr,
+        )
     show = opts.progress == "on" or (opts.progress == "auto" and local)
     t0 = time.monotonic()
     with _Progress(total, enabled=show and local) as progress:
         p = beam.Pipeline(options=options)
         build(p, rp, progress.dir)
-        result = p.run()
         try:
-            result.wait_until_finish()
-        finally:
-            client = getattr(result, "client", None)  # DaskRunner's dask.distributed client
-            if client is not None:
-                client.close()
+            result = p.run()
+            try:
+                result.wait_until_finish()
+            finally:
+                client = getattr(result, "client", None)  # DaskRunner's dask.distributed client
+                if client is not None:
+                    client.close()
+        except Exception as exc:
+            failure = one_line(exc)
+        else:
+            failure = None
+    if failure is not None:
+        return _failed(rp, failure)
     wall = time.monotonic() - t0
     table = read_run_records(rp.output, rp.run_id)
     summary = summarize(table, rp, wall, runner, query_counters(result))
-    if rp.skip_existing:
-        summary["images_skipped"] = summary["metrics"].get("images_skipped")
     from blurbeam.shards import join_output, write_bytes
 
     write_bytes(join_output(rp.output, "run.json"), json.dumps(summary, indent=2).encode())
     c = summary["status_counts"]
     if rp.skip_existing:
+        n = summary["metrics"].get("images_skipped")
         print(
-            f"skipped {summary['images_skipped'] if summary['images_skipped'] is not None else '?'}"
-            " images already done under this config",
+            "skipped "
+            + (_plural(n, "input") if n is not None else "an unknown number of inputs (the runner "
+               "reports no metrics)")
+            + " already done under this config",
             file=sys.stderr,
-        )
+        )  # fmt: skip
     print(
-        f"done: {summary['images']} images ({c['ok']} with faces, {c['no_faces']} without, "
-        f"{c['error']} errors), {summary['faces']} faces, {summary['wall_s']:.1f} s, "
-        f"{summary['images_per_s'] or 0:.2f} images/s; model loads {summary['metrics'].get('model_loads', '?')}",
+        f"done: {_plural(summary['images'], 'input')} ({c['ok']} with faces, {c['no_faces']} "
+        f"without, {c['skipped']} not images or hidden, {_plural(c['error'], 'error')}), "
+        f"{_plural(summary['faces'], 'face')}, {summary['wall_s']:.1f} s, "
+        f"{summary['images_per_s'] or 0:.2f} inputs/s"
+        + (
+            f"; model loads {summary['metrics']['model_loads']}"
+            if "model_loads" in summary["metrics"]
+            else ""
+        ),
         file=sys.stderr,
     )
     print(
@@ -598,10 +766,31 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     for reason, n in list(summary["errors"].items())[:5]:
         print(f"  error x{n}: {reason}", file=sys.stderr)
     if summary["error_rate"] > opts.max_error_rate:
-        print(
-            f"blurbeam anonymize: error rate {summary['error_rate']:.3f} exceeds --max-error-rate "
-            f"{opts.max_error_rate}",
-            file=sys.stderr,
+        _error(
+            f"error rate {summary['error_rate']:.3f} exceeds --max-error-rate "
+            f"{opts.max_error_rate:g}"
         )
         return 1
     return 0
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _failed(rp: RunPlan, failure: str) -> int:
+    """A pipeline that failed part way: remove every output that no audit record accounts for
+    (anonymized copies only; originals are never under --output), then report in one line."""
+    from blurbeam.report import remove_unaccounted_outputs
+
+    try:
+        removed = remove_unaccounted_outputs(rp.output)
+        tidy = (
+            f"; removed {_plural(len(removed), 'output')} that had no audit record"
+            if removed
+            else "; every output left has an audit record"
+        )
+    except Exception as exc:  # the output itself may be what failed
+        tidy = f"; could not check the outputs for missing audit records: {exc}"
+    _error(f"the pipeline failed: {failure}{tidy}")
+    return 1

@@ -1,16 +1,21 @@
-"""The ``blurbeam`` command.
+"""blurbeam: find and blur every face in an image dataset, with a Parquet audit record per input.
 
 Each subcommand is a module of ``blurbeam.pipelines`` with two functions:
 ``add_arguments(parser)`` and ``run(args, beam_args) -> int`` (the exit code). ``beam_args`` are
-the arguments argparse did not recognise; they go to Beam's PipelineOptions (``--runner``,
-``--direct_num_workers`` ...). Modules are imported only when their command runs, so
-``blurbeam anonymize --detector yunet`` never imports TensorFlow.
+the arguments argparse did not recognise: for a module that sets ``BEAM_OPTIONS = True`` they go
+to Beam's PipelineOptions (``--runner``, ``--direct_num_workers`` ...) once every one of them is
+known to Beam; anything unknown (a misspelled flag) is an error, exit 2, naming the closest valid
+flag. Modules are imported only when their command runs, so ``blurbeam anonymize --detector
+yunet`` never imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import importlib
+import logging
 import sys
 
 # name -> (module, one-line help). A new command is a new module plus one line here.
@@ -38,8 +43,64 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _DropBeamImportNoise(logging.Filter):
+    """Beam logs "apitools not found" on import when the GCP extras are absent; that is
+    expected here and says nothing about the command."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
+
+
+def _beam_parser(args: list[str]) -> argparse.ArgumentParser:
+    """A parser that knows every flag of every PipelineOptions subclass, as Beam builds it."""
+    from apache_beam.options import pipeline_options as po
+
+    if any("dask" in a.lower() for a in args):
+        with contextlib.suppress(ImportError):  # registers DaskOptions
+            import apache_beam.runners.dask.dask_runner  # noqa: F401
+    parser = po._BeamArgumentParser(allow_abbrev=False)
+    subset: dict[str, type] = {}
+    for cls in po.PipelineOptions.__subclasses__():
+        subset.setdefault(str(cls), cls)
+    for cls in subset.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def unknown_flags(
+    rest: list[str], beam: bool, own: argparse.ArgumentParser
+) -> tuple[list[str], list[str]]:
+    """The arguments in ``rest`` that nobody knows, and the flags they could have meant."""
+    known = [s for a in own._actions for s in a.option_strings]
+    if beam:
+        parser = _beam_parser(rest)
+        _, unknown = parser.parse_known_args(rest)
+        known += [s for a in parser._actions for s in a.option_strings]
+    else:
+        unknown = list(rest)
+    return unknown, known
+
+
+def _reject(prog: str, unknown: list[str], known: list[str]) -> int:
+    flag = next((u for u in unknown if u.startswith("-")), unknown[0])
+    name = flag.split("=", 1)[0]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    what = "unrecognized argument" if flag.startswith("-") else "unexpected value"
+    print(f"{prog}: error: {what} {name}{hint}", file=sys.stderr)
+    return 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block): ``prog: error: message``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    logging.getLogger().addFilter(_DropBeamImportNoise())
     parser = argparse.ArgumentParser(prog="blurbeam", description=__doc__.splitlines()[0])
     from blurbeam import __version__
 
@@ -53,9 +114,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name = argv[0]
     module = importlib.import_module(COMMANDS[name][0])
-    cmd_parser = argparse.ArgumentParser(prog=f"blurbeam {name}", description=COMMANDS[name][1])
+    cmd_parser = OneLineParser(
+        prog=f"blurbeam {name}", description=COMMANDS[name][1], allow_abbrev=False
+    )
     module.add_arguments(cmd_parser)
-    args, beam_args = cmd_parser.parse_known_args(argv[1:])
+    try:
+        args, beam_args = cmd_parser.parse_known_args(argv[1:])
+    except SystemExit as exc:  # --help, or a bad value (already printed on one line)
+        return int(exc.code or 0)
+    unknown, known = unknown_flags(beam_args, getattr(module, "BEAM_OPTIONS", False), cmd_parser)
+    if unknown:
+        return _reject(cmd_parser.prog, unknown, known)
     return int(module.run(args, beam_args) or 0)
 
 

@@ -19,6 +19,9 @@ from typing import Any
 
 from blurbeam.pipelines.anonymize import _option, add_detection_arguments
 
+#: Arguments the command does not declare go to Beam (runner flags); unknown ones are an error.
+BEAM_OPTIONS = True
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from blurbeam.deblur.apply import DEFAULT_FEATHER, DEFAULT_MARGIN

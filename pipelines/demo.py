@@ -10,6 +10,10 @@ from pathlib import Path
 EXPECTED_ERRORS = {"truncated.jpg", "empty.png"}
 
 
+#: Arguments the command does not declare go to Beam (runner flags); unknown ones are an error.
+BEAM_OPTIONS = True
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "outdir", help="folder for the sample input, the output and the contact sheet"

@@ -41,6 +41,10 @@ from blurbeam.pipelines.anonymize import _option, add_detection_arguments, detec
 DEFAULT_AP_MIN_SCORE = 0.02
 
 
+#: Arguments the command does not declare go to Beam (runner flags); unknown ones are an error.
+BEAM_OPTIONS = True
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _option(parser, "images", required=True, help="directory of <event>/<name>.jpg images")
     _option(parser, "gt", required=True, help="WIDER gt.txt (e.g. .../widerface/dev305/gt.txt)")

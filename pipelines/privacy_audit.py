@@ -24,6 +24,10 @@ from pathlib import Path
 DEFAULT_MIN_FACE = 40.0
 
 
+#: Arguments the command does not declare go to Beam (runner flags); unknown ones are an error.
+BEAM_OPTIONS = True
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from blurbeam.blur import METHODS
     from blurbeam.privacy.attackers import ATTACKERS

@@ -2,9 +2,11 @@
 
 Reads every audit Parquet file under ``--output`` (all runs) and prints per-run totals, the
 errors with their reasons, the images with faces, the detector and method of each run, and every
-input image that has no audit record at all. Writes ``report.json`` and ``report.md`` next to the
-audit (or under ``--report-dir``). Exit code 1 when an input has no audit record (or, with
-``--fail-on-error``, when an input's latest record is an error), 2 on bad arguments.
+input (every file under ``--input``) with its latest status, and those with no audit record at
+all. Writes ``report.json`` and ``report.md`` next to the audit (or under ``--report-dir``). Exit
+code 1 when an input has no audit record, when coverage cannot be checked (no ``--input`` and no
+run.json naming one), or when the error rate is above ``--max-error-rate`` (``--fail-on-error``:
+any error); 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+from blurbeam.pipelines.anonymize import fraction
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fail-on-error",
         action="store_true",
-        help="exit 1 when an input's latest record is an error",
+        help="exit 1 when an input's latest record is an error (same as --max-error-rate 0)",
+    )
+    parser.add_argument(
+        "--max-error-rate",
+        type=fraction,
+        default=None,
+        help="exit 1 when the fraction of inputs whose latest record is an error (skipped "
+        "files not counted) is above this (default: errors do not change the exit code)",
     )
     parser.add_argument("--limit", type=int, default=10, help="lines per list on the terminal")
 
@@ -60,9 +71,6 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from blurbeam.report import audit_files, build_report, to_text, write_report
     from blurbeam.shards import ShardOptions
 
-    if beam_args:
-        print(f"blurbeam report: error: unknown arguments {' '.join(beam_args)}", file=sys.stderr)
-        return 2
     output = args.output.rstrip("/") or "/"
     try:
         files = audit_files(output)
@@ -83,8 +91,18 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     print(to_text(rep, args.limit))
     json_uri, md_uri = write_report(rep, args.report_dir or output)
     print(f"report written to {json_uri} and {md_uri}", file=sys.stderr)
-    if rep["coverage"].get("missing"):
-        return 1
-    if args.fail_on_error and rep["latest_status"]["error"]:
-        return 1
-    return 0
+    failures = []
+    cov = rep["coverage"]
+    if not cov["checked"]:
+        failures.append("coverage could not be checked: pass --input")
+    elif cov["missing"]:
+        failures.append(f"{len(cov['missing'])} inputs have no audit record")
+    limit = 0.0 if args.fail_on_error else args.max_error_rate
+    s = rep["latest_status"]
+    attempted = sum(s.values()) - s["skipped"]
+    rate = s["error"] / attempted if attempted else 0.0
+    if limit is not None and rate > limit:
+        failures.append(f"error rate {rate:.3f} ({s['error']} errors) is above {limit:g}")
+    for failure in failures:
+        print(f"blurbeam report: FAIL: {failure}", file=sys.stderr)
+    return 1 if failures else 0

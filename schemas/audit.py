@@ -7,7 +7,10 @@ from typing import Any
 
 import pyarrow as pa
 
-STATUSES = ("ok", "no_faces", "error")
+STATUSES = ("ok", "no_faces", "error", "skipped")
+#: Statuses that end an input's processing under a config: a rerun with --skip-existing does not
+#: redo them (errors only with --retry-errors).
+SUCCESS = ("ok", "no_faces", "skipped")
 
 LANDMARK = pa.struct([("x", pa.float32()), ("y", pa.float32())])
 FACE = pa.struct(
@@ -31,6 +34,7 @@ AUDIT_SCHEMA = pa.schema(
         ("source_sha256", pa.string()),
         ("output_sha256", pa.string()),
         ("source_bytes", pa.int64()),
+        ("shard_sha256", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("format", pa.string()),
@@ -39,6 +43,7 @@ AUDIT_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("error_stage", pa.string()),
         ("error", pa.string()),
+        ("skip_reason", pa.string()),
         ("num_faces", pa.int32()),
         ("faces", pa.list_(FACE)),
         ("detector", pa.string()),
@@ -69,6 +74,8 @@ def validate_record(record: dict[str, Any]) -> None:
         raise ValueError(f"bad status {record['status']!r}")
     if (record["status"] == "error") != bool(record["error"]):
         raise ValueError("status 'error' and a non-empty error must go together")
+    if (record["status"] == "skipped") != bool(record.get("skip_reason")):
+        raise ValueError("status 'skipped' and a non-empty skip_reason must go together")
 
 
 def to_table(records: list[dict[str, Any]]) -> pa.Table:

@@ -252,8 +252,12 @@ def test_cli_exit_codes_and_run_json(dataset, tmp_path, capsys):
         "--output",
         str(tmp_path / "o3"),
     ]
-    assert cli_main([*argv, "--method", "bilateral"]) == 0
-    assert "warning: bilateral blur keeps edges" in capsys.readouterr().err
+    assert cli_main([*argv, "--method", "bilateral"]) == 2
+    assert "bilateral blur keeps edges" in capsys.readouterr().err
+    assert cli_main([*argv, "--method", "bilateral", "--allow-weak-anonymization"]) == 0
+    assert "warning: weak anonymization accepted: bilateral" in capsys.readouterr().err
+    run_json = json.loads((tmp_path / "o3" / "run.json").read_text())
+    assert run_json["weak_anonymization"].startswith("bilateral")
     assert cli_main(["anonymize", "--input", str(tmp_path / "nope"), "--output", str(out2)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert (

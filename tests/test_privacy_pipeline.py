@@ -19,7 +19,8 @@ def weak_run(shared: Path, tmp_path_factory) -> tuple[Path, Path]:
     shutil.copy(shared / "crowds" / "ppl.jpg", src / "ppl.jpg")
     out = tmp_path_factory.mktemp("anon")
     argv = ["anonymize", "--input", str(src), "--output", str(out)]
-    assert cli_main([*argv, "--method", "gaussian", "--strength", "0.05"]) == 0
+    weak = ["--method", "gaussian", "--strength", "0.05", "--allow-weak-anonymization"]
+    assert cli_main([*argv, *weak]) == 0
     return src, out
 
 

@@ -121,7 +121,7 @@ def test_s3_input_and_output_end_to_end(s3, capsys):
     # a scheduled rerun: nothing to do, nothing rewritten
     before = {p: s3.info(p)["ETag"] for p in outputs if "/audit/" not in p and "run.json" not in p}
     assert cli_main([*argv, "--run-id", "s3b", "--skip-existing"]) == 0
-    assert "skipped 5 images" in capsys.readouterr().err
+    assert "skipped 5 inputs" in capsys.readouterr().err
     s3.invalidate_cache()
     assert {p: s3.info(p)["ETag"] for p in before} == before
 

@@ -87,16 +87,21 @@ def test_rerun_after_crash_finishes_the_rest_once(tmp_path):
     )
     survived_ok = {r["source_uri"] for r in kept if r["status"] != "error"}
     assert len(survived_ok) == 3  # the tar's two images and face0.jpg
+    truncated = str(src / "photos" / "truncated.jpg")
 
+    # a corrupt input is done too: the same bytes under the same config fail the same way
     rerun, counters = run_pipeline(src, out, "--run-id", "rerun", "--skip-existing")
     everything = {r["source_uri"] for r in records}
-    assert {r["source_uri"] for r in rerun} == everything - survived_ok  # the rest, once
-    assert counters["images_skipped"] == 3
+    assert {r["source_uri"] for r in rerun} == everything - survived_ok - {truncated}
+    assert counters["images_skipped"] == 4
     history = load_audit(str(out)).to_pylist()
     assert {r["source_uri"] for r in history} == everything  # every input accounted for
     ok_uris = [r["source_uri"] for r in history if r["status"] != "error"]
     assert len(ok_uris) == len(set(ok_uris)) == n  # each success recorded exactly once
-    assert [r["status"] for r in rerun if r["source_uri"].endswith("truncated.jpg")] == ["error"]
+
+    # --retry-errors processes exactly the inputs whose last record is an error
+    again, _ = run_pipeline(src, out, "--run-id", "retry", "--skip-existing", "--retry-errors")
+    assert [(r["source_uri"], r["status"]) for r in again] == [(truncated, "error")]
 
 
 def test_report_totals_errors_and_coverage(tmp_path, capsys):
@@ -105,7 +110,7 @@ def test_report_totals_errors_and_coverage(tmp_path, capsys):
     (src / "photos" / "truncated.jpg").write_bytes(face_image(5)[:2000])
     argv = ["anonymize", "--input", str(src), "--output", str(out), "--max-error-rate", "1"]
     assert cli_main([*argv, "--run-id", "r1"]) == 0
-    assert cli_main([*argv, "--run-id", "r2", "--skip-existing"]) == 0
+    assert cli_main([*argv, "--run-id", "r2", "--skip-existing", "--retry-errors"]) == 0
     capsys.readouterr()
     assert cli_main(["report", "--output", str(out)]) == 0
     text = capsys.readouterr().out
@@ -114,13 +119,14 @@ def test_report_totals_errors_and_coverage(tmp_path, capsys):
     r1, r2 = rep["runs"]
     assert r1["images"] == n + 1 and r1["error"] == 1 and r1["detector"] == DEFAULT_DETECTOR
     assert r1["method"] == "gaussian" and r2["images"] == 1  # only the failed input was retried
-    assert rep["coverage"] == {
-        "checked": True,
-        "input": str(src),
-        "inputs": n + 1,
-        "covered": n + 1,
-        "missing": [],
-    }
+    cov = rep["coverage"]
+    assert (cov["checked"], cov["input"], cov["inputs"], cov["covered"], cov["missing"]) == (
+        True, str(src), n + 1, n + 1, []
+    )  # fmt: skip
+    assert cov["by_status"] == {"ok": n - 1, "no_faces": 1, "error": 1}
+    assert len(cov["files"]) == n + 1 and {f["status"] for f in cov["files"]} == set(
+        cov["by_status"]
+    )
     assert rep["latest_status"]["error"] == 1 and rep["errors"][0]["stage"] == "decode"
     assert rep["errors"][0]["inputs"] == [str(src / "photos" / "truncated.jpg")]
     faces = rep["images_with_faces"]

@@ -46,9 +46,14 @@ def test_available_cores_is_at_least_one_and_at_most_the_machine():
     assert 1 <= anon.available_cores() <= (anon.os.cpu_count() or 1)
 
 
-def test_negative_worker_threads_is_a_clear_error(monkeypatch):
-    with pytest.raises(ValueError, match="--worker-threads must be >= 0"):
-        resolve("--worker-threads", "-1", monkeypatch=monkeypatch)
+def test_negative_worker_threads_is_a_clear_error(tmp_path, capsys):
+    from blurbeam.pipelines.cli import main as cli_main
+
+    argv = ["anonymize", "--input", str(tmp_path), "--output", str(tmp_path / "o")]
+    assert cli_main([*argv, "--worker-threads", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--worker-threads" in err and "expected a whole number >= 0" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_the_budget_reaches_opencv_and_stays_out_of_the_config_hash(tmp_path):

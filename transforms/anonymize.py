@@ -21,7 +21,9 @@ from blurbeam.transforms.write import WriteAudit, WriteImageFn, WriteShardFn
 
 
 class ReadImages(beam.PTransform):
-    """--input spec -> decoded ImageTasks (failed reads/decodes travel on as failed tasks)."""
+    """--input spec -> decoded ImageTasks (failed reads/decodes travel on as failed tasks;
+    with ``every_file`` every file under the input is a task, files that are not processed as
+    ``skipped`` ones)."""
 
     def __init__(
         self,
@@ -35,8 +37,12 @@ class ReadImages(beam.PTransform):
         input_slices: int = 1,
         opencv_threads: int | None = None,
         allow_image_fields: tuple[str, ...] = (),
+        every_file: bool = False,
+        retry_errors: bool = False,
     ):
         super().__init__()
+        self._every_file = every_file
+        self._retry_errors = retry_errors
         self._spec, self._max_pixels, self._max_bytes, self._exclude = (
             spec,
             max_pixels,
@@ -56,10 +62,12 @@ class ReadImages(beam.PTransform):
             skip_existing=self._skip_existing,
             opencv_threads=self._opencv_threads,
             allow_image_fields=self._allow_image_fields,
+            retry_errors=self._retry_errors,
         )
         return (
             pbegin
-            | "Expand" >> ExpandInput(self._spec, self._exclude, self._input_slices)
+            | "Expand"
+            >> ExpandInput(self._spec, self._exclude, self._input_slices, self._every_file)
             | "Read" >> beam.ParDo(read)
             | "Decode" >> beam.ParDo(DecodeFn(self._max_pixels))
         )

@@ -12,9 +12,10 @@ import zlib
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from blurbeam.schemas.audit import AUDIT_SCHEMA, validate_record
+from blurbeam.schemas.audit import AUDIT_SCHEMA, STATUSES, validate_record
 from blurbeam.shards import (
     ShardOptions,
+    check_target,
     get_format,
     join_output,
     kind_of,
@@ -32,9 +33,7 @@ class _AuditingFn(beam.DoFn):
         self._output = output
         self._ctx = ctx
         self._progress_dir = progress_dir
-        self._counters = {
-            s: Metrics.counter("blurbeam", f"images_{s}") for s in ("ok", "no_faces", "error")
-        }
+        self._counters = {s: Metrics.counter("blurbeam", f"images_{s}") for s in STATUSES}
 
     def setup(self) -> None:
         self._progress = {"done": 0, "faces": 0, "error": 0}
@@ -82,6 +81,7 @@ class WriteImageFn(_AuditingFn):
             if t.encoded is None:
                 raise RuntimeError("no anonymized image to write")
             uri = join_output(self._output, t.rel)
+            check_target(self._output, uri, t.source_uri)
             write_bytes(uri, t.encoded)
             t.output_uri = uri
             t.output_sha256 = hashlib.sha256(t.encoded).hexdigest()
@@ -123,6 +123,7 @@ class WriteShardFn(_AuditingFn):
             out_uri = join_output(self._output, rel)
             written: set[str] = set()
             try:
+                check_target(self._output, out_uri, shard_uri)
                 fmt = get_format(kind_of(shard_uri))
                 fs, path = fsspec.core.url_to_fs(shard_uri)
                 source = fs.cat_file(path)

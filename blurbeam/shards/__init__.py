@@ -29,6 +29,7 @@ class ShardRef:
     kind: str  # the ShardFormat name, e.g. "file"
     uri: str  # where the shard is (a local path or an fsspec URL)
     rel: str  # its path relative to the input root, "/"-separated; mirrored under --output
+    reason: str = ""  # kind "skipped": why blurbeam does not process this file
 
 
 @dataclass
@@ -39,6 +40,8 @@ class ImageRecord:
     rel: str  # output path relative to --output
     data: bytes | None
     error: str | None = None  # set when the record could not be read
+    skipped: str | None = None  # set when the input is deliberately not processed (the reason)
+    sha256: str | None = None  # the input's sha256 when ``data`` is not kept (skipped files)
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,34 @@ def join_output(root: str, rel: str) -> str:
     )
 
 
+def canonical(uri: str) -> str:
+    """One string per place: a local path fully resolved (symlinks, ``.``, ``..``, ``//``), an
+    fsspec URL with its protocol and its path normalised the same way. Two spellings of one
+    location give the same string; compare locations only through this."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if is_local(fs):
+        return os.path.realpath(path)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return f"{protocol}://" + posixpath.normpath("/" + path.lstrip("/")).lstrip("/")
+
+
+def is_within(path: str, root: str) -> bool:
+    """Whether canonical ``path`` is ``root`` or lies under it (both from ``canonical``)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def check_target(root: str, uri: str, source: str | None = None) -> None:
+    """Refuse to write ``uri`` unless it lies under the output ``root`` as a place (a symlinked
+    folder inside the output cannot redirect a write elsewhere) and is not the ``source`` file
+    itself. Raises UnsafePathError."""
+    target = canonical(uri)
+    folder = canonical(posixpath.dirname(uri) if "://" in uri else os.path.dirname(uri))
+    if not is_within(folder, canonical(root)):
+        raise UnsafePathError(f"refusing to write {uri!r}: it resolves outside the output")
+    if source and canonical(source) == target:
+        raise UnsafePathError(f"refusing to write {uri!r}: it is the input file itself")
+
+
 def _has_magic(s: str) -> bool:
     return any(c in s for c in "*?[")
 
@@ -185,15 +216,18 @@ def _match_kind(path: str) -> str | None:
     return None
 
 
-def expand_input(spec: str, exclude: str | None = None) -> Iterator[ShardRef]:
-    """All shards named by ``spec``, sorted. Hidden files and directories (".name") are skipped,
-    and so is anything under ``exclude`` (the output directory, when it lies inside the input)."""
+#: ShardRef kinds that ``expand_input(every_file=True)`` gives files that no format claims by
+#: name: "other" is sniffed when read (an image without an image extension is processed),
+#: "skipped" is never read for pixels (hidden files) and gets a record saying why.
+OTHER_KIND = "other"
+SKIPPED_KIND = "skipped"
+
+
+def input_root(spec: str) -> tuple[fsspec.AbstractFileSystem, str, str, list[str]]:
+    """``(fs, path, root, candidates)`` for ``--input``: the root whose relative paths are
+    mirrored under ``--output``, and every file the spec names."""
     fs, path = fsspec.core.url_to_fs(spec)
     path = path.rstrip("/") or "/"
-    excl = None
-    if exclude:
-        efs, epath = fsspec.core.url_to_fs(exclude)
-        excl = epath.rstrip("/") + "/"
     if _has_magic(path):
         root = path
         while _has_magic(root):
@@ -202,23 +236,49 @@ def expand_input(spec: str, exclude: str | None = None) -> Iterator[ShardRef]:
     elif fs.isdir(path):
         root = path
         candidates = fs.find(path)
-    elif fs.exists(path):
+    elif fs.exists(path) or (is_local(fs) and os.path.islink(path)):
         root = posixpath.dirname(path)
         candidates = [path]
     else:
         raise InputError(f"--input {spec!r} does not exist")
+    return fs, path, root, candidates
+
+
+def expand_input(
+    spec: str, exclude: str | None = None, every_file: bool = False
+) -> Iterator[ShardRef]:
+    """All shards named by ``spec``, sorted. Anything under ``exclude`` (the output directory,
+    when it lies inside the input) is left out, compared as canonical locations, so another
+    spelling of the same place or a symlink into it is left out too.
+
+    By default hidden files and directories (".name") and files no shard format claims by name
+    are left out (the evaluate and deblur pipelines). With ``every_file`` (anonymize, report)
+    every file is listed: hidden ones with kind ``skipped`` and the others with kind ``other``,
+    so that each gets exactly one audit record.
+    """
+    fs, _, root, candidates = input_root(spec)
+    local = is_local(fs)
+    excl = canonical(exclude) if exclude else None
     found = False
     for p in sorted(candidates):
         rel = posixpath.relpath(p, root) if root not in ("", "/") else p.lstrip("/")
-        if any(part.startswith(".") for part in rel.split("/")):
+        if excl and is_within(canonical(to_uri(fs, p)), excl):
             continue
-        if excl and (p + "/").startswith(excl):
+        if local and os.path.isdir(p):
+            continue  # a symlink to a directory: find() lists its files under it already
+        uri = to_uri(fs, p)
+        if any(part.startswith(".") for part in rel.split("/")):
+            if every_file:
+                found = True
+                yield ShardRef(SKIPPED_KIND, uri, rel, "hidden file (a name starts with '.')")
             continue
         kind = _match_kind(p)
         if kind is None:
-            continue
+            if not every_file:
+                continue
+            kind = OTHER_KIND
         found = True
-        yield ShardRef(kind=kind, uri=to_uri(fs, p), rel=rel)
+        yield ShardRef(kind=kind, uri=uri, rel=rel)
     if not found:
         raise InputError(f"--input {spec!r} holds no images or shards we can read")
 

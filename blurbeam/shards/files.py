@@ -1,14 +1,120 @@
-"""The plain-file shard kind: each image file is one shard holding one image."""
+"""Plain files: each file is its own shard holding at most one image.
+
+``file``: a file whose extension is an image's; it is read whole and decoded (a file that is not
+an image after all fails at decode with an error record).
+
+``other``: a file that no format claims by its name (``photo``, ``x.txt``, ``clip.mp4``). Its
+first bytes decide: image data (``imageio.sniff_format``) is processed like any image file,
+whatever the name says; anything else gets a ``skipped`` record naming what it is (``MP4/QuickTime
+video``, ``unrecognised data``) and is not copied to the output.
+
+``skipped``: hidden files (a name in the path starts with "."): a ``skipped`` record, nothing
+copied.
+
+A ``skipped`` record carries the file's sha256 (read in chunks, never whole), so coverage can tell
+a changed file from a covered one. Only regular files are read: a FIFO, socket or device gets an
+error record (reading a FIFO would block forever), and so does a broken symbolic link.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import posixpath
+import stat
 from collections.abc import Iterator
 
 import fsspec
 
-from blurbeam.imageio import IMAGE_EXTENSIONS
-from blurbeam.shards import ImageRecord, ShardFormat, ShardOptions, ShardRef, register_format
+from blurbeam.imageio import IMAGE_EXTENSIONS, OPAQUE_SNIFF_BYTES, sniff_format, sniff_media
+from blurbeam.shards import (
+    OTHER_KIND,
+    SKIPPED_KIND,
+    ImageRecord,
+    ShardFormat,
+    ShardOptions,
+    ShardRef,
+    is_local,
+    register_format,
+)
+
+_CHUNK = 1 << 20
+
+
+class _NotReadable(Exception):
+    """A file that is not to be read (not a regular file, broken link, too large)."""
+
+
+def _check_local(path: str) -> None:
+    """Refuse anything but a regular file (following symlinks) before opening it."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise _NotReadable(
+                f"broken symbolic link: its target {os.readlink(path)!r} does not exist"
+            ) from None
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        what = (
+            "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "not a regular file"
+        )
+        raise _NotReadable(f"not a regular file: {what}; not read")
+
+
+def _open_checked(uri: str, max_bytes: int | None) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(uri)
+    if is_local(fs):
+        _check_local(path)
+    if max_bytes is not None:
+        size = fs.size(path)
+        if size is not None and size > max_bytes:
+            raise _NotReadable(f"file too large: {size} bytes exceeds --max-bytes {max_bytes}")
+    return fs, path
+
+
+def _read_error(exc: Exception) -> str:
+    if isinstance(exc, _NotReadable):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return "file disappeared before it could be read"
+    return f"read failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def _hash_file(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _skipped(ref: ShardRef, reason: str) -> ImageRecord:
+    """The ``skipped`` record of a file that is not processed, with its sha256."""
+    record = ImageRecord(ref.uri, ref.uri, "", ref.rel, None, skipped=reason)
+    try:
+        fs, path = _open_checked(ref.uri, None)
+        record.sha256 = _hash_file(fs, path)
+    except Exception as exc:
+        record.skipped = None
+        record.error = _read_error(exc)
+    return record
+
+
+def _read_whole(ref: ShardRef, opts: ShardOptions) -> ImageRecord:
+    record = ImageRecord(ref.uri, ref.uri, "", ref.rel, None)
+    try:
+        fs, path = _open_checked(ref.uri, opts.max_bytes)
+        record.data = fs.cat_file(path)
+    except Exception as exc:
+        record.error = _read_error(exc)
+    return record
 
 
 @register_format
@@ -22,17 +128,48 @@ class FileFormat(ShardFormat):
         return [""]
 
     def read(self, ref: ShardRef, opts: ShardOptions) -> Iterator[ImageRecord]:
-        max_bytes = opts.max_bytes
-        record = ImageRecord(ref.uri, ref.uri, "", ref.rel, None)
+        yield _read_whole(ref, opts)
+
+
+@register_format
+class OtherFileFormat(ShardFormat):
+    """A file no format claims by name: an image if its bytes say so, else skipped."""
+
+    name = OTHER_KIND
+
+    def matches(self, path: str) -> bool:
+        return False  # only ever assigned by expand_input(every_file=True)
+
+    def keys(self, ref: ShardRef, opts: ShardOptions) -> list[str]:
+        return [""]
+
+    def read(self, ref: ShardRef, opts: ShardOptions) -> Iterator[ImageRecord]:
         try:
-            fs, path = fsspec.core.url_to_fs(ref.uri)
-            size = fs.size(path)
-            if size is not None and size > max_bytes:
-                record.error = f"file too large: {size} bytes exceeds --max-bytes {max_bytes}"
-            else:
-                record.data = fs.cat_file(path)
-        except FileNotFoundError:
-            record.error = "file disappeared before it could be read"
+            fs, path = _open_checked(ref.uri, None)
+            with fs.open(path, "rb") as fh:
+                head = fh.read(OPAQUE_SNIFF_BYTES)
         except Exception as exc:
-            record.error = f"read failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-        yield record
+            yield ImageRecord(ref.uri, ref.uri, "", ref.rel, None, _read_error(exc))
+            return
+        if sniff_format(head) is not None:
+            yield _read_whole(ref, opts)
+            return
+        media = sniff_media(head)
+        what = f"{media} data" if media else ("an empty file" if not head else "unrecognised data")
+        yield _skipped(ref, f"not an image: {what}; not copied to the output")
+
+
+@register_format
+class SkippedFileFormat(ShardFormat):
+    """A file listed only to be recorded (hidden files): the reason is the ShardRef's."""
+
+    name = SKIPPED_KIND
+
+    def matches(self, path: str) -> bool:
+        return False
+
+    def keys(self, ref: ShardRef, opts: ShardOptions) -> list[str]:
+        return [""]
+
+    def read(self, ref: ShardRef, opts: ShardOptions) -> Iterator[ImageRecord]:
+        yield _skipped(ref, f"{ref.reason or 'not processed'}; not copied to the output")
