@@ -18,6 +18,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from blurbeam.schemas.attestation import INDEX_COLUMNS
 from blurbeam.schemas.audit import AUDIT_SCHEMA, STATUSES, SUCCESS
 from blurbeam.shards import (
     InputError,
@@ -85,12 +86,6 @@ def _intact(records: list[dict[str, Any]]) -> bool:
         return False
 
 
-_INDEX_COLUMNS = [
-    "run_id", "source_uri", "shard_uri", "key", "source_sha256", "shard_sha256", "status",
-    "error_stage", "output_uri", "output_sha256", "config_hash", "processed_at",
-]  # fmt: skip
-
-
 class DoneIndex:
     """What ``--skip-existing`` needs to know about earlier runs under one config: for each
     shard (a plain file is a shard of one), the records of the latest run that processed it."""
@@ -124,14 +119,31 @@ class DoneIndex:
         return _intact([r for r in records if r["status"] in ("ok", "no_faces")])
 
 
+def history_index_rows(output: str) -> list[dict[str, Any]]:
+    """Done-index rows built from the whole audit history under ``output`` (for an output
+    that has no ``index/done.parquet`` yet): the records of the latest run per shard and
+    config."""
+    table = load_audit(output, list(INDEX_COLUMNS))
+    by_config: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in table.to_pylist():
+        by_config[r["config_hash"]].append(r)
+    rows = []
+    for config_rows in by_config.values():
+        for shard_rows in DoneIndex(config_rows).shards.values():
+            rows += shard_rows
+    return rows
+
+
 def load_done_index(output: str, config_hash: str, run_id: str = "") -> DoneIndex:
-    """The ``DoneIndex`` of every run under ``output`` other than ``run_id``, under
-    ``config_hash``."""
-    table = load_audit(output, _INDEX_COLUMNS)
-    rows = [
-        r for r in table.to_pylist() if r["config_hash"] == config_hash and r["run_id"] != run_id
-    ]
-    return DoneIndex(rows)
+    """The ``DoneIndex`` of the runs under ``output`` other than ``run_id``, under
+    ``config_hash``: from ``index/done.parquet`` (one small file kept by every run) when it is
+    the one the newest attestation names, else from the whole audit history."""
+    from blurbeam.attest import trusted_index
+
+    rows = trusted_index(output)
+    if rows is None:
+        rows = history_index_rows(output)
+    return DoneIndex([r for r in rows if r["config_hash"] == config_hash and r["run_id"] != run_id])
 
 
 def unaccounted_outputs(output: str, since: float | None = None) -> list[str]:
@@ -169,9 +181,10 @@ def remove_unaccounted_outputs(output: str, since: float | None = None) -> list[
 
 def list_inputs(
     spec: str, exclude: str | None = None, opts: ShardOptions | None = None
-) -> list[str]:
-    """The source URI of every image the input holds, as the pipeline names them. A shard that
-    cannot be listed stands for itself (the pipeline gives it one error record too)."""
+) -> list[tuple[str, str]]:
+    """``(source URI, shard URI)`` of every input the input spec holds (every file, and each
+    image inside a container shard), as the pipeline names them. A shard that cannot be listed
+    stands for itself (the pipeline gives it one error record too)."""
     opts = opts or ShardOptions()
     uris = []
     for ref in expand_input(spec, exclude=exclude, every_file=True):
@@ -179,8 +192,22 @@ def list_inputs(
             keys = get_format(ref.kind).keys(ref, opts)
         except Exception:
             keys = [""]
-        uris += [ref.uri if key == "" else member_uri(ref.uri, key) for key in keys]
+        uris += [(ref.uri if key == "" else member_uri(ref.uri, key), ref.uri) for key in keys]
     return uris
+
+
+def _file_sha256(uri: str) -> str | None:
+    import hashlib
+
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        h = hashlib.sha256()
+        with fs.open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest()
+    except Exception:
+        return None
 
 
 def _run_summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -214,11 +241,70 @@ def _run_summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["started"] or "", r["run_id"]))
 
 
-def build_report(
-    output: str, input_spec: str | None = None, opts: ShardOptions | None = None
+#: Coverage statuses that leave an input uncovered.
+UNCOVERED = ("missing", "old_config", "changed")
+
+
+def _coverage(
+    rows: list[dict[str, Any]],
+    input_spec: str,
+    output: str,
+    opts: ShardOptions | None,
+    config_hash: str | None,
+    rehash: bool,
 ) -> dict[str, Any]:
-    """The report of every run under ``output``. With ``input_spec``, every input image is
-    checked for at least one audit record; the missing ones are listed."""
+    """Each current input's status: its latest record's under ``config_hash`` (the newest
+    attestation's config), else ``old_config`` (records under other configs only) or
+    ``missing`` (no record); with ``rehash``, ``changed`` when its shard's bytes are no longer
+    those the record was made from."""
+    latest: dict[str, dict[str, Any]] = {}
+    current: dict[str, dict[str, Any]] = {}
+    for r in rows:  # sorted by time: the last one wins
+        latest[r["source_uri"]] = r
+        if config_hash is None or r["config_hash"] == config_hash:
+            current[r["source_uri"]] = r
+    inputs = sorted(set(list_inputs(input_spec, exclude=output, opts=opts)))
+    shard_sha = {shard: _file_sha256(shard) for _, shard in inputs} if rehash else {}
+    files = []
+    for uri, shard in inputs:
+        r = current.get(uri)
+        if r is None:
+            old = latest.get(uri)
+            status, reason = (
+                ("missing", "no audit record")
+                if old is None
+                else ("old_config", f"processed only under config {old['config_hash']}")
+            )
+        elif rehash and (r["shard_sha256"] or r["source_sha256"]) != shard_sha.get(shard):
+            status, reason = "changed", "the input's bytes changed after its record was made"
+        else:
+            status, reason = r["status"], r["error"] or r.get("skip_reason") or ""
+        files.append({"input": uri, "status": status, "reason": reason})
+    uncovered = [f["input"] for f in files if f["status"] in UNCOVERED]
+    return {
+        "checked": True,
+        "input": input_spec,
+        "config_hash": config_hash,
+        "rehashed": rehash,
+        "inputs": len(files),
+        "covered": len(files) - len(uncovered),
+        "by_status": dict(Counter(f["status"] for f in files)),
+        "missing": [f["input"] for f in files if f["status"] == "missing"],
+        "uncovered": uncovered,
+        "files": files,
+    }
+
+
+def build_report(
+    output: str,
+    input_spec: str | None = None,
+    opts: ShardOptions | None = None,
+    config_hash: str | None = None,
+    rehash: bool = False,
+) -> dict[str, Any]:
+    """The report of every run under ``output``. With ``input_spec``, every current input is
+    checked for a record under ``config_hash`` (default: any config) and listed with its
+    status; ``rehash`` also hashes every input to find the ones changed since their record."""
     rows = load_audit(output).to_pylist()
     rows.sort(key=lambda r: (r["processed_at"] or datetime.min.replace(tzinfo=UTC), r["run_id"]))
     latest: dict[str, dict[str, Any]] = {}
@@ -233,26 +319,7 @@ def build_report(
     coverage: dict[str, Any] = {"checked": False}
     if input_spec:
         try:
-            inputs = sorted(set(list_inputs(input_spec, exclude=output, opts=opts)))
-            missing = [uri for uri in inputs if uri not in latest]
-            files = []
-            for uri in inputs:
-                r = latest.get(uri)
-                files.append(
-                    {"input": uri, "status": "missing", "reason": "no audit record"}
-                    if r is None
-                    else {"input": uri, "status": r["status"],
-                          "reason": r["error"] or r.get("skip_reason") or ""}
-                )  # fmt: skip
-            coverage = {
-                "checked": True,
-                "input": input_spec,
-                "inputs": len(inputs),
-                "covered": len(inputs) - len(missing),
-                "by_status": dict(Counter(f["status"] for f in files)),
-                "missing": missing,
-                "files": files,
-            }
+            coverage = _coverage(rows, input_spec, output, opts, config_hash, rehash)
         except InputError as exc:
             coverage = {"checked": False, "input": input_spec, "reason": str(exc)}
     return {
@@ -278,28 +345,34 @@ def _coverage_line(rep: dict[str, Any]) -> str:
         why = cov.get("reason", "no --input given and no run.json names one")
         return f"coverage not checked: {why}"
     counts = ", ".join(f"{s} {n}" for s, n in sorted(cov.get("by_status", {}).items()))
-    if cov["missing"]:
+    under = f" under config {cov['config_hash']}" if cov.get("config_hash") else ""
+    if cov["uncovered"]:
         return (
-            f"coverage: {len(cov['missing'])} of {cov['inputs']} inputs have NO audit record "
-            f"({counts})"
+            f"coverage: {len(cov['uncovered'])} of {cov['inputs']} inputs are NOT covered"
+            f"{under} ({counts})"
         )
-    return f"coverage: all {cov['inputs']} inputs have an audit record ({counts})"
+    return f"coverage: all {cov['inputs']} inputs have an audit record{under} ({counts})"
+
+
+def _n(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def to_text(rep: dict[str, Any], limit: int = 10) -> str:
     s = rep["latest_status"]
     lines = [
         f"blurbeam report for {rep['output']}",
-        f"{rep['images']} images in {rep['records']} audit records from {len(rep['runs'])} runs; "
-        f"latest status: {s['ok']} with faces, {s['no_faces']} without, {s['error']} errors, "
-        f"{s['skipped']} skipped; {rep['faces']} faces",
+        f"{_n(rep['images'], 'input')} in {_n(rep['records'], 'audit record')} from "
+        f"{_n(len(rep['runs']), 'run')}; "
+        f"latest status: {s['ok']} with faces, {s['no_faces']} without, {_n(s['error'], 'error')}, "
+        f"{s['skipped']} skipped; {_n(rep['faces'], 'face')}",
         "runs:",
     ]
     for r in rep["runs"]:
         lines.append(
-            f"  {r['run_id']}  {r['started'] or '?'}  {r['images']} images "
+            f"  {r['run_id']}  {r['started'] or '?'}  {_n(r['images'], 'input')} "
             f"(ok {r['ok']}, no_faces {r['no_faces']}, error {r['error']}, skipped {r['skipped']}), "
-            f"{r['faces']} faces, "
+            f"{_n(r['faces'], 'face')}, "
             f"detector {r['detector']}, method {r['method']}, config {r['config_hash']}"
         )
     if rep["errors"]:
@@ -307,8 +380,17 @@ def to_text(rep: dict[str, Any], limit: int = 10) -> str:
         for e in rep["errors"][:limit]:
             lines.append(f"  x{e['count']} [{e['stage']}] {e['reason']}  e.g. {e['inputs'][0]}")
     lines.append(_coverage_line(rep))
-    for uri in rep["coverage"].get("missing", [])[:limit]:
-        lines.append(f"  missing: {uri}")
+    if "verify" in rep:
+        v = rep["verify"]
+        lines.append(
+            f"attestations: {len(v['runs'])} chained runs, head {v['head']} "
+            f"sha256 {v['head_sha256']}: "
+            + ("verified" if not v["problems"] else f"{len(v['problems'])} PROBLEMS")
+        )
+        lines += [f"  problem: {p}" for p in v["problems"][:limit]]
+    status = {f["input"]: f["status"] for f in rep["coverage"].get("files", [])}
+    for uri in rep["coverage"].get("uncovered", [])[:limit]:
+        lines.append(f"  {status[uri]}: {uri}")
     return "\n".join(lines)
 
 

@@ -115,13 +115,16 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
     """Detector flags shared by every pipeline that detects faces."""
-    from blurbeam.detectors import available
+    from blurbeam.detectors import available, get_class
 
+    # the backends this package ships (not ones a plugin or a test registered in this process)
+    shipped = [n for n in available() if get_class(n).__module__.startswith("blurbeam.detectors.")]
     _option(
         parser,
         "detector",
         default=DEFAULT_DETECTOR,
-        help=f"face detector backend: {', '.join(available())} (default {DEFAULT_DETECTOR})",
+        help=f"face detector backend: {', '.join(shipped)}, or a plugin's "
+        f"(default {DEFAULT_DETECTOR})",
     )
     _option(
         parser,
@@ -364,6 +367,7 @@ class RunPlan:
     worker_threads: int = 0  # the detector's thread budget per worker (0: library defaults)
     allow_image_fields: tuple[str, ...] = ()
     retry_errors: bool = False
+    max_error_rate: float = 0.0
 
     def shard_options(self):
         from blurbeam.shards import ShardOptions
@@ -454,7 +458,18 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
         "min_face_size": spec.min_face_size,
         **dict(spec.options),
     }
+    from blurbeam.detectors import model_fingerprint
+    from blurbeam.task import one_line
+
+    try:
+        model_sha = model_fingerprint(spec)
+    except Exception as exc:
+        raise ValueError(
+            f"detector {spec.name!r} cannot load its model here: {one_line(exc)}"
+        ) from None
     config = {
+        "package_version": __version__,
+        "models": {"detector": model_sha},
         "detector": {"name": spec.name, **det_params},
         "blur": blur.params(),
         "metadata": {"keep_metadata": policy.keep_metadata, "keep_gps": policy.keep_gps},
@@ -474,6 +489,13 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
     run_id = (
         opts.run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     )
+    from blurbeam.attest import run_id_used
+
+    if opts.run_id and run_id_used(output, run_id):
+        raise ValueError(
+            f"--run-id {run_id!r} was used before under {output!r}: a run's audit and "
+            "attestation are never overwritten; choose a new run id"
+        )
     ctx = RunContext(
         run_id=run_id,
         detector=spec.name,
@@ -504,14 +526,24 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
         worker_threads=threads,
         allow_image_fields=allowed,
         retry_errors=bool(opts.retry_errors),
+        max_error_rate=opts.max_error_rate,
     )
 
 
-def build(p: beam.Pipeline, rp: RunPlan, progress_dir: str | None = None):
-    """The anonymize pipeline on ``p``; returns the audit-record PCollection."""
+def build(
+    p: beam.Pipeline,
+    rp: RunPlan,
+    progress_dir: str | None = None,
+    fail_on_error_rate: bool = False,
+):
+    """The anonymize pipeline on ``p``; returns the audit-record PCollection. Its last step
+    writes the run's attestation, manifest and done index (``FinalizeRun``); with
+    ``fail_on_error_rate`` that step fails the job when the error rate is above
+    ``--max-error-rate`` (for launchers that do not wait for the job)."""
     from blurbeam.transforms.anonymize import AnonymizeAndWrite, DetectFaces, ReadImages
+    from blurbeam.transforms.finalize import FinalizeRun
 
-    tasks = p | "ReadImages" >> ReadImages(
+    read = ReadImages(
         rp.input,
         rp.max_pixels,
         rp.max_bytes,
@@ -524,8 +556,11 @@ def build(p: beam.Pipeline, rp: RunPlan, progress_dir: str | None = None):
         every_file=True,
         retry_errors=rp.retry_errors,
     )
-    detected = tasks | "DetectFaces" >> DetectFaces(rp.spec, threads=rp.worker_threads)
-    return detected | "AnonymizeAndWrite" >> AnonymizeAndWrite(
+    tasks = p | "ReadImages" >> read
+    detected = tasks | "DetectFaces" >> DetectFaces(
+        rp.spec, threads=rp.worker_threads, expected_model_sha256=rp.config["models"]["detector"]
+    )
+    write = AnonymizeAndWrite(
         rp.output,
         rp.ctx,
         rp.blur,
@@ -534,6 +569,20 @@ def build(p: beam.Pipeline, rp: RunPlan, progress_dir: str | None = None):
         rp.audit_shards,
         shard_options=rp.shard_options(),
     )
+    records = detected | "AnonymizeAndWrite" >> write
+    _ = p | "FinalizeRun" >> FinalizeRun(
+        records,
+        read.already_done,
+        write.audit_files,
+        output=rp.output,
+        run_id=rp.run_id,
+        input_spec=rp.input,
+        config=rp.config,
+        config_hash=rp.ctx.config_hash,
+        max_error_rate=rp.max_error_rate,
+        fail_on_error_rate=fail_on_error_rate,
+    )
+    return records
 
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
@@ -732,6 +781,16 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if failure is not None:
         return _failed(rp, failure)
     wall = time.monotonic() - t0
+    from blurbeam.attest import attestation_uri
+
+    att_uri = attestation_uri(rp.output, rp.run_id)
+    afs, apath = fsspec.core.url_to_fs(att_uri)
+    if not afs.exists(apath):
+        _error(
+            f"the job finished but left no attestation at {att_uri}: the workers did not write "
+            "where this launcher reads (a path that differs between them?)"
+        )
+        return 1
     table = read_run_records(rp.output, rp.run_id)
     summary = summarize(table, rp, wall, runner, query_counters(result))
     from blurbeam.shards import join_output, write_bytes
@@ -760,7 +819,8 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         file=sys.stderr,
     )
     print(
-        f"images and audit records under {rp.output} (run.json, audit/run-{rp.run_id}-*.parquet)",
+        f"images and audit records under {rp.output} (run.json, audit/run-{rp.run_id}-*.parquet, "
+        f"attestation runs/{rp.run_id}.json)",
         file=sys.stderr,
     )
     for reason, n in list(summary["errors"].items())[:5]:

@@ -31,6 +31,10 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     out = Path(args.outdir).resolve()
     src, dst = out / "input", out / "output"
+    if dst.exists():  # the demo's own output from an earlier demo: run ids are never reused
+        import shutil
+
+        shutil.rmtree(dst)
     build_dataset(src)
     argv = [
         "--input",

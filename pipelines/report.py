@@ -51,6 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="exit 1 when the fraction of inputs whose latest record is an error (skipped "
         "files not counted) is above this (default: errors do not change the exit code)",
     )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the chain of run attestations under OUTPUT/runs and every audit file, "
+        "manifest and the done index they name; exit 1 on any mismatch",
+    )
+    parser.add_argument(
+        "--rehash",
+        action="store_true",
+        help="hash every input again and count one whose bytes changed since its record as "
+        "not covered (reads the whole input)",
+    )
     parser.add_argument("--limit", type=int, default=10, help="lines per list on the terminal")
 
 
@@ -80,14 +92,21 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if not files:
         print(f"blurbeam report: error: no audit records under {output!r}/audit", file=sys.stderr)
         return 2
-    last = _run_json(output)
+    from blurbeam.attest import head, verify
+
+    newest = head(output)
+    att = newest[0] if newest else {}
+    last = att or _run_json(output)
     config = last.get("config") or {}
     spec = args.input or last.get("input")
     shard_opts = ShardOptions(
         image_column=args.image_column or config.get("image_column"),
         allow_image_fields=tuple(args.allow_image_field or config.get("allow_image_fields") or ()),
     )
-    rep = build_report(output, spec, shard_opts)
+    rep = build_report(output, spec, shard_opts, att.get("config_hash"), args.rehash)
+    if args.verify:
+        problems, chain = verify(output)
+        rep["verify"] = {"problems": problems, **chain}
     print(to_text(rep, args.limit))
     json_uri, md_uri = write_report(rep, args.report_dir or output)
     print(f"report written to {json_uri} and {md_uri}", file=sys.stderr)
@@ -95,14 +114,17 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     cov = rep["coverage"]
     if not cov["checked"]:
         failures.append("coverage could not be checked: pass --input")
-    elif cov["missing"]:
-        failures.append(f"{len(cov['missing'])} inputs have no audit record")
+    elif cov["uncovered"]:
+        failures.append(f"{len(cov['uncovered'])} of {cov['inputs']} inputs are not covered")
     limit = 0.0 if args.fail_on_error else args.max_error_rate
-    s = rep["latest_status"]
-    attempted = sum(s.values()) - s["skipped"]
-    rate = s["error"] / attempted if attempted else 0.0
+    s = cov["by_status"] if cov["checked"] else rep["latest_status"]
+    errors = s.get("error", 0)
+    attempted = sum(n for k, n in s.items() if k not in ("skipped", "missing", "old_config"))
+    rate = errors / attempted if attempted else 0.0
     if limit is not None and rate > limit:
-        failures.append(f"error rate {rate:.3f} ({s['error']} errors) is above {limit:g}")
+        failures.append(f"error rate {rate:.3f} ({errors} errors) is above {limit:g}")
+    if args.verify and rep["verify"]["problems"]:
+        failures += [f"verify: {p}" for p in rep["verify"]["problems"]]
     for failure in failures:
         print(f"blurbeam report: FAIL: {failure}", file=sys.stderr)
     return 1 if failures else 0

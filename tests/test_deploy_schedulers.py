@@ -146,7 +146,7 @@ def test_flink_submit_runs_the_launcher_service_then_the_report(fake_docker):
     # paths reach the containers canonical, at the same place as on the host
     assert opts["--input"] == f"{data}/images" and opts["--output"] == f"{data}/out"
     assert argv[-1] == "--skip-existing"
-    assert report[len(prefix) :] == ["report", "--output", f"{data}/out"]
+    assert report[len(prefix) :] == ["report", "--output", f"{data}/out", "--verify"]
     for flag in re.findall(r"--[a-z][a-z_-]+", " ".join(argv)):
         known = parser_flags(anon.add_anonymize_arguments)
         assert flag in known or flag in {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,7 +13,7 @@ from test_shards import face_image, plain_image, run_pipeline
 
 from blurbeam.pipelines.anonymize import DEFAULT_DETECTOR
 from blurbeam.pipelines.cli import main as cli_main
-from blurbeam.report import load_audit
+from blurbeam.report import OWN_FILES, load_audit
 from blurbeam.schemas.audit import AUDIT_SCHEMA
 from blurbeam.shards import tar as tarfmt
 
@@ -33,14 +34,14 @@ def build_inputs(root: Path) -> int:
 
 
 def snapshot(out: Path) -> dict[str, tuple[str, int]]:
-    """sha256 and mtime of every output file (not the audit or run summaries)."""
+    """sha256 and mtime of every output file (not the audit, attestations, index or reports)."""
     return {
         p.relative_to(out).as_posix(): (
             hashlib.sha256(p.read_bytes()).hexdigest(),
             p.stat().st_mtime_ns,
         )
         for p in sorted(out.rglob("*"))
-        if p.is_file() and "audit" not in p.parts and not p.name.startswith(("run.json", "report."))
+        if p.is_file() and not p.relative_to(out).as_posix().startswith(OWN_FILES)
     }
 
 
@@ -81,6 +82,8 @@ def test_rerun_after_crash_finishes_the_rest_once(tmp_path):
     kept = [r for r in records if r["shard_uri"] in survivors]
     for part in (out / "audit").glob("run-crashed-*.parquet"):
         part.unlink()
+    shutil.rmtree(out / "runs")  # a crashed run never reaches its last step: no attestation,
+    shutil.rmtree(out / "index")  # no index update
     pq.write_table(
         pa.Table.from_pylist(kept, schema=AUDIT_SCHEMA),
         out / "audit" / "run-crashed-00000-of-00003.parquet",
@@ -141,19 +144,10 @@ def test_report_totals_errors_and_coverage(tmp_path, capsys):
     assert cli_main(["report", "--output", str(out), "--report-dir", str(tmp_path / "rep")]) == 1
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert rep["coverage"]["missing"] == [str(src / "photos" / "late.jpg")]
-    assert "NO audit record" in capsys.readouterr().out
-    assert (
-        cli_main(
-            [
-                "report",
-                "--output",
-                str(out),
-                "--fail-on-error",
-                "--input",
-                str(src / "photos" / "face0.jpg"),
-            ]
-        )
-        == 1
-    )
+    assert "1 of 9 inputs are NOT covered" in capsys.readouterr().out
+    # the error rate is over the inputs checked
+    strict = ["report", "--output", str(out), "--fail-on-error", "--input"]
+    assert cli_main([*strict, str(src / "photos" / "truncated.jpg")]) == 1
+    assert cli_main([*strict, str(src / "photos" / "face0.jpg")]) == 0
     assert cli_main(["report", "--output", str(tmp_path / "nothing")]) == 2
     assert "no audit records" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from blurbeam.blur import BlurConfig
 from blurbeam.detectors import DetectorSpec
 from blurbeam.imageio import MetadataPolicy
 from blurbeam.shards import ShardOptions
-from blurbeam.task import RunContext
+from blurbeam.task import ImageTask, RunContext
 from blurbeam.transforms.detect import DetectFn
 from blurbeam.transforms.image import AnonymizeFn, DecodeFn, EncodeFn
 from blurbeam.transforms.read import ExpandInput, ReadImagesFn
@@ -23,7 +23,8 @@ from blurbeam.transforms.write import WriteAudit, WriteImageFn, WriteShardFn
 class ReadImages(beam.PTransform):
     """--input spec -> decoded ImageTasks (failed reads/decodes travel on as failed tasks;
     with ``every_file`` every file under the input is a task, files that are not processed as
-    ``skipped`` ones)."""
+    ``skipped`` ones). After it is applied, ``already_done`` is the PCollection of done-index
+    rows of the inputs that ``skip_existing`` found done (empty without it)."""
 
     def __init__(
         self,
@@ -64,31 +65,41 @@ class ReadImages(beam.PTransform):
             allow_image_fields=self._allow_image_fields,
             retry_errors=self._retry_errors,
         )
-        return (
+        read_out = (
             pbegin
             | "Expand"
             >> ExpandInput(self._spec, self._exclude, self._input_slices, self._every_file)
             | "Read" >> beam.ParDo(read)
-            | "Decode" >> beam.ParDo(DecodeFn(self._max_pixels))
         )
+        self.already_done = read_out | "AlreadyDone" >> beam.Filter(
+            lambda x: not isinstance(x, ImageTask)
+        )
+        tasks = read_out | "Tasks" >> beam.Filter(lambda x: isinstance(x, ImageTask))
+        return tasks | "Decode" >> beam.ParDo(DecodeFn(self._max_pixels))
 
 
 class DetectFaces(beam.PTransform):
     """Faces for each task; ``threads`` is each worker's thread budget for the detector's
-    inference library (0: its default; see ``Detector.threads``)."""
+    inference library (0: its default; see ``Detector.threads``). With
+    ``expected_model_sha256`` a worker whose model differs fails every task it gets."""
 
-    def __init__(self, spec: DetectorSpec, threads: int = 0):
+    def __init__(
+        self, spec: DetectorSpec, threads: int = 0, expected_model_sha256: str | None = None
+    ):
         super().__init__()
         self._spec = spec
         self._threads = threads
+        self._expected = expected_model_sha256
 
     def expand(self, tasks):
-        return tasks | "Detect" >> beam.ParDo(DetectFn(self._spec, threads=self._threads))
+        fn = DetectFn(self._spec, threads=self._threads, expected_model_sha256=self._expected)
+        return tasks | "Detect" >> beam.ParDo(fn)
 
 
 class AnonymizeAndWrite(beam.PTransform):
     """Detected tasks -> anonymized images under ``output`` + audit Parquet; returns the audit
-    records PCollection (one dict per input image)."""
+    records PCollection (one dict per input). After it is applied, ``audit_files`` is the
+    PCollection of the audit files written."""
 
     def __init__(
         self,
@@ -128,5 +139,7 @@ class AnonymizeAndWrite(beam.PTransform):
             )
         )
         records = (file_records, shard_records) | "AllRecords" >> beam.Flatten()
-        _ = records | "WriteAudit" >> WriteAudit(self._output, self._ctx.run_id, self._audit_shards)
+        self.audit_files = records | "WriteAudit" >> WriteAudit(
+            self._output, self._ctx.run_id, self._audit_shards
+        )
         return records

@@ -24,9 +24,14 @@ class _Holder:
 
 class DetectFn(beam.DoFn):
     def __init__(
-        self, spec: DetectorSpec, shared_handle: shared.Shared | None = None, threads: int = 0
+        self,
+        spec: DetectorSpec,
+        shared_handle: shared.Shared | None = None,
+        threads: int = 0,
+        expected_model_sha256: str | None = None,
     ) -> None:
         self._spec = spec
+        self._expected = expected_model_sha256
         self._threads = threads
         self._shared = shared_handle or shared.Shared()
         self._loads = Metrics.counter("blurbeam", "model_loads")
@@ -52,6 +57,11 @@ class DetectFn(beam.DoFn):
 
         def detect(t: ImageTask) -> None:
             t.detector_model_sha256 = detector.model_sha256
+            if self._expected and detector.model_sha256 != self._expected:
+                raise RuntimeError(
+                    f"this worker's detector model ({detector.model_sha256[:16]}) is not the one "
+                    f"the run was planned with ({self._expected[:16]}): refusing to detect with it"
+                )
             t.faces = detector.detect(to_rgb8(t.decoded.pixels))
 
         if task.run_stage("detect", detect):

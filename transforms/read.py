@@ -74,6 +74,9 @@ class ReadImagesFn(beam.DoFn):
     one) that is done under this config: unchanged bytes (sha256 of the whole shard), a terminal
     record for each of its images (errors only without ``retry_errors``), and every output
     still there with the bytes its record names. Anything else is processed again, whole.
+    For a skipped shard it yields its done-index rows (dicts) instead of tasks: they belong in
+    the run's manifest, the inputs are covered. (One output with two element types, split by
+    the caller, rather than tagged outputs, which the Dask runner does not keep apart.)
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class ReadImagesFn(beam.DoFn):
             shard_sha = shard_sha256(ref, records)
             if shard_sha and self._index.is_done(ref.uri, shard_sha, self._retry_errors):
                 self._skipped.inc(len(records))
+                yield from self._index.shards[ref.uri]
                 return
         for rec in records:
             self._read.inc()

@@ -8,13 +8,23 @@ entry-point group.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from importlib.metadata import entry_points
 
 from blurbeam.detectors.base import Detector, DetectorSpec, Face
 
-__all__ = ["Detector", "DetectorSpec", "Face", "register", "available", "get_class", "create"]
+__all__ = [
+    "Detector",
+    "DetectorSpec",
+    "Face",
+    "register",
+    "available",
+    "get_class",
+    "create",
+    "model_fingerprint",
+]
 
 _REGISTRY: dict[str, type[Detector]] = {}
 _DISCOVERED = False
@@ -65,3 +75,11 @@ def create(spec: DetectorSpec, load: bool = True, threads: int = 0) -> Detector:
     if load:
         det.load()
     return det
+
+
+@functools.lru_cache(maxsize=8)
+def model_fingerprint(spec: DetectorSpec) -> str:
+    """The sha256 of the model file(s) ``spec`` loads (``Detector.model_sha256``), found by
+    loading the detector once in this process. Part of a run's config hash, so that a new model
+    is a new config; workers check that they load the same model."""
+    return create(spec, load=True).model_sha256

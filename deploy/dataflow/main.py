@@ -12,8 +12,9 @@ Two things the CLI does after the job are done inside the pipeline here instead:
   ``$BLURBEAM_WORKER_IMAGE``, which deploy/Dockerfile sets to the image's own reference (a launch
   from the console or a scheduler would otherwise start stock Beam workers without blurbeam);
   a Dataflow launch without any worker image or ``--setup_file`` is refused;
-- ``--max_error_rate``: once every audit record is written, the job fails when the fraction of
-  error records is higher.
+- ``--max_error_rate``: the pipeline's last step (``FinalizeRun``) writes the run's attestation
+  once every audit record is written, then fails the job when the fraction of error records is
+  higher.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (
@@ -32,6 +33,7 @@ from apache_beam.options.pipeline_options import (
     WorkerOptions,
 )
 
+from blurbeam.attest import ErrorRateExceeded
 from blurbeam.pipelines import anonymize as anon
 
 TRUE = ("true", "1", "yes")
@@ -39,17 +41,11 @@ TRUE = ("true", "1", "yes")
 WORKER_IMAGE_ENV = "BLURBEAM_WORKER_IMAGE"
 #: Run ids name audit files (``audit/run-<run_id>-*.parquet``): no path separators, no globs.
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-#: Label of the audit writer inside ``anonymize.build`` (the error-rate check waits for it).
-AUDIT_WRITE_LABEL = "AnonymizeAndWrite/WriteAudit"
 DATAFLOW_RUNNERS = ("DataflowRunner", "dataflow")
 
 
 class LaunchError(ValueError):
     """A launch that cannot produce a correct job (reported as one line, exit code 2)."""
-
-
-class ErrorRateExceeded(RuntimeError):
-    """Raised on a worker after the audit is written: fails the job."""
 
 
 def boolean_flags(parser: argparse.ArgumentParser) -> set[str]:
@@ -103,62 +99,6 @@ def check_run_id(run_id: str | None) -> None:
         )
 
 
-class _ErrorTally(beam.CombineFn):
-    """(error records, all records)."""
-
-    def create_accumulator(self) -> tuple[int, int]:
-        return (0, 0)
-
-    def add_input(self, acc: tuple[int, int], record: dict) -> tuple[int, int]:
-        return (acc[0] + (record["status"] == "error"), acc[1] + 1)
-
-    def merge_accumulators(self, accs: Iterable[tuple[int, int]]) -> tuple[int, int]:
-        errors = total = 0
-        for e, n in accs:
-            errors, total = errors + e, total + n
-        return (errors, total)
-
-    def extract_output(self, acc: tuple[int, int]) -> tuple[int, int]:
-        return acc
-
-
-def check_error_rate(
-    tally: tuple[int, int], max_rate: float, output: str, written: list[str]
-) -> tuple[int, int]:
-    """Fails the job when the error fraction is above ``max_rate``. ``written`` (the audit files,
-    a side input) makes the runner finish the audit before this runs."""
-    errors, total = tally
-    if total and errors / total > max_rate:
-        raise ErrorRateExceeded(
-            f"error rate {errors / total:.3f} ({errors} of {total} images) exceeds "
-            f"max_error_rate {max_rate}; the {len(written)} audit file(s) under {output}/audit "
-            "say why"
-        )
-    return tally
-
-
-def audit_files(p: beam.Pipeline) -> beam.PCollection:
-    """The output of the audit writer that ``anonymize.build`` applied to ``p``."""
-    stack = [p.transforms_stack[0]]
-    while stack:
-        node = stack.pop()
-        if node.full_label == AUDIT_WRITE_LABEL:
-            return node.outputs[None]
-        stack.extend(node.parts)
-    raise LookupError(f"anonymize.build applied no {AUDIT_WRITE_LABEL!r}")
-
-
-def add_error_rate_check(p: beam.Pipeline, records, max_rate: float, output: str) -> None:
-    if max_rate >= 1.0:  # a fraction cannot exceed it
-        return
-    written = beam.pvalue.AsList(audit_files(p))
-    _ = (
-        records
-        | "TallyErrors" >> beam.CombineGlobally(_ErrorTally())
-        | "CheckErrorRate" >> beam.Map(check_error_rate, max_rate, output, written)
-    )
-
-
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="blurbeam-flex-template")
     anon.add_arguments(parser)
@@ -175,8 +115,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         return 2
     rp.input_slices = slices
     p = beam.Pipeline(options=options)
-    records = anon.build(p, rp)
-    add_error_rate_check(p, records, args.max_error_rate, rp.output)
+    anon.build(p, rp, fail_on_error_rate=True)
     image = options.view_as(WorkerOptions).sdk_container_image
     try:
         result = p.run()

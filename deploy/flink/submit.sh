@@ -84,7 +84,7 @@ status=0
   --worker-threads "${WORKER_THREADS:-1}" \
   --progress off \
   "${args[@]}" || status=$?
-"${compose[@]}" report --output "$output" || {
+"${compose[@]}" report --output "$output" --verify || {
   rc=$?
   ((status)) || status=$rc
 }

@@ -1,0 +1,242 @@
+"""The compliance record of scheduled runs: config hashes that cover the package and the models,
+chained attestations written by the pipeline, the done index, and ``blurbeam report --verify``
+and coverage, as a nightly job uses them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from test_shards import face_image, plain_image, run_pipeline
+
+from blurbeam import attest
+from blurbeam.pipelines import anonymize as anon
+from blurbeam.pipelines.cli import main as cli_main
+from blurbeam.schemas.attestation import ATTESTATION_FIELDS
+from blurbeam.shards import tar as tarfmt
+
+DETECTOR = ("--detector", "yunet")
+
+
+def build_inputs(root: Path) -> None:
+    (root / "photos").mkdir(parents=True)
+    for i in range(3):
+        (root / "photos" / f"face{i}.jpg").write_bytes(face_image(i))
+    (root / "photos" / "scene.png").write_bytes(plain_image(1, "PNG"))
+    (root / "notes.txt").write_text("not an image")
+    samples = {f"s{i}": {"jpg": face_image(10 + i), "json": b'{"i": %d}' % i} for i in range(2)}
+    (root / "shard-0.tar").write_bytes(tarfmt.write_samples(samples))
+
+
+def night(src: Path, out: Path, run_id: str, *extra: str):
+    return run_pipeline(src, out, "--run-id", run_id, "--skip-existing", *DETECTOR, *extra)
+
+
+def report(out: Path, *extra: str) -> tuple[int, dict]:
+    rep_dir = out.parent / "rep"
+    code = cli_main(["report", "--output", str(out), "--report-dir", str(rep_dir), *extra])
+    return code, json.loads((rep_dir / "report.json").read_text())
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def two_nights(tmp_path):
+    """Night 1 on a dataset; then one input changed, one added and one output deleted; night 2."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    build_inputs(src)
+    first, _ = night(src, out, "n1")
+    (src / "photos" / "face1.jpg").write_bytes(face_image(7))  # changed
+    (src / "photos" / "late.jpg").write_bytes(face_image(8))  # added
+    (out / "photos" / "face2.jpg").unlink()  # an output lost
+    second, counters = night(src, out, "n2")
+    return src, out, first, second, counters
+
+
+def test_second_night_processes_exactly_what_changed_and_chains_its_attestation(two_nights):
+    src, out, first, second, counters = two_nights
+    assert len(first) == 7  # 4 photos, notes.txt (skipped), the 2 images of the tar shard
+    photos = src / "photos"
+    assert {r["source_uri"] for r in second} == {
+        str(photos / "face1.jpg"),
+        str(photos / "late.jpg"),
+        str(photos / "face2.jpg"),
+    }
+    assert counters["images_skipped"] == len(first) - 2
+    assert (out / "photos" / "face2.jpg").exists()
+
+    n1 = json.loads((out / "runs" / "n1.json").read_text())
+    n2 = json.loads((out / "runs" / "n2.json").read_text())
+    assert set(n2) == set(ATTESTATION_FIELDS)
+    assert n1["previous_run_id"] is None and n1["previous_sha256"] is None
+    assert n2["previous_run_id"] == "n1" and n2["previous_sha256"] == sha(out / "runs" / "n1.json")
+    assert n2["inputs_listed"] == len(first) + 1 and n2["inputs_already_done"] == len(first) - 2
+    assert n2["counts"] == {"ok": 3}
+    for name, digest in n2["audit_files"].items():
+        assert sha(out / "audit" / name) == digest
+    manifest = pq.read_table(out / "runs" / n2["manifest"]).to_pylist()
+    assert len(manifest) == n2["inputs_listed"]
+    face1 = next(m for m in manifest if m["input"] == str(photos / "face1.jpg"))
+    assert face1["run_id"] == "n2" and face1["source_sha256"] == sha(photos / "face1.jpg")
+    assert n2["config_hash"] == n1["config_hash"]
+    assert n2["models"]["detector"] == n1["config"]["models"]["detector"]
+
+    code, rep = report(out, "--verify")
+    assert code == 0
+    assert rep["verify"]["runs"] == ["n1", "n2"] and rep["verify"]["problems"] == []
+    assert rep["verify"]["head_sha256"] == sha(out / "runs" / "n2.json")
+    cov = rep["coverage"]
+    assert cov["checked"] and cov["uncovered"] == [] and cov["config_hash"] == n2["config_hash"]
+    assert cov["inputs"] == len(first) + 1 and cov["by_status"]["skipped"] == 1
+
+
+def test_a_night_with_nothing_new_still_leaves_an_attestation(two_nights):
+    src, out, first, _, _ = two_nights
+    third, counters = night(src, out, "n3")
+    assert third == [] and counters["images_skipped"] == len(first) + 1
+    n3 = json.loads((out / "runs" / "n3.json").read_text())
+    assert n3["counts"] == {} and n3["inputs_already_done"] == len(first) + 1
+    assert n3["audit_files"] == {} and n3["previous_run_id"] == "n2"
+    code, rep = report(out, "--verify")
+    assert code == 0 and rep["verify"]["runs"] == ["n1", "n2", "n3"]
+
+
+def test_an_upgrade_is_a_new_config_and_old_records_no_longer_cover(two_nights, monkeypatch):
+    src, out, first, _, _ = two_nights
+    monkeypatch.setattr(anon, "__version__", "9.9.9")
+    upgraded, _ = night(src, out, "n3")
+    assert len(upgraded) == len(first) + 1  # everything, once
+    n2 = json.loads((out / "runs" / "n2.json").read_text())
+    n3 = json.loads((out / "runs" / "n3.json").read_text())
+    assert n3["config_hash"] != n2["config_hash"] and n3["config"]["package_version"] == "9.9.9"
+    code, rep = report(out, "--verify")
+    assert code == 0 and rep["coverage"]["config_hash"] == n3["config_hash"]
+
+    # an input that appears now has records under no config; the report fails on it
+    (src / "photos" / "later.jpg").write_bytes(face_image(9))
+    code, rep = report(out)
+    assert code == 1 and rep["coverage"]["missing"] == [str(src / "photos" / "later.jpg")]
+
+
+def test_records_of_an_older_config_do_not_cover(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    build_inputs(src)
+    night(src, out, "gauss")
+    (src / "photos" / "face0.jpg").unlink()
+    night(src, out, "pix", "--method", "pixelate")
+    (src / "photos" / "face0.jpg").write_bytes(face_image(0))  # back, done only under "gauss"
+    code, rep = report(out)
+    files = {f["input"]: f for f in rep["coverage"]["files"]}
+    assert code == 1
+    assert files[str(src / "photos" / "face0.jpg")]["status"] == "old_config"
+
+
+def test_rehash_finds_an_input_changed_after_its_run(two_nights):
+    src, out, _, _, _ = two_nights
+    (src / "photos" / "face0.jpg").write_bytes(face_image(5))
+    assert report(out)[0] == 0  # names only: still covered
+    code, rep = report(out, "--rehash")
+    files = {f["input"]: f["status"] for f in rep["coverage"]["files"]}
+    assert code == 1 and files[str(src / "photos" / "face0.jpg")] == "changed"
+    assert list(files.values()).count("changed") == 1
+
+
+def test_verify_catches_an_edited_audit_file_a_removed_run_and_an_edited_index(two_nights):
+    src, out, _, _, _ = two_nights
+    [part] = sorted((out / "audit").glob("run-n1-*.parquet"))
+    table = pq.read_table(part)
+    status = table.column("status").to_pylist()
+    status[0] = "ok" if status[0] != "ok" else "no_faces"
+    edited = table.set_column(table.schema.get_field_index("status"), "status", pa.array(status))
+    pq.write_table(edited, part)
+    code, rep = report(out, "--verify")
+    assert code == 1
+    assert any(
+        f"audit file {part.name} of run n1 was changed" in p for p in rep["verify"]["problems"]
+    )
+
+    src2, out2 = out.parent / "in2", out.parent / "out2"
+    build_inputs(src2)
+    for run_id in ("a", "b", "c"):
+        night(src2, out2, run_id)
+    (out2 / "runs" / "b.json").unlink()
+    problems, _ = attest.verify(str(out2))
+    assert "attestation a is not on the chain that ends at c" in problems
+    assert any("an earlier attestation was removed" in p for p in problems)
+
+    # an index edited by hand is reported, and --skip-existing does not trust it
+    src3, out3 = out.parent / "in3", out.parent / "out3"
+    build_inputs(src3)
+    night(src3, out3, "x1")
+    index = out3 / "index" / "done.parquet"
+    rows = pq.read_table(index).to_pylist()
+    for r in rows:
+        r["shard_uri"] = r["shard_uri"] + "-edited"
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(index)), index)
+    assert any("index/done.parquet differs" in p for p in attest.verify(str(out3))[0])
+    assert attest.trusted_index(str(out3)) is None
+    again, counters = night(src3, out3, "x2")
+    assert again == [] and counters["images_skipped"] == 7  # from the audit history instead
+
+
+def test_run_ids_are_never_reused(two_nights, capsys):
+    src, out, _, _, _ = two_nights
+    before = sha(out / "runs" / "n2.json")
+    argv = ["anonymize", "--input", str(src), "--output", str(out), *DETECTOR, "--run-id", "n2"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "was used before" in err and "\n" not in err
+    assert sha(out / "runs" / "n2.json") == before
+    with pytest.raises(attest.AttestationExists):
+        attest.write_once(str(out / "runs" / "n2.json"), b"{}")
+
+
+def test_the_report_needs_no_run_json(two_nights):
+    """On Dataflow the launcher writes no run.json: the attestation names the input."""
+    src, out, _, _, _ = two_nights
+    assert not (out / "run.json").exists()  # run_pipeline, like a template launch, writes none
+    code, rep = report(out, "--verify")
+    assert code == 0 and rep["coverage"]["checked"] and rep["coverage"]["input"] == str(src)
+
+
+def test_config_hash_covers_package_version_and_models(tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    build_inputs(src)
+
+    def plan() -> anon.RunPlan:
+        argv = ["--input", str(src), "--output", str(tmp_path / "o"), *DETECTOR]
+        return anon.plan(PipelineOptions(argv).view_as(anon.AnonymizeOptions))
+
+    base = plan()
+    assert base.config["package_version"] == anon.__version__
+    assert len(base.config["models"]["detector"]) == 64
+    monkeypatch.setattr(anon, "__version__", "0.0.0-other")
+    assert plan().ctx.config_hash != base.ctx.config_hash
+    monkeypatch.undo()
+    import blurbeam.detectors as detectors
+
+    monkeypatch.setattr(detectors, "model_fingerprint", lambda spec: "f" * 64)
+    assert plan().ctx.config_hash != base.ctx.config_hash
+
+
+def test_a_worker_with_another_model_fails_closed(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    (src).mkdir()
+    (src / "a.jpg").write_bytes(face_image(1))
+    argv = ["--input", str(src), "--output", str(out), *DETECTOR, "--max-error-rate", "1"]
+    rp = anon.plan(PipelineOptions(argv).view_as(anon.AnonymizeOptions))
+    rp.config["models"]["detector"] = "0" * 64  # the launcher planned with another model
+    p = beam.Pipeline()
+    anon.build(p, rp)
+    p.run().wait_until_finish()
+    [rec] = anon.read_run_records(rp.output, rp.run_id).to_pylist()
+    assert rec["status"] == "error" and "not the one the run was planned with" in rec["error"]
+    assert not (out / "a.jpg").exists()
