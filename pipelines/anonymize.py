@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import re
@@ -762,6 +763,9 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             file=sys.stderr,
         )
     show = opts.progress == "on" or (opts.progress == "auto" and local)
+    if not os.environ.get("BLURBEAM_DEBUG"):
+        # a failing step is reported below in one line; Beam would also log its traceback
+        logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     t0 = time.monotonic()
     with _Progress(total, enabled=show and local) as progress:
         p = beam.Pipeline(options=options)
