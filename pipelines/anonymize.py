@@ -8,6 +8,7 @@ pass through unchanged.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -187,7 +188,13 @@ def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = Fa
         default=DEFAULT_MASK_SCALE,
         help=f"enlarge each face box by this factor (default {DEFAULT_MASK_SCALE})",
     )
-    _option(parser, "mask-shape", default="ellipse", choices=MASK_SHAPES)
+    _option(
+        parser,
+        "mask-shape",
+        default="ellipse",
+        choices=MASK_SHAPES,
+        help="shape of the anonymized region around each face (default ellipse)",
+    )
     _option(
         parser,
         "feather",
@@ -238,7 +245,8 @@ def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = Fa
         help="container shards: a field that holds images showing no one (e.g. masks), copied "
         "through unchanged (repeatable): a tar member extension after the key (seg.png), a "
         "Parquet column or a TFRecord feature. Other image data outside the image field is "
-        "anonymized (tar) or its row left out with an error (Parquet, TFRecord)",
+        "anonymized (a tar member that is an image) or its sample, row or Example left out with "
+        "an error (media anywhere in another member, column or feature)",
     )
     _option(
         parser,
@@ -772,9 +780,11 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         build(p, rp, progress.dir)
         try:
             result = p.run()
+            restore = _cancel_on_sigterm(result)
             try:
                 result.wait_until_finish()
             finally:
+                restore()
                 client = getattr(result, "client", None)  # DaskRunner's dask.distributed client
                 if client is not None:
                     client.close()
@@ -836,6 +846,25 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         )
         return 1
     return 0
+
+
+def _cancel_on_sigterm(result):
+    """While this launcher waits for a job on a cluster (Flink, Dataflow, Dask), SIGTERM (a
+    scheduler killing the task) cancels the job before the launcher exits with 143, so that no
+    job runs on unwatched. Returns the function that puts the previous handler back."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_term(signum, frame):
+        with contextlib.suppress(Exception):
+            result.cancel()
+        _error("terminated: the job was cancelled")
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _plural(n: int, word: str) -> str:

@@ -306,3 +306,21 @@ def test_crowd_photo_default_detector(shared, tmp_path):
         decode(src.read_bytes()).pixels, decode((out / "ppl.jpg").read_bytes()).pixels, r["faces"]
     )
     assert min(fracs) > 0.9
+
+
+def test_dithered_bilevel_face_is_found_and_blurred(tmp_path):
+    """A 1-bit image is usually dithered: YuNet sees no face in the halftone dots, so bilevel
+    images get a second, smoothed detection pass whose faces are added."""
+    from PIL import Image as PILImage
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    PILImage.fromarray(demo.astronaut()).convert("1").save(src / "dithered.png")
+    records, _ = run(make_plan(src, out, "--detector", "yunet", "--run-id", "bilevel"))
+    [rec] = records
+    assert rec["mode"] == "1" and rec["status"] == "ok" and rec["num_faces"] >= 1
+    face = rec["faces"][0]
+    x, y, w, h = (int(face[k]) for k in ("x", "y", "w", "h"))
+    before = np.asarray(PILImage.open(src / "dithered.png").convert("L"))[y : y + h, x : x + w]
+    after = np.asarray(PILImage.open(out / "dithered.png").convert("L"))[y : y + h, x : x + w]
+    assert np.mean(before != after) > 0.2

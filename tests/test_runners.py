@@ -170,3 +170,27 @@ def test_portable_runner_against_job_service(dataset, reference, tmp_path, job_s
     records, _, result = run_with(dataset, out, "portable", args)
     assert outcome(records, out) == reference
     assert anon.query_counters(result)["model_loads"] == 1
+
+
+def test_sigterm_while_waiting_cancels_the_job():
+    """A scheduler that kills the launcher (Airflow task kill, pod deletion) cancels the job."""
+    import os
+    import signal
+
+    class FakeResult:
+        cancelled = False
+
+        def cancel(self):
+            self.cancelled = True
+
+    result = FakeResult()
+    before = signal.getsignal(signal.SIGTERM)
+    restore = anon._cancel_on_sigterm(result)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0.5)  # let the handler run before the block ends
+    finally:
+        restore()
+    assert result.cancelled and exit_info.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -10,8 +10,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from blurbeam.detectors import DetectorSpec
-from blurbeam.imageio import to_rgb8
+from blurbeam.detectors import DetectorSpec, detect_image
 from blurbeam.task import ImageTask
 
 
@@ -62,7 +61,7 @@ class DetectFn(beam.DoFn):
                     f"this worker's detector model ({detector.model_sha256[:16]}) is not the one "
                     f"the run was planned with ({self._expected[:16]}): refusing to detect with it"
                 )
-            t.faces = detector.detect(to_rgb8(t.decoded.pixels))
+            t.faces = detect_image(detector, t.decoded.pixels, t.mode)
 
         if task.run_stage("detect", detect):
             self._faces.inc(len(task.faces))
