@@ -34,7 +34,7 @@ from blurbeam.detectors import DetectorSpec
 from blurbeam.geometry import MASK_SHAPES
 from blurbeam.imageio import DEFAULT_MAX_PIXELS, MetadataPolicy
 from blurbeam.schemas.audit import STATUSES
-from blurbeam.shards import DEFAULT_MAX_BYTES, InputError, expand_input
+from blurbeam.shards import DEFAULT_MAX_BYTES, InputError, expand_input, get_format
 from blurbeam.task import RunContext, config_hash
 
 #: Methods the privacy audit (docs/PRIVACY.md) found leaking identity at their default strength.
@@ -755,11 +755,19 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if local:
         try:
             check_writable(rp.output)
-            total = sum(1 for _ in expand_input(rp.input, exclude=rp.output, every_file=True))
+            refs = list(expand_input(rp.input, exclude=rp.output, every_file=True))
         except (InputError, ValueError) as exc:
             _error(str(exc))
             return 2
-    what = f", {total} inputs" if total is not None else ""
+        containers = sum(get_format(r.kind).container for r in refs)
+        total = None if containers else len(refs)  # a shard's images are counted when read
+        what = (
+            f", {_plural(len(refs), 'input')}"
+            if not containers
+            else (f", {_plural(len(refs) - containers, 'file')} and {_plural(containers, 'shard')}")
+        )
+    else:
+        what = ""
     print(
         f"blurbeam {__version__}: run {rp.run_id}, detector {rp.spec.name}, method {rp.blur.method}, "
         f"runner {runner}{what}" + (", skipping inputs already done" if rp.skip_existing else ""),
