@@ -140,7 +140,13 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         metadata_policy=json.dumps(config["metadata"], sort_keys=True),
         config_hash=config_hash(config),
     )
-    output = args.output.rstrip("/") or "/"
+    from blurbeam.pipelines.anonymize import check_locations
+
+    try:
+        output = check_locations(args.input, args.output)
+    except ValueError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     options = PipelineOptions(beam_args)
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     local = runner in ("DirectRunner", "direct", "FnApiRunner")

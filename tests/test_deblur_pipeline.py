@@ -108,3 +108,33 @@ def test_detected_faces_are_restored_in_place(astronaut, tmp_path):
     assert np.array_equal(
         np.asarray(Image.open(out / "flat.png")), np.full((64, 64, 3), 128, np.uint8)
     )
+
+
+def test_deblur_never_writes_over_a_tar_shard_or_the_input(tmp_path, astronaut, capsys):
+    """A container shard's members share the shard's output path: deblur (which writes plain
+    files) refuses them with an error record instead of writing a bare image over the shard, and
+    an output that is the input's folder is refused before anything runs."""
+    import io
+
+    from blurbeam.shards import tar as tarfmt
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    buf = io.BytesIO()
+    Image.fromarray(_blurred(np.asarray(Image.fromarray(astronaut).resize((128, 128))))).save(
+        buf, "PNG"
+    )
+    shard = tarfmt.write_samples({"s0": {"png": buf.getvalue(), "json": b"{}"}})
+    (src / "shard.tar").write_bytes(shard)
+    argv = ["deblur", "--input", str(src), "--output", str(out), "--whole-image"]
+    assert cli_main([*argv, "--max-error-rate", "1", "--progress", "off"]) == 0
+    [rec] = _records(out).values()
+    assert rec["status"] == "error" and "container shard" in rec["error"]
+    assert not (out / "shard.tar").exists()
+    assert (src / "shard.tar").read_bytes() == shard
+
+    capsys.readouterr()
+    same = ["deblur", "--input", str(src), "--output", str(src / "."), "--whole-image"]
+    assert cli_main(same) == 2
+    assert "input's folder" in capsys.readouterr().err
+    assert sorted(p.name for p in src.iterdir()) == ["shard.tar"]

@@ -80,6 +80,11 @@ class WriteImageFn(_AuditingFn):
         def write(t: ImageTask) -> None:
             if t.encoded is None:
                 raise RuntimeError("no anonymized image to write")
+            if t.key:  # its rel is the whole shard's: writing it here would replace the shard
+                raise RuntimeError(
+                    "an image inside a container shard (tar, Parquet, TFRecord) is not written "
+                    "by this pipeline: give it plain image files"
+                )
             uri = join_output(self._output, t.rel)
             check_target(self._output, uri, t.source_uri)
             write_bytes(uri, t.encoded)
