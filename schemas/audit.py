@@ -21,6 +21,9 @@ FACE = pa.struct(
         ("h", pa.float32()),
         ("score", pa.float32()),
         ("landmarks", pa.list_(LANDMARK)),
+        # "detector" or "reviewer" (a box added by ``anonymize --corrections``); null in audit
+        # files written before the field existed (pyarrow reads them with this schema)
+        ("source", pa.string()),
     ]
 )
 

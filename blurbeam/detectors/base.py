@@ -22,7 +22,8 @@ class Face:
 
     Landmarks, when the backend gives them, are five (x, y) points in the order
     right eye, left eye, nose tip, right mouth corner, left mouth corner (the subject's right
-    and left, YuNet/SFace order).
+    and left, YuNet/SFace order). ``source`` is ``"detector"``, or ``"reviewer"`` for a box a
+    reviewer drew on the review site (``anonymize --corrections``).
     """
 
     x: float
@@ -31,6 +32,7 @@ class Face:
     h: float
     score: float = 1.0
     landmarks: tuple[tuple[float, float], ...] | None = None
+    source: str = "detector"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +46,7 @@ class Face:
                 if self.landmarks is None
                 else [{"x": float(px), "y": float(py)} for px, py in self.landmarks]
             ),
+            "source": self.source,
         }
 
     @classmethod
@@ -56,6 +59,7 @@ class Face:
             h=d["h"],
             score=d.get("score", 1.0),
             landmarks=None if lms is None else tuple((p["x"], p["y"]) for p in lms),
+            source=d.get("source") or "detector",
         )
 
 
