@@ -603,12 +603,15 @@ def _loop_fn(name: str) -> tuple[Callable[[Path, Path], None], dict[str, Any]]:
 
         return floor, {}
     if name == "loop":
+        import tempfile
+
         from blurbeam.blur import anonymize
         from blurbeam.detectors import create
         from blurbeam.imageio import decode, encode, to_rgb8
         from blurbeam.pipelines.anonymize import AnonymizeOptions, plan
 
-        rp = plan(AnonymizeOptions(["--input", "-", "--output", "-"]))
+        where = tempfile.mkdtemp(prefix="blurbeam-loop-")  # plan() checks real locations
+        rp = plan(AnonymizeOptions(["--input", where, "--output", f"{where}/out"]))
         det = create(rp.spec)
 
         def loop(src: Path, dst: Path) -> None:

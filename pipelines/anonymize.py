@@ -210,7 +210,11 @@ def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = Fa
         "as safe (docs/PRIVACY.md); run.json and every record then say so",
     )
     _option(
-        parser, "keep-metadata", action="store_true", help="keep EXIF (without GPS or thumbnail)"
+        parser,
+        "keep-metadata",
+        action="store_true",
+        help="keep an allow-list of EXIF tags (camera, exposure, lens, dates; no GPS, MakerNote, "
+        "thumbnail or other blobs: docs/SECURITY.md) and printable JPEG comments",
     )
     _option(parser, "keep-gps", action="store_true", help="with --keep-metadata, keep GPS too")
     _option(
@@ -285,6 +289,21 @@ def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = Fa
         default=None,
         help="cv2.setNumThreads in each worker (default: --worker-threads when it is > 0, "
         "else OpenCV's)",
+    )
+    _option(
+        parser,
+        "corrections",
+        default=None,
+        help="a corrections.json exported from the review site (blurbeam review): re-process "
+        "exactly those inputs with the reviewer's boxes added; refused when an input changed "
+        "since it was reviewed",
+    )
+    _option(
+        parser,
+        "drop-false-positives",
+        action="store_true",
+        help="with --corrections, leave the detections a reviewer marked as false positives "
+        "unblurred (default: they stay blurred)",
     )
 
 
@@ -377,6 +396,7 @@ class RunPlan:
     allow_image_fields: tuple[str, ...] = ()
     retry_errors: bool = False
     max_error_rate: float = 0.0
+    corrections: Any = None  # a blurbeam.review.corrections.CorrectionPlan
 
     def shard_options(self):
         from blurbeam.shards import ShardOptions
@@ -413,6 +433,14 @@ def check_locations(input_spec: str, output: str) -> str:
     return out
 
 
+def absolute_input(spec: str) -> str:
+    """``--input`` as recorded in run.json and the attestation: a local path made absolute (a
+    report run from another folder checks the same input), a URL as given."""
+    if "://" in spec:
+        return spec
+    return os.path.abspath(spec)
+
+
 def check_writable(output: str) -> None:
     """Fail before the pipeline starts when a local output (or its audit folder) cannot be
     written: create both and write and remove a probe file in each."""
@@ -436,6 +464,10 @@ def check_writable(output: str) -> None:
 
 def plan(opts: AnonymizeOptions) -> RunPlan:
     spec = detector_spec(opts)
+    from blurbeam.detectors.none import check_method
+
+    if check_method(opts.method, spec.name) != spec.name:  # --method learned: no detector
+        spec = DetectorSpec("none")
     threads = worker_threads(opts, opts.worker_threads)
     from blurbeam.detectors import get_class
 
@@ -490,6 +522,21 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
     allowed = tuple(sorted(set(opts.allow_image_field or ())))
     if allowed:
         config["allow_image_fields"] = list(allowed)
+    corrections = None
+    if opts.drop_false_positives and not opts.corrections:
+        raise ValueError("--drop-false-positives needs --corrections")
+    if opts.corrections:  # only when given, so that runs without it keep their hash
+        from blurbeam.review.corrections import plan_corrections
+        from blurbeam.shards import ShardOptions
+
+        shard_opts = ShardOptions(
+            max_bytes=opts.max_bytes, image_column=opts.image_column, allow_image_fields=allowed
+        )
+        corrections = plan_corrections(
+            opts.corrections, opts.input, output, bool(opts.drop_false_positives), shard_opts
+        )
+        # the config the reviewed run used, so that coverage can relate the two
+        config["corrections"] = {**corrections.config(), "base_config_hash": config_hash(config)}
     if opts.run_id and not RUN_ID_PATTERN.fullmatch(opts.run_id):
         raise ValueError(
             f"--run-id {opts.run_id!r} must be 1-128 letters, digits, '.', '_' or '-' "
@@ -515,7 +562,7 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
         config_hash=config_hash(config),
     )
     return RunPlan(
-        opts.input,
+        absolute_input(opts.input),
         output,
         run_id,
         spec,
@@ -536,6 +583,7 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
         allow_image_fields=allowed,
         retry_errors=bool(opts.retry_errors),
         max_error_rate=opts.max_error_rate,
+        corrections=corrections,
     )
 
 
@@ -565,6 +613,17 @@ def build(
         every_file=True,
         retry_errors=rp.retry_errors,
     )
+    if rp.corrections is not None:  # the reviewed inputs only
+        from blurbeam.transforms.corrections import ReadCorrected
+
+        read = ReadCorrected(
+            list(rp.corrections.refs),
+            rp.max_pixels,
+            rp.max_bytes,
+            image_column=rp.image_column,
+            opencv_threads=rp.opencv_threads,
+            allow_image_fields=rp.allow_image_fields,
+        )
     tasks = p | "ReadImages" >> read
     detected = tasks | "DetectFaces" >> DetectFaces(
         rp.spec, threads=rp.worker_threads, expected_model_sha256=rp.config["models"]["detector"]
@@ -578,6 +637,11 @@ def build(
         rp.audit_shards,
         shard_options=rp.shard_options(),
     )
+    if rp.corrections is not None:
+        from blurbeam.transforms.corrections import AddReviewerBoxesFn
+
+        fn = AddReviewerBoxesFn(rp.corrections.by_input, rp.corrections.drop_false_positives)
+        detected = detected | "AddReviewerBoxes" >> beam.ParDo(fn)
     records = detected | "AnonymizeAndWrite" >> write
     _ = p | "FinalizeRun" >> FinalizeRun(
         records,
@@ -650,7 +714,7 @@ class _Progress:
         elapsed = time.monotonic() - self._t0
         total = f"/{self.total}" if self.total is not None else ""
         rate = c["done"] / elapsed if elapsed > 0 else 0.0
-        return f"images {c['done']}{total}  faces {c['faces']}  errors {c['error']}  {rate:.1f} images/s"
+        return f"inputs {c['done']}{total}  faces {c['faces']}  errors {c['error']}  {rate:.1f} inputs/s"
 
     def _loop(self) -> None:
         tty = sys.stderr.isatty()
@@ -820,7 +884,8 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     write_bytes(join_output(rp.output, "run.json"), json.dumps(summary, indent=2).encode())
     c = summary["status_counts"]
     if rp.skip_existing:
-        n = summary["metrics"].get("images_skipped")
+        # a counter never incremented is not reported: on a local runner that means none
+        n = summary["metrics"].get("images_skipped", 0 if local else None)
         print(
             "skipped "
             + (_plural(n, "input") if n is not None else "an unknown number of inputs (the runner "
