@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "deblur": ("blurbeam.pipelines.deblur", "detect faces in images and restore (deblur) them"),
 }
+    "review": ("blurbeam.pipelines.review", "an HTML review site of an output, with corrections"),
 
 
 class _DropBeamImportNoise(logging.Filter):
