@@ -1,5 +1,6 @@
 """``blurbeam demo OUTDIR``: build a sample dataset from pictures installed packages ship, anonymize
-it with the default settings, and write a before/after contact sheet."""
+it with the default settings, and write a before/after contact sheet and the review site
+(``blurbeam review``: OUTDIR/output/review/index.html)."""
 
 from __future__ import annotations
 
@@ -77,12 +78,16 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             pairs.append((label, before, after))
     sheet = out / "contact_sheet.png"
     contact_sheet(pairs, sheet)
+    from blurbeam.review import build_review
+
+    site = build_review(str(dst))
     print(f"\nsample input:     {src}", file=sys.stderr)
     print(f"anonymized:       {dst}", file=sys.stderr)
     print(
         f"audit records:    {dst / 'audit'} (Parquet), summary {dst / 'run.json'}", file=sys.stderr
     )
     print(f"before/after:     {sheet}", file=sys.stderr)
+    print(f"review site:      {site['index']} (open it in a browser)", file=sys.stderr)
     print(
         "(truncated.jpg and empty.png are broken on purpose: they get error records, no output)",
         file=sys.stderr,

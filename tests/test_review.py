@@ -358,3 +358,10 @@ def test_old_audit_files_still_read(tmp_path):
     assert faces == [
         {"x": 1, "y": 2, "w": 3, "h": 4, "score": 0.5, "landmarks": None, "source": None}
     ]
+
+
+def test_demo_writes_the_review_site(tmp_path):
+    assert cli_main(["demo", str(tmp_path), "--detector", "yunet"]) == 0
+    index = (tmp_path / "output" / "review" / "index.html").read_text()
+    assert "demo" in index and "empty file (0 bytes)" in index
+    assert len(list((tmp_path / "output" / "review" / "thumbs").glob("*.jpg"))) == 7

@@ -496,12 +496,6 @@ def _index(
             {2, 3, 4, 5, 6, 7},
         ),
     ]
-    if config is not None:
-        body += [
-            f"<h2>Config of the newest run <code>{escape(att.get('run_id', ''))}</code> "
-            f"({escape(att.get('config_hash', ''))})</h2>",
-            f"<pre>{escape(json.dumps(config, indent=2, sort_keys=True))}</pre>",
-        ]
     body.append("<h2>Errors (latest record of each input)</h2>")
     if rep["errors"]:
         body.append(
@@ -531,4 +525,11 @@ def _index(
         if cards.get(stratum):
             body.append(f"<h3>{escape(STRATUM_TITLES[stratum])} ({len(cards[stratum])})</h3>")
             body.append('<div class="grid">' + "".join(cards[stratum]) + "</div>")
+    if config is not None:
+        body += [
+            f"<h2>Config of the newest run <code>{escape(att.get('run_id', ''))}</code></h2>",
+            f"<details><summary>config {escape(att.get('config_hash', ''))} (every setting "
+            "that decides the output)</summary>"
+            f"<pre>{escape(json.dumps(config, indent=2, sort_keys=True))}</pre></details>",
+        ]
     return "".join(body) + _tail({"output": output, "run_id": run_id, "image": None})

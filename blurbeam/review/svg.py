@@ -10,7 +10,7 @@ def bar_chart(
     counts: list[int],
     title: str,
     x_label: str,
-    width: int = 520,
+    width: int = 460,
     height: int = 220,
     color: str = "#3b6ea8",
 ) -> str:
