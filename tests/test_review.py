@@ -191,7 +191,11 @@ def test_with_originals_warns_on_every_page(anonymized):
     original = np.asarray(Image.open(site / "orig" / f"{pid}.jpg").convert("RGB")).astype(int)
     # the original's square is still sharp red: it is the unblurred picture
     assert original[45:55, 65:75, 0].mean() > 200 and original[45:55, 65:75, 1].mean() < 60
-    build_review(str(out), n=20)  # the default again, for the other tests
+    # made again without originals, the site keeps none of the earlier ones
+    build_review(str(out), n=20)
+    assert not (site / "orig").exists()
+    for page in pages:
+        assert ORIGINALS_WARNING not in page.read_text(), page
 
 
 def test_memory_output(tmp_path):

@@ -139,6 +139,13 @@ class _Writer:
         self.files = 0
         self.bytes = 0
 
+    def clear(self) -> None:
+        """Remove an earlier review: its pages and images (originals among them, when it was
+        made with --with-originals) must not outlive it."""
+        fs, path = fsspec.core.url_to_fs(self.root)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
     def write(self, rel: str, data: bytes | str) -> None:
         from blurbeam.shards import join_output, write_bytes
 
@@ -267,6 +274,7 @@ def build_review(
     run_id = att.get("run_id") or (rep["runs"][-1]["run_id"] if rep["runs"] else "")
     picked = sample(records, n, seed)
     w = _Writer(output)
+    w.clear()
     member_cache: dict[str, dict[str, bytes]] = defaultdict(dict)
     source_cache: dict[str, dict[str, bytes]] = defaultdict(dict)
     cards: dict[str, list[str]] = defaultdict(list)
