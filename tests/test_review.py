@@ -369,3 +369,30 @@ def test_demo_writes_the_review_site(tmp_path):
     index = (tmp_path / "output" / "review" / "index.html").read_text()
     assert "demo" in index and "empty file (0 bytes)" in index
     assert len(list((tmp_path / "output" / "review" / "thumbs").glob("*.jpg"))) == 7
+
+
+def test_correction_boxes_are_in_the_upright_frame(tmp_path):
+    """A JPEG stored sideways (EXIF orientation 6): the reviewer's box, drawn on the upright
+    picture the site shows, blurs that place of the upright output."""
+    from blurbeam import demo
+
+    upright = picture([], 9)  # 160 wide, 120 high as viewed
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "sideways.jpg").write_bytes(demo.exif_rotated_jpeg_with_gps(upright))
+    out = tmp_path / "out"
+    run_anonymize(src, out, "--run-id", "base")
+    (base,) = anon.read_run_records(str(out), "base").to_pylist()
+    assert (base["width"], base["height"], base["exif_orientation"]) == (160, 120, 6)
+    before = decode(Path(base["output_uri"]).read_bytes()).pixels.astype(int)
+    doc = tmp_path / "corrections.json"
+    box = {"x": 100, "y": 10, "w": 50, "h": 40}
+    doc.write_text(corrections_doc([{**entry(src, "sideways.jpg"), "width": 160, "height": 120,
+                                     "missed_faces": [box]}]))  # fmt: skip
+    run_anonymize(src, out, "--run-id", "fix", "--corrections", str(doc))
+    (fixed,) = anon.read_run_records(str(out), "fix").to_pylist()
+    after = decode(Path(fixed["output_uri"]).read_bytes()).pixels.astype(int)
+    assert after.shape[:2] == (120, 160)
+    diff = np.abs(after - before).max(axis=2)
+    assert (diff[20:40, 110:140] > 8).mean() > 0.5  # inside the box, upright
+    assert (diff[60:, :90] > 8).mean() < 0.05  # elsewhere only JPEG re-encoding noise
