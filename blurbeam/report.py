@@ -34,7 +34,9 @@ from blurbeam.shards import (
 )
 
 #: Files under --output that are not anonymized data: the run's own records and reports.
-OWN_FILES = ("audit/", "runs/", "index/", "run.json", "report.json", "report.md")
+OWN_FILES = (
+    "audit/", "runs/", "index/", "corrections/", "review/", "run.json", "report.json", "report.md",
+)  # fmt: skip
 
 
 def audit_files(output: str) -> list[str]:

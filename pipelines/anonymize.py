@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -397,6 +397,8 @@ class RunPlan:
     retry_errors: bool = False
     max_error_rate: float = 0.0
     corrections: Any = None  # a blurbeam.review.corrections.CorrectionPlan
+    #: corrections earlier runs kept under the output (input URI -> Correction)
+    stored_corrections: dict[str, Any] = field(default_factory=dict)
 
     def shard_options(self):
         from blurbeam.shards import ShardOptions
@@ -535,8 +537,13 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
         corrections = plan_corrections(
             opts.corrections, opts.input, output, bool(opts.drop_false_positives), shard_opts
         )
-        # the config the reviewed run used, so that coverage can relate the two
+        # recorded in run.json and the attestation, but not in the config hash: corrections are
+        # data about single inputs (each corrected box is in its record, source "reviewer"),
+        # so a corrected input stays covered and done under the run's config
         config["corrections"] = {**corrections.config(), "base_config_hash": config_hash(config)}
+    from blurbeam.review.corrections import load_stored
+
+    stored_corrections = load_stored(output)
     if opts.run_id and not RUN_ID_PATTERN.fullmatch(opts.run_id):
         raise ValueError(
             f"--run-id {opts.run_id!r} must be 1-128 letters, digits, '.', '_' or '-' "
@@ -559,7 +566,7 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
         method=blur.method,
         method_params=blur.params_json(),
         metadata_policy=json.dumps(config["metadata"], sort_keys=True),
-        config_hash=config_hash(config),
+        config_hash=config_hash({k: v for k, v in config.items() if k != "corrections"}),
     )
     return RunPlan(
         absolute_input(opts.input),
@@ -584,6 +591,7 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
         retry_errors=bool(opts.retry_errors),
         max_error_rate=opts.max_error_rate,
         corrections=corrections,
+        stored_corrections=stored_corrections,
     )
 
 
@@ -637,10 +645,14 @@ def build(
         rp.audit_shards,
         shard_options=rp.shard_options(),
     )
-    if rp.corrections is not None:
+    if rp.corrections is not None or rp.stored_corrections:
         from blurbeam.transforms.corrections import AddReviewerBoxesFn
 
-        fn = AddReviewerBoxesFn(rp.corrections.by_input, rp.corrections.drop_false_positives)
+        fn = AddReviewerBoxesFn(
+            rp.corrections.by_input if rp.corrections else {},
+            bool(rp.corrections and rp.corrections.drop_false_positives),
+            rp.stored_corrections,
+        )
         detected = detected | "AddReviewerBoxes" >> beam.ParDo(fn)
     records = detected | "AnonymizeAndWrite" >> write
     _ = p | "FinalizeRun" >> FinalizeRun(
@@ -654,6 +666,7 @@ def build(
         config_hash=rp.ctx.config_hash,
         max_error_rate=rp.max_error_rate,
         fail_on_error_rate=fail_on_error_rate,
+        corrections=rp.corrections.stored(rp.run_id) if rp.corrections else None,
     )
     return records
 

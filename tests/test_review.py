@@ -262,7 +262,8 @@ def test_corrections_rerun(tmp_path):
         )
     )
     rp = run_anonymize(src, out, "--run-id", "fix", "--corrections", str(doc))
-    assert rp.ctx.config_hash != base.ctx.config_hash
+    # corrections are data about single inputs: the config (and its hash) stay the run's
+    assert rp.ctx.config_hash == base.ctx.config_hash
     assert rp.config["corrections"]["base_config_hash"] == base.ctx.config_hash
     records = {r["source_uri"]: r for r in anon.read_run_records(str(out), "fix").to_pylist()}
     # exactly the corrected inputs (the whole tar shard, written whole) and nothing else
@@ -295,7 +296,7 @@ def test_corrections_rerun(tmp_path):
     drop = run_anonymize(
         src, out, "--run-id", "drop", "--corrections", str(doc), "--drop-false-positives"
     )
-    assert drop.ctx.config_hash != rp.ctx.config_hash
+    assert drop.ctx.config_hash == rp.ctx.config_hash
     high = {r["source_uri"]: r for r in anon.read_run_records(str(out), "drop").to_pylist()}[
         str(src / "one_high.png")
     ]
@@ -303,6 +304,22 @@ def test_corrections_rerun(tmp_path):
     # the review shows the corrected run: reviewer boxes counted
     build_review(str(out), n=10)
     assert "drawn by a reviewer" in (out / "review" / "index.html").read_text()
+
+    # the corrections are kept under the output and no later run undoes them: a nightly
+    # --skip-existing run leaves the corrected image alone, the coverage is whole, and a run
+    # under a new config applies the kept correction again
+    assert sorted(p.name for p in (out / "corrections").iterdir()) == ["drop.json", "fix.json"]
+    corrected = (out / "none.png").read_bytes()
+    run_anonymize(src, out, "--run-id", "nightly", "--skip-existing")
+    assert (out / "none.png").read_bytes() == corrected
+    assert str(src / "none.png") not in {
+        r["source_uri"] for r in anon.read_run_records(str(out), "nightly").to_pylist()
+    }
+    assert cli_main(["report", "--output", str(out), "--input", str(src), "--verify"]) == 0
+    run_anonymize(src, out, "--run-id", "pix", "--method", "pixelate")
+    pix = {r["source_uri"]: r for r in anon.read_run_records(str(out), "pix").to_pylist()}
+    assert [f["source"] for f in pix[str(src / "none.png")]["faces"]] == ["reviewer"]
+    assert pix[str(src / "one_high.png")]["faces"] == []  # dropped, as the last run said
 
 
 def test_corrections_refused_when_input_changed(tmp_path, capsys):

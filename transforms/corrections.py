@@ -81,17 +81,30 @@ def apply_correction(task: ImageTask, c: Correction, drop_false_positives: bool)
 
 class AddReviewerBoxesFn(beam.DoFn):
     """Detected tasks -> the same tasks with their correction applied (``corrections`` maps
-    the input URI, as the pipeline names it, to its correction)."""
+    the input URI, as the pipeline names it, to its correction; a correction that does not fit
+    its input fails the task). ``stored`` are the corrections earlier runs kept under the
+    output: each applies only while its input's sha256 is the reviewed one."""
 
-    def __init__(self, corrections: dict[str, Correction], drop_false_positives: bool) -> None:
+    def __init__(
+        self,
+        corrections: dict[str, Correction],
+        drop_false_positives: bool,
+        stored: dict[str, Correction] | None = None,
+    ) -> None:
         self._corrections = dict(corrections)
         self._drop = drop_false_positives
+        self._stored = dict(stored or {})
 
     def process(self, task: ImageTask):
         c = self._corrections.get(task.source_uri)
+        if c is None:  # a correction an earlier run kept: only for the bytes it reviewed
+            c = self._stored.get(task.source_uri)
+            if c is not None and c.source_sha256 != task.source_sha256:
+                c = None
         if c is not None and task.faces is not None:
             detect_ms = task.timings_ms.get("detect", 0.0)
             # a correction that does not fit its input fails the task at the detect stage
-            task.run_stage("detect", lambda t: apply_correction(t, c, self._drop))
+            drop = self._drop or c.drop_false_positives
+            task.run_stage("detect", lambda t: apply_correction(t, c, drop))
             task.timings_ms["detect"] += detect_ms
         yield task

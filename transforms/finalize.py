@@ -2,7 +2,8 @@
 done index and the attestation (``blurbeam.attest.finalize_run``), written by the pipeline so
 that every runner (Dataflow, Flink, Dask) leaves them, also for a run that found nothing new.
 With ``fail_on_error_rate`` it fails the job when the error rate is above ``--max-error-rate``,
-after writing them (a Flex Template, whose launcher does not wait for the job)."""
+after writing them (a Flex Template, whose launcher does not wait for the job). A corrections
+run also keeps its corrections under ``OUTPUT/corrections/<run_id>.json`` here."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import apache_beam as beam
 
 class _FinalizeFn(beam.DoFn):
     def __init__(self, output: str, run_id: str, input_spec: str, config: dict[str, Any],
-                 config_hash: str, max_error_rate: float, fail_on_error_rate: bool) -> None:  # fmt: skip
+                 config_hash: str, max_error_rate: float, fail_on_error_rate: bool,
+                 corrections: bytes | None = None) -> None:  # fmt: skip
         self._args = (output, run_id, input_spec, config, config_hash)
+        self._corrections = corrections
         self._max_error_rate = max_error_rate
         self._fail = fail_on_error_rate
 
@@ -22,7 +25,13 @@ class _FinalizeFn(beam.DoFn):
         from blurbeam.attest import ErrorRateExceeded, finalize_run, trusted_index
         from blurbeam.report import history_index_rows
 
-        output = self._args[0]
+        output, run_id = self._args[:2]
+        if self._corrections is not None:  # kept, so that every later run applies them too
+            from blurbeam.attest import write_once
+            from blurbeam.review.corrections import STORED_DIR
+            from blurbeam.shards import join_output
+
+            write_once(join_output(output, f"{STORED_DIR}/{run_id}.json"), self._corrections)
         base = trusted_index(output)
         if base is None:
             base = history_index_rows(output)
@@ -48,14 +57,16 @@ class FinalizeRun(beam.PTransform):
 
     def __init__(self, records, already_done, audit_files, *, output: str, run_id: str,
                  input_spec: str, config: dict[str, Any], config_hash: str,
-                 max_error_rate: float, fail_on_error_rate: bool = False) -> None:  # fmt: skip
+                 max_error_rate: float, fail_on_error_rate: bool = False,
+                 corrections: bytes | None = None) -> None:  # fmt: skip
         super().__init__()
         self._records = records
         self._done = already_done
         self._audit = audit_files
         self._fn = _FinalizeFn(
-            output, run_id, input_spec, config, config_hash, max_error_rate, fail_on_error_rate
-        )
+            output, run_id, input_spec, config, config_hash, max_error_rate, fail_on_error_rate,
+            corrections,
+        )  # fmt: skip
 
     def expand(self, pbegin):
         from blurbeam.attest import index_row

@@ -18,11 +18,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import fsspec
 
 FORMAT = "blurbeam-corrections/1"
+STORED_FORMAT = "blurbeam-stored-corrections/1"
+#: Where a corrections run keeps its corrections under --output (one file per run).
+STORED_DIR = "corrections"
 _TOP_KEYS = {"format", "corrections", "output", "run_id", "exported_at"}
 _ENTRY_KEYS = {
     "source_uri",
@@ -56,6 +60,9 @@ class Correction:
     missed_faces: tuple[Box, ...]
     false_positives: tuple[Box, ...]
     note: str = ""
+    #: From a stored corrections file (``load_stored``): the run that applied it dropped the
+    #: detections marked false positives, so later runs do too.
+    drop_false_positives: bool = False
 
 
 def _number(value: Any, where: str) -> float:
@@ -220,6 +227,18 @@ class CorrectionPlan:
     def config(self) -> dict[str, Any]:
         return {"sha256": self.sha256, "drop_false_positives": self.drop_false_positives}
 
+    def stored(self, run_id: str) -> bytes:
+        """The document ``OUTPUT/corrections/<run_id>.json`` keeps, so that every later run
+        applies these corrections again (``load_stored``)."""
+        fs, path = fsspec.core.url_to_fs(self.uri)
+        return json.dumps(
+            {"format": STORED_FORMAT, "run_id": run_id, "sha256": self.sha256,
+             "created_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+             "drop_false_positives": self.drop_false_positives,
+             "corrections": json.loads(fs.cat_file(path))},
+            indent=2,
+        ).encode()  # fmt: skip
+
 
 def plan_corrections(
     uri: str, input_spec: str, output: str, drop_false_positives: bool, opts: Any = None
@@ -235,3 +254,30 @@ def plan_corrections(
         raise CorrectionsError(str(exc)) from None
     needed, by_input = match_inputs(corrections, refs, opts)
     return CorrectionPlan(uri, digest, tuple(needed), by_input, drop_false_positives)
+
+
+def load_stored(output: str) -> dict[str, Correction]:
+    """Every correction kept under ``OUTPUT/corrections/`` by earlier corrections runs, by the
+    input URI it names (a later run's correction of an input replaces an earlier one). A run
+    applies them to the inputs whose bytes are still the reviewed ones, so a correction is not
+    undone by a later run (``--skip-existing``, a new config, a rerun)."""
+    import dataclasses
+
+    fs, root = fsspec.core.url_to_fs(output)
+    docs = []
+    for path in fs.glob(f"{root.rstrip('/')}/{STORED_DIR}/*.json"):
+        try:
+            doc = json.loads(fs.cat_file(path))
+        except (OSError, ValueError) as exc:
+            raise CorrectionsError(f"stored corrections {path!r} are unreadable: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("format") != STORED_FORMAT:
+            raise CorrectionsError(f"stored corrections {path!r} are not {STORED_FORMAT}")
+        docs.append(doc)
+    out: dict[str, Correction] = {}
+    for doc in sorted(docs, key=lambda d: (str(d.get("created_at")), str(d.get("run_id")))):
+        drop = bool(doc.get("drop_false_positives"))
+        for c in parse(
+            json.dumps(doc["corrections"]).encode(), f"stored corrections {doc['run_id']}"
+        ):
+            out[c.source_uri] = dataclasses.replace(c, drop_false_positives=drop)
+    return out

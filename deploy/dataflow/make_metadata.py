@@ -64,6 +64,7 @@ BY_NAME: dict[str, str | None] = {
     "detector_option": r"^[A-Za-z0-9_]+=\S.*$",
     "image_column": None,
     "allow_image_field": r"^\S+$",
+    "corrections": None,
 }
 
 
