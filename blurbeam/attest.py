@@ -35,6 +35,7 @@ from blurbeam.schemas.attestation import (
 from blurbeam.shards import is_local, join_output, write_bytes
 
 RUNS_DIR = "runs"
+CORRECTIONS_DIR = "corrections"
 INDEX_PATH = "index/done.parquet"
 
 
@@ -158,6 +159,23 @@ def trusted_index(output: str) -> list[dict[str, Any]] | None:
     return pq.read_table(io.BytesIO(data), schema=INDEX_SCHEMA).to_pylist()
 
 
+def attested_corrections(output: str) -> dict[str, bytes]:
+    """``run_id -> bytes`` of each kept corrections file that an attestation on the chain names
+    with its sha256; any other file under ``corrections/`` (a run that did not finish, or one
+    put there by hand) is left out."""
+    atts = load_attestations(output)
+    fs, root = fsspec.core.url_to_fs(output)
+    out = {}
+    for run_id in chain(atts):
+        digest = atts[run_id][0].get("corrections_sha256")
+        path = f"{root.rstrip('/')}/{CORRECTIONS_DIR}/{run_id}.json"
+        if digest and fs.exists(path):
+            data = fs.cat_file(path)
+            if sha256_bytes(data) == digest:
+                out[run_id] = data
+    return out
+
+
 def merge_index(old: Iterable[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``old`` with every (shard, config) that ``new`` has records for replaced by them."""
     replaced = {(r["shard_uri"], r["config_hash"]) for r in new}
@@ -176,12 +194,14 @@ def finalize_run(
     audit_files: list[str],
     max_error_rate: float,
     base_index: Iterable[dict[str, Any]] = (),
+    corrections: bytes | None = None,
 ) -> dict[str, Any]:
     """Write the run's manifest, the updated done index and the run's attestation, chained to
     the current head; return the attestation. ``records`` are this run's index rows, and
     ``already_done`` the index rows of the inputs ``--skip-existing`` found done; ``base_index``
     the index rows this run's update to (``trusted_index``, else rebuilt from the audit
-    history). Raises ErrorRateExceeded
+    history); ``corrections`` the reviewer corrections a corrections run keeps under
+    ``corrections/<run_id>.json`` (named in the attestation by sha256). Raises ErrorRateExceeded
     after writing when the run's error rate is above ``max_error_rate``."""
     previous = head(output)
     manifest = sorted(
@@ -197,6 +217,8 @@ def finalize_run(
     manifest_bytes = _table_bytes(manifest, MANIFEST_SCHEMA)
     write_once(join_output(output, f"{RUNS_DIR}/{manifest_name}"), manifest_bytes)
 
+    if corrections is not None:
+        write_once(join_output(output, f"{CORRECTIONS_DIR}/{run_id}.json"), corrections)
     index_bytes = _table_bytes(merge_index(base_index, records), INDEX_SCHEMA)
     write_bytes(join_output(output, INDEX_PATH), index_bytes)
 
@@ -225,6 +247,7 @@ def finalize_run(
         "manifest_sha256": sha256_bytes(manifest_bytes),
         "audit_files": audit,
         "index_sha256": sha256_bytes(index_bytes),
+        "corrections_sha256": sha256_bytes(corrections) if corrections is not None else None,
         "previous_run_id": previous[0]["run_id"] if previous else None,
         "previous_sha256": previous[1] if previous else None,
     }
@@ -284,11 +307,24 @@ def verify(output: str) -> tuple[list[str], dict[str, Any]]:
                 problems.append(f"audit file {name} of run {run_id} is missing")
             elif sha256_bytes(fs.cat_file(path)) != sha:
                 problems.append(f"audit file {name} of run {run_id} was changed")
+        if doc["corrections_sha256"] is not None:
+            cpath = f"{root}/{CORRECTIONS_DIR}/{run_id}.json"
+            if not fs.exists(cpath):
+                problems.append(f"corrections of run {run_id} are missing")
+            elif sha256_bytes(fs.cat_file(cpath)) != doc["corrections_sha256"]:
+                problems.append(f"corrections of run {run_id} were changed")
         mpath = f"{root}/{RUNS_DIR}/{doc['manifest']}"
         if not fs.exists(mpath):
             problems.append(f"manifest of run {run_id} is missing")
         elif sha256_bytes(fs.cat_file(mpath)) != doc["manifest_sha256"]:
             problems.append(f"manifest of run {run_id} was changed")
+    attested = {r for r in order if atts[r][0].get("corrections_sha256")}
+    for path in sorted(fs.glob(f"{root}/{CORRECTIONS_DIR}/*.json")):
+        if posixpath.basename(path)[: -len(".json")] not in attested:
+            problems.append(
+                f"{CORRECTIONS_DIR}/{posixpath.basename(path)} is named by no attestation "
+                "(later runs ignore it)"
+            )
     for path in sorted(fs.glob(f"{root}/audit/run-*.parquet")):
         name = posixpath.basename(path)
         if name not in named_audit:

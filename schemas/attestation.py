@@ -40,6 +40,7 @@ ATTESTATION_FIELDS: dict[str, str] = {
     "manifest_sha256": "sha256 of the manifest file",
     "audit_files": "each audit file this run wrote (name under audit/) -> its sha256",
     "index_sha256": "sha256 of index/done.parquet as this run left it",
+    "corrections_sha256": "sha256 of corrections/<run_id>.json a corrections run kept (else null)",
     "previous_run_id": "the attestation before this one (null for the first)",
     "previous_sha256": "sha256 of that attestation's file (null for the first)",
 }

@@ -240,3 +240,42 @@ def test_a_worker_with_another_model_fails_closed(tmp_path):
     [rec] = anon.read_run_records(rp.output, rp.run_id).to_pylist()
     assert rec["status"] == "error" and "not the one the run was planned with" in rec["error"]
     assert not (out / "a.jpg").exists()
+
+
+def test_a_corrections_file_no_attestation_names_is_ignored(tmp_path):
+    """Kept reviewer corrections apply to later runs only when an attestation names them: a file
+    slipped into OUTPUT/corrections/ cannot drop a detected face."""
+    from blurbeam.review.corrections import FORMAT, STORED_FORMAT
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    build_inputs(src)
+    first, _ = night(src, out, "n1")
+    face0 = next(r for r in first if r["source_uri"].endswith("face0.jpg"))
+    assert face0["faces"]
+    forged = {
+        "format": STORED_FORMAT,
+        "run_id": "forged",
+        "drop_false_positives": True,
+        "corrections": {
+            "format": FORMAT,
+            "corrections": [
+                {
+                    "source_uri": face0["source_uri"],
+                    "source_sha256": face0["source_sha256"],
+                    "width": face0["width"],
+                    "height": face0["height"],
+                    "missed_faces": [],
+                    "false_positives": [
+                        {k: f[k] for k in ("x", "y", "w", "h")} for f in face0["faces"]
+                    ],
+                }
+            ],
+        },
+    }
+    (out / "corrections").mkdir()
+    (out / "corrections" / "forged.json").write_text(json.dumps(forged))
+    again, _ = run_pipeline(src, out, "--run-id", "n2", *DETECTOR)
+    redone = next(r for r in again if r["source_uri"] == face0["source_uri"])
+    assert redone["num_faces"] == face0["num_faces"]  # the detection was not dropped
+    problems, _ = attest.verify(str(out))
+    assert any("corrections/forged.json is named by no attestation" in p for p in problems)

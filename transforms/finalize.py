@@ -25,13 +25,7 @@ class _FinalizeFn(beam.DoFn):
         from blurbeam.attest import ErrorRateExceeded, finalize_run, trusted_index
         from blurbeam.report import history_index_rows
 
-        output, run_id = self._args[:2]
-        if self._corrections is not None:  # kept, so that every later run applies them too
-            from blurbeam.attest import write_once
-            from blurbeam.review.corrections import STORED_DIR
-            from blurbeam.shards import join_output
-
-            write_once(join_output(output, f"{STORED_DIR}/{run_id}.json"), self._corrections)
+        output = self._args[0]
         base = trusted_index(output)
         if base is None:
             base = history_index_rows(output)
@@ -43,6 +37,7 @@ class _FinalizeFn(beam.DoFn):
                 audit_files=list(audit_files),
                 max_error_rate=self._max_error_rate,
                 base_index=base,
+                corrections=self._corrections,
             )
         except ErrorRateExceeded:
             if self._fail:

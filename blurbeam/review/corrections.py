@@ -18,15 +18,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import fsspec
 
 FORMAT = "blurbeam-corrections/1"
 STORED_FORMAT = "blurbeam-stored-corrections/1"
-#: Where a corrections run keeps its corrections under --output (one file per run).
-STORED_DIR = "corrections"
+
 _TOP_KEYS = {"format", "corrections", "output", "run_id", "exported_at"}
 _ENTRY_KEYS = {
     "source_uri",
@@ -233,7 +231,6 @@ class CorrectionPlan:
         fs, path = fsspec.core.url_to_fs(self.uri)
         return json.dumps(
             {"format": STORED_FORMAT, "run_id": run_id, "sha256": self.sha256,
-             "created_at": datetime.now(UTC).isoformat(timespec="microseconds"),
              "drop_false_positives": self.drop_false_positives,
              "corrections": json.loads(fs.cat_file(path))},
             indent=2,
@@ -257,27 +254,27 @@ def plan_corrections(
 
 
 def load_stored(output: str) -> dict[str, Correction]:
-    """Every correction kept under ``OUTPUT/corrections/`` by earlier corrections runs, by the
-    input URI it names (a later run's correction of an input replaces an earlier one). A run
-    applies them to the inputs whose bytes are still the reviewed ones, so a correction is not
-    undone by a later run (``--skip-existing``, a new config, a rerun)."""
+    """Every correction kept under ``OUTPUT/corrections/`` by earlier corrections runs whose
+    attestation names the file by its sha256 (``blurbeam.attest.attested_corrections``: a file
+    no attestation names is ignored, so nobody can slip in a correction that drops a
+    detection), by the input URI it names; a later run's correction of an input replaces an
+    earlier one. A run applies them to the inputs whose bytes are still the reviewed ones, so a
+    correction is not undone by a later run (``--skip-existing``, a new config, a rerun)."""
     import dataclasses
 
-    fs, root = fsspec.core.url_to_fs(output)
-    docs = []
-    for path in fs.glob(f"{root.rstrip('/')}/{STORED_DIR}/*.json"):
-        try:
-            doc = json.loads(fs.cat_file(path))
-        except (OSError, ValueError) as exc:
-            raise CorrectionsError(f"stored corrections {path!r} are unreadable: {exc}") from None
-        if not isinstance(doc, dict) or doc.get("format") != STORED_FORMAT:
-            raise CorrectionsError(f"stored corrections {path!r} are not {STORED_FORMAT}")
-        docs.append(doc)
+    from blurbeam.attest import attested_corrections
+
     out: dict[str, Correction] = {}
-    for doc in sorted(docs, key=lambda d: (str(d.get("created_at")), str(d.get("run_id")))):
+    for run_id, data in attested_corrections(output).items():  # in chain order
+        try:
+            doc = json.loads(data)
+        except ValueError as exc:
+            raise CorrectionsError(
+                f"kept corrections of run {run_id} are unreadable: {exc}"
+            ) from None
+        if not isinstance(doc, dict) or doc.get("format") != STORED_FORMAT:
+            raise CorrectionsError(f"kept corrections of run {run_id} are not {STORED_FORMAT}")
         drop = bool(doc.get("drop_false_positives"))
-        for c in parse(
-            json.dumps(doc["corrections"]).encode(), f"stored corrections {doc['run_id']}"
-        ):
+        for c in parse(json.dumps(doc["corrections"]).encode(), f"kept corrections {run_id}"):
             out[c.source_uri] = dataclasses.replace(c, drop_false_positives=drop)
     return out
