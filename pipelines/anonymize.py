@@ -419,7 +419,7 @@ def check_locations(input_spec: str, output: str) -> str:
     from blurbeam.shards import canonical, input_root, is_within, to_uri
 
     try:
-        fs, _, root, _ = input_root(input_spec)
+        fs, _, root, _ = input_root(input_spec, list_files=False)
     except InputError as exc:
         raise ValueError(str(exc)) from None
     in_root = canonical(to_uri(fs, root or "/"))

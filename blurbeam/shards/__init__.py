@@ -223,19 +223,25 @@ OTHER_KIND = "other"
 SKIPPED_KIND = "skipped"
 
 
-def input_root(spec: str) -> tuple[fsspec.AbstractFileSystem, str, str, list[str]]:
+def input_root(
+    spec: str, list_files: bool = True
+) -> tuple[fsspec.AbstractFileSystem, str, str, list[str]]:
     """``(fs, path, root, candidates)`` for ``--input``: the root whose relative paths are
-    mirrored under ``--output``, and every file the spec names."""
+    mirrored under ``--output``, and every file the spec names (an empty list without
+    ``list_files``, which checks only that the spec exists)."""
     fs, path = fsspec.core.url_to_fs(spec)
     path = path.rstrip("/") or "/"
+    candidates: list[str] = []
     if _has_magic(path):
         root = path
         while _has_magic(root):
             root = posixpath.dirname(root)
-        candidates = [p for p in fs.glob(path) if not fs.isdir(p)]
+        if list_files:
+            candidates = [p for p in fs.glob(path) if not fs.isdir(p)]
     elif fs.isdir(path):
         root = path
-        candidates = fs.find(path)
+        if list_files:
+            candidates = fs.find(path)
     elif fs.exists(path) or (is_local(fs) and os.path.islink(path)):
         root = posixpath.dirname(path)
         candidates = [path]
