@@ -385,7 +385,7 @@ def to_text(rep: dict[str, Any], limit: int = 10) -> str:
     if "verify" in rep:
         v = rep["verify"]
         lines.append(
-            f"attestations: {len(v['runs'])} chained runs, head {v['head']} "
+            f"attestations: {_n(len(v['runs']), 'chained run')}, head {v['head']} "
             f"sha256 {v['head_sha256']}: "
             + ("verified" if not v["problems"] else f"{len(v['problems'])} PROBLEMS")
         )
