@@ -4,10 +4,13 @@
 encoder of 32, 64 and 128 filters (two 3x3 convolutions with batch norm and ReLU per level,
 2x2 max-pooling), a 256-filter bottleneck, a decoder back up by 2x2 transposed convolutions
 and skip concatenations, dropout 0.05 after the deepest encoder level and 0.2 in the
-bottleneck, a 1x1 sigmoid output: 1,927,971 parameters. ``student``: the same shape, narrower
-(16-32-48, bottleneck 64) and with one convolution per level: 64,947 parameters, for the int8
-edge model. Both are fully convolutional (any input with sides divisible by 8), map RGB in
-[0, 1] to RGB in [0, 1] and are trained on 128x128 tiles.
+bottleneck: 1,927,075 trainable parameters (1,929,891 with the batch-norm statistics).
+``student``: the same shape, narrower (16-32-48, bottleneck 64) with one convolution per
+level: 132,163 trainable parameters, for the int8 edge model. Both are fully convolutional
+(any input with sides divisible by 8) and map RGB in [0, 1] to RGB. One change to the thesis:
+the 1x1 output convolution predicts a change that is added to the input (``residual``, zero at
+initialisation) instead of a sigmoid image, so that the face-free majority of every tile is
+the identity from the first step, and survives int8 rounding.
 """
 
 from __future__ import annotations
