@@ -177,7 +177,9 @@ def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = Fa
         type=finite_float,
         default=None,
         help="method strength relative to face size (defaults: "
-        + ", ".join(f"{m} {s:g}" for m, s in DEFAULT_STRENGTH.items() if m != "solid")
+        + ", ".join(
+            f"{m} {s:g}" for m, s in DEFAULT_STRENGTH.items() if m not in ("solid", "learned")
+        )
         + "); weaker than the privacy audit's safe minimum is refused unless "
         "--allow-weak-anonymization",
     )
