@@ -25,6 +25,7 @@ from blurbeam.shards import (
     ShardOptions,
     ShardRef,
     expand_input,
+    file_sha256,
     get_format,
     join_output,
     kind_of,
@@ -198,20 +199,6 @@ def list_inputs(
     return uris
 
 
-def _file_sha256(uri: str) -> str | None:
-    import hashlib
-
-    try:
-        fs, path = fsspec.core.url_to_fs(uri)
-        h = hashlib.sha256()
-        with fs.open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-        return h.hexdigest()
-    except Exception:
-        return None
-
-
 def _run_summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -266,7 +253,7 @@ def _coverage(
         if config_hash is None or r["config_hash"] == config_hash:
             current[r["source_uri"]] = r
     inputs = sorted(set(list_inputs(input_spec, exclude=output, opts=opts)))
-    shard_sha = {shard: _file_sha256(shard) for _, shard in inputs} if rehash else {}
+    shard_sha = {shard: file_sha256(shard) for _, shard in inputs} if rehash else {}
     files = []
     for uri, shard in inputs:
         r = current.get(uri)

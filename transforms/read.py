@@ -10,6 +10,7 @@ from blurbeam.shards import (
     ImageRecord,
     ShardOptions,
     ShardRef,
+    file_sha256,
     read_records,
     sha256,
 )
@@ -144,16 +145,4 @@ def shard_sha256(ref: ShardRef, records: list[ImageRecord]) -> str | None:
             return rec.sha256
         if rec.error is not None:
             return None
-    import hashlib
-
-    import fsspec
-
-    try:
-        fs, path = fsspec.core.url_to_fs(ref.uri)
-        h = hashlib.sha256()
-        with fs.open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-        return h.hexdigest()
-    except Exception:
-        return None
+    return file_sha256(ref.uri)

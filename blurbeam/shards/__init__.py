@@ -339,6 +339,19 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_sha256(uri: str) -> str | None:
+    """The sha256 of a whole file, read in 1 MiB chunks; None when it cannot be read."""
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        h = hashlib.sha256()
+        with fs.open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest()
+    except Exception:
+        return None
+
+
 def check_source(key: str, data: bytes, replaced: dict[str, tuple[str, bytes]]) -> bytes:
     """The replacement for image ``key``, after checking that ``data`` is what was anonymized."""
     expected, new = replaced[key]
