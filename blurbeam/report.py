@@ -398,8 +398,8 @@ def to_markdown(rep: dict[str, Any]) -> str:
         "",
         "## Runs",
         "",
-        "| run | started | images | ok | no_faces | error | faces | detector | method | config |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
+        "| run | started | inputs | ok | no_faces | error | skipped | faces | detector | method | config |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
     ]
     for r in rep["runs"]:
         out.append(
@@ -413,6 +413,7 @@ def to_markdown(rep: dict[str, Any]) -> str:
                     r["ok"],
                     r["no_faces"],
                     r["error"],
+                    r["skipped"],
                     r["faces"],
                     f"{r['detector']} {r['detector_params']}",
                     f"{r['method']} {r['method_params']}",

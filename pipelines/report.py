@@ -79,18 +79,27 @@ def _run_json(output: str) -> dict:
         return {}
 
 
-def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from blurbeam.report import audit_files, build_report, to_text, write_report
-    from blurbeam.shards import ShardOptions
+def has_audit(output: str, prog: str) -> bool:
+    """Whether ``output`` holds audit files; else says why on one line (the caller exits 2)."""
+    from blurbeam.report import audit_files
+    from blurbeam.task import one_line
 
-    output = args.output.rstrip("/") or "/"
     try:
         files = audit_files(output)
     except (FileNotFoundError, OSError, ValueError) as exc:
-        print(f"blurbeam report: error: cannot list {output!r}: {exc}", file=sys.stderr)
-        return 2
+        print(f"{prog}: error: cannot list {output!r}: {one_line(exc)}", file=sys.stderr)
+        return False
     if not files:
-        print(f"blurbeam report: error: no audit records under {output!r}/audit", file=sys.stderr)
+        print(f"{prog}: error: no audit records under {output!r}/audit", file=sys.stderr)
+    return bool(files)
+
+
+def run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from blurbeam.report import build_report, to_text, write_report
+    from blurbeam.shards import ShardOptions
+
+    output = args.output.rstrip("/") or "/"
+    if not has_audit(output, "blurbeam report"):
         return 2
     from blurbeam.attest import head, verify
 

@@ -34,18 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from blurbeam.report import audit_files
+    from blurbeam.pipelines.report import has_audit
     from blurbeam.review import build_review
     from blurbeam.task import one_line
 
     output = args.output.rstrip("/") or "/"
-    try:
-        files = audit_files(output)
-    except (FileNotFoundError, OSError, ValueError) as exc:
-        print(f"blurbeam review: error: cannot list {output!r}: {one_line(exc)}", file=sys.stderr)
-        return 2
-    if not files:
-        print(f"blurbeam review: error: no audit records under {output!r}/audit", file=sys.stderr)
+    if not has_audit(output, "blurbeam review"):
         return 2
     try:
         done = build_review(output, args.sample, args.with_originals, args.seed)

@@ -339,15 +339,19 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def hash_file(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """The sha256 of a whole file, read in 1 MiB chunks (never held whole)."""
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def file_sha256(uri: str) -> str | None:
-    """The sha256 of a whole file, read in 1 MiB chunks; None when it cannot be read."""
+    """``hash_file`` of a URI; None when it cannot be read."""
     try:
-        fs, path = fsspec.core.url_to_fs(uri)
-        h = hashlib.sha256()
-        with fs.open(path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-        return h.hexdigest()
+        return hash_file(*fsspec.core.url_to_fs(uri))
     except Exception:
         return None
 

@@ -18,7 +18,6 @@ error record (reading a FIFO would block forever), and so does a broken symbolic
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import stat
@@ -34,11 +33,10 @@ from blurbeam.shards import (
     ShardFormat,
     ShardOptions,
     ShardRef,
+    hash_file,
     is_local,
     register_format,
 )
-
-_CHUNK = 1 << 20
 
 
 class _NotReadable(Exception):
@@ -87,20 +85,12 @@ def _read_error(exc: Exception) -> str:
     return f"read failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
-def _hash_file(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    h = hashlib.sha256()
-    with fs.open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _skipped(ref: ShardRef, reason: str) -> ImageRecord:
     """The ``skipped`` record of a file that is not processed, with its sha256."""
     record = ImageRecord(ref.uri, ref.uri, "", ref.rel, None, skipped=reason)
     try:
         fs, path = _open_checked(ref.uri, None)
-        record.sha256 = _hash_file(fs, path)
+        record.sha256 = hash_file(fs, path)
     except Exception as exc:
         record.skipped = None
         record.error = _read_error(exc)

@@ -40,7 +40,7 @@ TRUE = ("true", "1", "yes")
 #: Environment variable holding the worker image (set by deploy/Dockerfile).
 WORKER_IMAGE_ENV = "BLURBEAM_WORKER_IMAGE"
 #: Run ids name audit files (``audit/run-<run_id>-*.parquet``): no path separators, no globs.
-RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+RUN_ID_PATTERN = f"^{anon.RUN_ID_PATTERN.pattern}$"  # the template's regex for anonymize's rule
 DATAFLOW_RUNNERS = ("DataflowRunner", "dataflow")
 
 
