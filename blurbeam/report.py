@@ -165,9 +165,12 @@ def unaccounted_outputs(output: str, since: float | None = None) -> list[str]:
             continue
         if posixpath.basename(path).startswith("."):  # write_bytes' temporary files
             continue
-        mtime = info.get("mtime") or info.get("created")
-        if since is not None and isinstance(mtime, int | float) and mtime < since - 1:
-            continue
+        if since is not None:
+            mtime = info.get("mtime") or info.get("created") or info.get("LastModified")
+            if isinstance(mtime, datetime):
+                mtime = mtime.timestamp()
+            if not isinstance(mtime, int | float) or mtime < since - 1:
+                continue  # older than the run, or of unknown age: not the run's to remove
         out.append(path if "://" not in output else fs.unstrip_protocol(path))
     return out
 

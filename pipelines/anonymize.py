@@ -860,6 +860,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         # a failing step is reported below in one line; Beam would also log its traceback
         logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     t0 = time.monotonic()
+    started = time.time()  # outputs older than this are not this run's
     with _Progress(total, enabled=show and local) as progress:
         p = beam.Pipeline(options=options)
         build(p, rp, progress.dir)
@@ -878,7 +879,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         else:
             failure = None
     if failure is not None:
-        return _failed(rp, failure)
+        return _failed(rp, failure, started)
     wall = time.monotonic() - t0
     from blurbeam.attest import attestation_uri
 
@@ -957,13 +958,14 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _failed(rp: RunPlan, failure: str) -> int:
-    """A pipeline that failed part way: remove every output that no audit record accounts for
-    (anonymized copies only; originals are never under --output), then report in one line."""
+def _failed(rp: RunPlan, failure: str, started: float) -> int:
+    """A pipeline that failed part way: remove every output written since the run ``started``
+    that no audit record accounts for (anonymized copies only; files the user keeps under
+    --output from before the run are left alone), then report in one line."""
     from blurbeam.report import remove_unaccounted_outputs
 
     try:
-        removed = remove_unaccounted_outputs(rp.output)
+        removed = remove_unaccounted_outputs(rp.output, since=started)
         tidy = (
             f"; removed {_plural(len(removed), 'output')} that had no audit record"
             if removed

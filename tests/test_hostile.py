@@ -432,13 +432,17 @@ def test_audit_write_failure_fails_the_run_and_leaves_no_unrecorded_output(
     for i in range(3):
         (src / f"f{i}.jpg").write_bytes(face_image(15 + i))
     originals = files(src)
+    out.mkdir()
+    (out / "notes.md").write_text("the user's own file, older than the run")
+    os.utime(out / "notes.md", (1_000_000_000, 1_000_000_000))
     rc, err = anonymize(capsys, src, out, *YUNET)
     assert rc == 1
+    assert (out / "notes.md").exists()  # only this run's unrecorded outputs are removed
     errors = [line for line in err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("blurbeam anonymize: error: ")
     assert "injected" in errors[0] and "Traceback" not in err
     recorded = {r["output_uri"] for r in records(out) if r["output_uri"]}
-    assert data_files(out) <= recorded
+    assert data_files(out) - {str(out / "notes.md")} <= recorded
     assert files(src) == originals
 
 
