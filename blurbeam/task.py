@@ -1,15 +1,19 @@
-"""The unit of work flowing through the anonymize pipeline, and its audit record. Pure code.
+"""The unit of work flowing through the anonymize and deblur pipelines, and its audit record.
+Pure code.
 
-Errors are data: a stage that fails calls ``fail``, which records a one-line reason and drops every
-pixel buffer the task holds, so no later stage can write original pixels. Every task ends as
-exactly one audit record.
+An ``ImageTask`` is immutable: each stage returns a new task (``ImageTask.stage``), as Beam
+requires of DoFns (they must not change their inputs). Errors are data: a stage that raises
+yields a task with a one-line reason and no pixel or byte buffer left (``with_error``), so no
+later stage can write original pixels. Every task ends as exactly one audit record.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -50,7 +54,22 @@ def one_line(exc: BaseException | str, limit: int = 300) -> str:
     return text[:limit]
 
 
-@dataclass
+@dataclass(frozen=True)
+class Restoration:
+    """What the deblur pipeline measured on one image's faces (``blurbeam.deblur.apply``)."""
+
+    model_sha256: str
+    sharpness_before: tuple[float, ...]
+    sharpness_after: tuple[float, ...]
+    blur_length_px: tuple[float, ...] | None  # None unless estimated for every face
+    blur_angle_deg: tuple[float, ...] | None
+
+
+#: The buffers ``with_error`` drops (everything that holds image data).
+_BUFFERS = ("data", "decoded", "output_pixels", "encoded", "output_uri", "output_sha256")
+
+
+@dataclass(frozen=True)
 class ImageTask:
     source_uri: str
     shard_uri: str
@@ -61,12 +80,15 @@ class ImageTask:
     source_bytes: int | None = None
     shard_sha256: str | None = None  # of the whole shard file (the image itself for plain files)
     decoded: DecodedImage | None = None
-    faces: list[Face] | None = None
-    anonymized: np.ndarray | None = None
+    faces: tuple[Face, ...] | None = None
+    #: The pixels to encode and write: the anonymized image (anonymize) or the restored one
+    #: (deblur). Only ever set by those stages, never from the source.
+    output_pixels: np.ndarray | None = None
     encoded: bytes | None = None
     output_uri: str | None = None
     output_sha256: str | None = None
     detector_model_sha256: str | None = None
+    restoration: Restoration | None = None
     width: int | None = None
     height: int | None = None
     format: str | None = None
@@ -75,53 +97,59 @@ class ImageTask:
     error_stage: str | None = None
     error: str | None = None
     skip_reason: str | None = None  # the input is deliberately not processed (not an image...)
-    timings_ms: dict[str, float] = field(default_factory=dict)
+    #: Milliseconds per stage; a new mapping for each new task, never changed in place.
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_record(cls, rec: ImageRecord) -> ImageTask:
-        task = cls(rec.source_uri, rec.shard_uri, rec.key, rec.rel)
+    def from_record(cls, rec: ImageRecord, shard_sha256: str | None = None) -> ImageTask:
+        task = cls(rec.source_uri, rec.shard_uri, rec.key, rec.rel, shard_sha256=shard_sha256)
         if rec.error:
-            task.fail("read", rec.error)
-        elif rec.skipped:
-            task.skip_reason = one_line(rec.skipped)
-            task.source_sha256 = rec.sha256
-        else:
-            task.data = rec.data
-            task.source_bytes = len(rec.data or b"")
-            task.source_sha256 = hashlib.sha256(rec.data or b"").hexdigest()
-        return task
+            return task.with_error("read", rec.error)
+        if rec.skipped:
+            return task.replace(skip_reason=one_line(rec.skipped), source_sha256=rec.sha256)
+        data = rec.data or b""
+        return task.replace(
+            data=rec.data,
+            source_bytes=len(data),
+            source_sha256=hashlib.sha256(data).hexdigest(),
+        )
+
+    def replace(self, **changes: Any) -> ImageTask:
+        return dataclasses.replace(self, **changes)
 
     @property
     def failed(self) -> bool:
         return self.error is not None
 
-    def fail(self, stage: str, reason: BaseException | str) -> None:
-        """Record the failure and drop every pixel and byte buffer: fail closed."""
+    def with_error(self, stage: str, reason: BaseException | str) -> ImageTask:
+        """This task failed at ``stage``: the first reason is kept and every pixel and byte
+        buffer is dropped (fail closed)."""
+        changes: dict[str, Any] = dict.fromkeys(_BUFFERS)
         if self.error is None:
-            self.error_stage = stage
-            self.error = one_line(reason) or "unknown error"
-        self.data = None
-        self.decoded = None
-        self.anonymized = None
-        self.encoded = None
-        self.output_uri = None
-        self.output_sha256 = None
+            changes.update(error_stage=stage, error=one_line(reason) or "unknown error")
+        return self.replace(**changes)
 
-    def run_stage(self, stage: str, fn) -> bool:
-        """Run ``fn(self)`` unless the task already failed or is skipped; time it; turn
-        exceptions into a failure. Returns True when the stage ran and succeeded."""
+    def stage(
+        self, name: str, fn: Callable[[ImageTask], Mapping[str, Any]], *, timed_as: str = ""
+    ) -> ImageTask:
+        """The task after stage ``name``: ``fn(self)`` returns the fields it changes. Skipped
+        when the task already failed or is skipped; timed (added to ``timings_ms[timed_as or
+        name]``); an exception becomes ``with_error(name, ...)``."""
         if self.failed or self.skip_reason:
-            return False
+            return self
         t0 = time.perf_counter()
         try:
-            fn(self)
+            changes = fn(self)
+            task = self.replace(**changes)
         except Exception as exc:  # every failure becomes an audit record
             from blurbeam.imageio import ImageError
 
-            self.fail(stage, str(exc) if isinstance(exc, ImageError) else exc)
-        finally:
-            self.timings_ms[stage] = (time.perf_counter() - t0) * 1000.0
-        return not self.failed
+            task = self.with_error(name, str(exc) if isinstance(exc, ImageError) else exc)
+        slot = timed_as or name
+        ms = (time.perf_counter() - t0) * 1000.0
+        return task.replace(
+            timings_ms={**self.timings_ms, slot: self.timings_ms.get(slot, 0.0) + ms}
+        )
 
     @property
     def status(self) -> str:

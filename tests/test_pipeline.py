@@ -159,7 +159,7 @@ def test_injected_detector_failure_leaks_nothing(dataset, tmp_path):
 
 
 def test_injected_encode_failure_leaks_nothing(dataset, tmp_path, monkeypatch):
-    import blurbeam.transforms.image as image_mod
+    import blurbeam.stages as image_mod
 
     real = image_mod.encode
 

@@ -14,8 +14,8 @@ from blurbeam.detectors import DetectorSpec
 from blurbeam.imageio import MetadataPolicy
 from blurbeam.shards import ShardOptions
 from blurbeam.task import ImageTask, RunContext
-from blurbeam.transforms.detect import DetectFn
 from blurbeam.transforms.image import AnonymizeFn, DecodeFn, EncodeFn
+from blurbeam.transforms.models import DetectorHandler, Infer
 from blurbeam.transforms.read import ExpandInput, ReadImagesFn
 from blurbeam.transforms.write import WriteAudit, WriteImageFn, WriteShardFn
 
@@ -79,9 +79,10 @@ class ReadImages(beam.PTransform):
 
 
 class DetectFaces(beam.PTransform):
-    """Faces for each task; ``threads`` is each worker's thread budget for the detector's
-    inference library (0: its default; see ``Detector.threads``). With
-    ``expected_model_sha256`` a worker whose model differs fails every task it gets."""
+    """Faces for each task, through ``RunInference`` with ``DetectorHandler``; ``threads`` is
+    each worker's thread budget for the detector's inference library (0: its default; see
+    ``Detector.threads``). With ``expected_model_sha256`` a worker whose model differs fails
+    every task it gets."""
 
     def __init__(
         self, spec: DetectorSpec, threads: int = 0, expected_model_sha256: str | None = None
@@ -92,8 +93,10 @@ class DetectFaces(beam.PTransform):
         self._expected = expected_model_sha256
 
     def expand(self, tasks):
-        fn = DetectFn(self._spec, threads=self._threads, expected_model_sha256=self._expected)
-        return tasks | "Detect" >> beam.ParDo(fn)
+        handler = DetectorHandler(
+            self._spec, threads=self._threads, expected_model_sha256=self._expected
+        )
+        return tasks | "Detect" >> Infer(handler)
 
 
 class AnonymizeAndWrite(beam.PTransform):

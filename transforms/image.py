@@ -1,11 +1,12 @@
-"""Decode, anonymize, encode: thin DoFns around blurbeam.imageio and blurbeam.blur."""
+"""Decode, anonymize, encode: thin DoFns around the pure stages of ``blurbeam.stages``."""
 
 from __future__ import annotations
 
 import apache_beam as beam
 
-from blurbeam.blur import BlurConfig, anonymize
-from blurbeam.imageio import DEFAULT_MAX_PIXELS, MetadataPolicy, decode, encode
+from blurbeam.blur import BlurConfig
+from blurbeam.imageio import DEFAULT_MAX_PIXELS, MetadataPolicy
+from blurbeam.stages import anonymize_task, decode_task, encode_task
 from blurbeam.task import ImageTask
 
 
@@ -14,15 +15,7 @@ class DecodeFn(beam.DoFn):
         self._max_pixels = max_pixels
 
     def process(self, task: ImageTask):
-        def run(t: ImageTask) -> None:
-            img = decode(t.data, self._max_pixels)
-            t.decoded = img
-            t.width, t.height, t.format, t.mode = img.width, img.height, img.format, img.mode
-            t.orientation = img.orientation
-            t.data = None  # the raw bytes are no longer needed
-
-        task.run_stage("decode", run)
-        yield task
+        yield decode_task(task, self._max_pixels)
 
 
 class AnonymizeFn(beam.DoFn):
@@ -30,18 +23,7 @@ class AnonymizeFn(beam.DoFn):
         self._cfg = cfg
 
     def process(self, task: ImageTask):
-        def run(t: ImageTask) -> None:
-            if t.faces is None:
-                raise RuntimeError("no detection result: refusing to write unchecked pixels")
-            boxes = [(f.x, f.y, f.w, f.h) for f in t.faces]
-            t.anonymized = (
-                anonymize(t.decoded.pixels, boxes, self._cfg)
-                if boxes or self._cfg.whole_image
-                else t.decoded.pixels
-            )
-
-        task.run_stage("anonymize", run)
-        yield task
+        yield anonymize_task(task, self._cfg)
 
 
 class EncodeFn(beam.DoFn):
@@ -49,12 +31,4 @@ class EncodeFn(beam.DoFn):
         self._policy = policy
 
     def process(self, task: ImageTask):
-        def run(t: ImageTask) -> None:
-            if t.anonymized is None:
-                raise RuntimeError("nothing anonymized to encode")
-            t.encoded = encode(t.decoded, t.anonymized, self._policy)
-            t.decoded = None
-            t.anonymized = None
-
-        task.run_stage("encode", run)
-        yield task
+        yield encode_task(task, self._policy)

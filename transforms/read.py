@@ -128,9 +128,7 @@ class ReadImagesFn(beam.DoFn):
             self._read.inc()
             if rec.data:
                 self._bytes.inc(len(rec.data))
-            task = ImageTask.from_record(rec)
-            task.shard_sha256 = shard_sha or shard_sha256(ref, records)
-            yield task
+            yield ImageTask.from_record(rec, shard_sha or shard_sha256(ref, records))
 
 
 def shard_sha256(ref: ShardRef, records: list[ImageRecord]) -> str | None:

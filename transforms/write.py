@@ -77,7 +77,7 @@ class WriteImageFn(_AuditingFn):
     record. A task that failed anywhere has no encoded bytes and writes nothing."""
 
     def process(self, task: ImageTask):
-        def write(t: ImageTask) -> None:
+        def write(t: ImageTask) -> dict:
             if t.encoded is None:
                 raise RuntimeError("no anonymized image to write")
             if t.key:  # its rel is the whole shard's: writing it here would replace the shard
@@ -88,12 +88,13 @@ class WriteImageFn(_AuditingFn):
             uri = join_output(self._output, t.rel)
             check_target(self._output, uri, t.source_uri)
             write_bytes(uri, t.encoded)
-            t.output_uri = uri
-            t.output_sha256 = hashlib.sha256(t.encoded).hexdigest()
-            t.encoded = None
+            return {
+                "output_uri": uri,
+                "output_sha256": hashlib.sha256(t.encoded).hexdigest(),
+                "encoded": None,
+            }
 
-        task.run_stage("write", write)
-        yield self._record(task)
+        yield self._record(task.stage("write", write))
 
 
 class WriteShardFn(_AuditingFn):
@@ -127,6 +128,7 @@ class WriteShardFn(_AuditingFn):
         if done:
             out_uri = join_output(self._output, rel)
             written: set[str] = set()
+            failure = None
             try:
                 check_target(self._output, out_uri, shard_uri)
                 fmt = get_format(kind_of(shard_uri))
@@ -136,21 +138,27 @@ class WriteShardFn(_AuditingFn):
                 write_bytes(out_uri, fmt.rewrite(source, replaced, self._opts, written))
                 self._shards.inc()
             except Exception as exc:
-                for t in done:
-                    t.fail("write", f"shard not written: {one_line(exc)}")
-            for t in done:
-                if not t.failed and t.key not in written:
-                    t.fail(
+                failure = f"shard not written: {one_line(exc)}"
+
+            def finished(t: ImageTask) -> ImageTask:
+                if t.failed or t.encoded is None:
+                    return t
+                if failure:
+                    return t.with_error("write", failure)
+                if t.key not in written:
+                    return t.with_error(
                         "write", "left out of the output shard: another image of its sample failed"
                     )
-            for t in done:
-                if not t.failed:
-                    t.output_uri = member_uri(out_uri, t.key)
-                    t.output_sha256 = hashlib.sha256(t.encoded).hexdigest()
-                    t.encoded = None
+                return t.replace(
+                    output_uri=member_uri(out_uri, t.key),
+                    output_sha256=hashlib.sha256(t.encoded).hexdigest(),
+                    encoded=None,
+                )
+
+            tasks = [finished(t) for t in tasks]
         for t in tasks:
             if not t.failed and t.encoded is not None:  # cannot happen: fail closed anyway
-                t.fail("write", "anonymized image was not written")
+                t = t.with_error("write", "anonymized image was not written")
             yield self._record(t)
 
 
