@@ -724,8 +724,8 @@ def score_tools(
     once); for blurbeam runs also the mask-based blur recall of ``blurbeam evaluate`` from the
     audit's boxes. Second value: the same pixel measure on a quality-75 JPEG re-encode of every
     input, which must cover no face (the threshold's check)."""
-    from blurbeam.evaluation.privacy import PrivacyConfig, image_privacy, summarise
-    from blurbeam.evaluation.wider import image_key
+    from blurbeam.lab.detection.blur_recall import PrivacyConfig, image_privacy, summarise
+    from blurbeam.lab.detection.wider_ap import image_key
 
     pc = PrivacyConfig()
     scores: dict[str, list[ImageScore]] = {n: [] for n, r in runs.items() if r.out_dir is not None}
@@ -955,7 +955,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     make_mirror(images, rels, mirror)
     gt = None
     if gt_path.is_file():
-        from blurbeam.evaluation.wider import parse_gt_txt
+        from blurbeam.lab.detection.wider_ap import parse_gt_txt
 
         gt = parse_gt_txt(gt_path)
     from blurbeam import __version__

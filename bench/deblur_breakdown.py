@@ -28,10 +28,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blurbeam.deblur import degrade  # noqa: E402
-from blurbeam.deblur.data import DEFAULT_TRAIN_DIR  # noqa: E402
-from blurbeam.deblur.evaluate import held_out_cases  # noqa: E402
-from blurbeam.deblur.metrics import psnr, ssim  # noqa: E402
+from blurbeam.lab.deblur import degrade  # noqa: E402
+from blurbeam.lab.deblur.benchmark import held_out_cases  # noqa: E402
+from blurbeam.lab.deblur.crops import DEFAULT_TRAIN_DIR  # noqa: E402
+from blurbeam.lab.deblur.metrics import psnr, ssim  # noqa: E402
 
 FLIPS = {  # name -> the flips whose outputs are averaged (axes of an (N, H, W, C) batch)
     "once": [()],

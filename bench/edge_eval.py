@@ -42,11 +42,11 @@ def _compare():
 
 
 def _keras_tile_fn(arch: str, weights: str):
-    from blurbeam.edge.model import ARCHS, build
+    from blurbeam.lab.edge.network import ARCHS, build
 
     model = build(ARCHS[arch])
     if weights.endswith(".npz"):
-        from blurbeam.edge.export import load_fp16
+        from blurbeam.lab.edge.export import load_fp16
 
         load_fp16(model, weights)
     else:
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cv2.setNumThreads(args.threads)
     cmp = _compare()
-    from blurbeam.evaluation.wider import parse_gt_txt
+    from blurbeam.lab.detection.wider_ap import parse_gt_txt
 
     gt = parse_gt_txt(args.gt)
     images = Path(args.images)

@@ -68,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
 
     cv2.setNumThreads(1)
-    from blurbeam.privacy.attackers import attackers_for, load_deblur
-    from blurbeam.privacy.evaluate import attacked_features, original_features
-    from blurbeam.privacy.faceset import read_rgb, shared_dir
-    from blurbeam.privacy.recognizer import Recognizer
-    from blurbeam.privacy.scoring import score_setting
-    from blurbeam.privacy.sweep import face_ids, prepare_face_set
+    from blurbeam.lab.reid.attackers import attackers_for, load_deblur
+    from blurbeam.lab.reid.face_features import attacked_features, original_features
+    from blurbeam.lab.reid.faceset import read_rgb, shared_dir
+    from blurbeam.lab.reid.recognizer import Recognizer
+    from blurbeam.lab.reid.scoring import score_setting
+    from blurbeam.lab.reid.sweep import face_ids, prepare_face_set
 
     shared = shared_dir(args.shared)
     if shared is None:

@@ -27,17 +27,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "per-run totals, errors and input coverage of an output",
     ),
     "privacy-audit": (
-        "blurbeam.pipelines.privacy_audit",
+        "blurbeam.lab.pipelines.privacy_audit",
         "measure whether anonymized faces can still be recognised (and the defaults sweep)",
     ),
     "evaluate": (
-        "blurbeam.pipelines.evaluate",
+        "blurbeam.lab.pipelines.evaluate_detection",
         "WIDER FACE AP, blur recall and cost of a detector",
     ),
-    "train-deblur": ("blurbeam.pipelines.train_deblur", "train the face-deblurring network on CPU"),
-    "train-edge": ("blurbeam.pipelines.train_edge", "train or export the learned edge anonymizer"),
+    "train-deblur": (
+        "blurbeam.lab.pipelines.train_deblur",
+        "train the face-deblurring network on CPU",
+    ),
+    "train-edge": (
+        "blurbeam.lab.pipelines.train_edge",
+        "train or export the learned edge anonymizer",
+    ),
     "evaluate-deblur": (
-        "blurbeam.pipelines.evaluate_deblur",
+        "blurbeam.lab.pipelines.evaluate_deblur",
         "benchmark face deblurring against the baselines",
     ),
     "deblur": ("blurbeam.pipelines.deblur", "detect faces in images and restore (deblur) them"),

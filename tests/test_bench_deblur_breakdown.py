@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from benchload import load_bench
 
-from blurbeam.deblur import degrade
+from blurbeam.lab.deblur import degrade
 
 breakdown = load_bench("deblur_breakdown")
 

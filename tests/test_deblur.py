@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blurbeam.deblur import degrade
 from blurbeam.deblur.apply import (
     crop_square,
     feather_window,
@@ -13,6 +12,7 @@ from blurbeam.deblur.apply import (
     restore_whole,
     sharpness,
 )
+from blurbeam.lab.deblur import degrade
 
 # ---- degradations (no TensorFlow) ----
 
@@ -81,7 +81,7 @@ def test_training_mix_covers_every_kernel_family():
 
 
 def test_named_mixes_shift_weight_to_motion_blur_and_bad_names_are_refused():
-    from blurbeam.deblur.train import TrainConfig
+    from blurbeam.lab.deblur.train import TrainConfig
 
     assert set(degrade.MIXES) >= {"default", "motion"}
     assert degrade.MIXES["default"] == degrade.TrainDegradation()
@@ -104,7 +104,7 @@ def test_named_mixes_shift_weight_to_motion_blur_and_bad_names_are_refused():
 
 
 def test_batch_maker_applies_the_mix_it_is_given():
-    from blurbeam.deblur.train import BatchMaker
+    from blurbeam.lab.deblur.train import BatchMaker
 
     stack = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
     none = degrade.TrainDegradation(**_NO_BLUR, noise_max=0.0, p_jpeg=0.0, p_lowres=0.0)
@@ -118,7 +118,7 @@ def test_batch_maker_applies_the_mix_it_is_given():
 
 
 def test_lr_schedule_spans_the_budget():
-    from blurbeam.deblur.train import lr_at
+    from blurbeam.lab.deblur.train import lr_at
 
     assert lr_at(1e-3, 0, 100, 0.0) == pytest.approx(1e-5)  # warm-up
     assert lr_at(1e-3, 500, 100, 0.0) == pytest.approx(1e-3)
@@ -128,7 +128,7 @@ def test_lr_schedule_spans_the_budget():
 
 
 def test_batch_maker_is_seeded_and_reports_failures():
-    from blurbeam.deblur.train import BatchMaker
+    from blurbeam.lab.deblur.train import BatchMaker
 
     stack = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
     runs = []
@@ -152,7 +152,7 @@ def test_batch_maker_is_seeded_and_reports_failures():
 def test_reusing_the_original_rows_needs_the_same_protocol(tmp_path):
     import json
 
-    from blurbeam.deblur.evaluate import load_reused_original, protocol
+    from blurbeam.lab.deblur.benchmark import load_reused_original, protocol
 
     row = {"method": "original", "n": 165, "psnr": 21.0, "ssim": 0.6, "note": "w.h5"}
     f = tmp_path / "results.json"
@@ -248,7 +248,7 @@ def test_a_short_training_run_leaves_loadable_weights_and_a_record(tmp_path, ema
     import cv2
 
     from blurbeam.deblur.model import Restorer
-    from blurbeam.deblur.train import TrainConfig, train
+    from blurbeam.lab.deblur.train import TrainConfig, train
 
     data = tmp_path / "faces"
     data.mkdir()
@@ -285,7 +285,7 @@ def test_compacting_a_weights_file_keeps_every_array_and_attribute(tmp_path):
     import h5py
 
     from blurbeam.deblur.model import build_unet
-    from blurbeam.deblur.train import compact_weights_file
+    from blurbeam.lab.deblur.train import compact_weights_file
 
     net = build_unet()
     path = tmp_path / "w.weights.h5"
@@ -333,8 +333,8 @@ def test_inference_shape_range_determinism(restorer):
 def real_face_gains(restorer, shared) -> np.ndarray:
     """PSNR gains on 20 held-out shared crops, a fixed 11 px motion blur at seeded angles plus
     noise 2/255 (a check of the weights, not of speed)."""
-    from blurbeam.deblur.data import list_images, load_stack, split
-    from blurbeam.deblur.metrics import psnr
+    from blurbeam.lab.deblur.crops import list_images, load_stack, split
+    from blurbeam.lab.deblur.metrics import psnr
 
     _, held_out = split(list_images(shared / "deblur" / "faces128_train"), seed=0)
     clean = load_stack(held_out[:20]).astype(np.float32) / 255.0

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blurbeam.deblur import degrade
 from blurbeam.deblur.kernel import describe_kernel, fft_flops, fit_kernel
-from blurbeam.deblur.metrics import psnr
+from blurbeam.lab.deblur import degrade
+from blurbeam.lab.deblur.metrics import psnr
 
 
 def test_fit_kernel_centres_crops_and_renormalises():
@@ -143,7 +143,7 @@ def test_the_network_estimates_a_kernel_and_stays_in_budget():
 
 
 def test_batches_carry_the_kernel_that_blurred_each_sample():
-    from blurbeam.deblur.train import BatchMaker, make_batch
+    from blurbeam.lab.deblur.train import BatchMaker, make_batch
 
     stack = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
     plain = dict(noise_max=0.0, p_jpeg=0.0, p_lowres=0.0)
@@ -183,8 +183,8 @@ def test_shipped_estimates_measure_the_blur_that_was_applied(shared):
     """On 20 held-out real faces blurred by straight motion of 9 or 15 px at seeded angles, the
     shipped network's kernel estimate lies along the blur (median angle error under 5 degrees)
     and measures its length (median error under 1 px; 0.9 degrees and 0.2 px when shipped)."""
-    from blurbeam.deblur.data import list_images, load_stack, split
     from blurbeam.deblur.model import Restorer
+    from blurbeam.lab.deblur.crops import list_images, load_stack, split
 
     r = Restorer()
     assert r.estimates_kernel, "the shipped network should estimate the blur kernel"

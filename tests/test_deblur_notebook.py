@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from blurbeam.deblur import degrade
-from blurbeam.deblur.kernelfit import border_psnr, fit_linear_blur
-from blurbeam.deblur.metrics import psnr
+from blurbeam.lab.deblur import degrade
+from blurbeam.lab.deblur.kernelfit import border_psnr, fit_linear_blur
+from blurbeam.lab.deblur.metrics import psnr
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_notebook_blur_is_circular_stretched_and_seeded(face64):
 
 
 def test_notebook_mix_trains_the_preset_on_whole_faces(face64):
-    from blurbeam.deblur.train import TrainConfig, make_batch, network_config
+    from blurbeam.lab.deblur.train import TrainConfig, make_batch, network_config
 
     cfg = network_config("notebook")
     assert (cfg.size, cfg.wiener_boundary) == (64, "wrap") and cfg.kernel_size >= 15
@@ -117,7 +117,7 @@ def test_shipped_notebook_weights_are_small_and_documented(notebook):
 @pytest.mark.shared
 def test_notebook_preset_reaches_25_db_on_the_notebook_pairs(notebook, shared):
     """The issue's target on the original notebook's 10 pairs (input 20.57 dB)."""
-    from blurbeam.deblur.data import read_rgb
+    from blurbeam.lab.deblur.crops import read_rgb
 
     folder = shared / "deblur" / "seed_pairs"
     names = sorted(p.name for p in (folder / "clean").iterdir())
@@ -134,7 +134,7 @@ def test_notebook_preset_reaches_25_db_on_the_notebook_pairs(notebook, shared):
 @pytest.mark.shared
 def test_notebook_preset_restores_held_out_faces_blurred_that_way(notebook, shared):
     """More faces than the 10 pairs: 20 held-out crops, blurred by the notebook's recipe."""
-    from blurbeam.deblur.data import list_images, load_stack, split
+    from blurbeam.lab.deblur.crops import list_images, load_stack, split
 
     _, held_out = split(list_images(shared / "deblur" / "faces128_train"), seed=0)
     deg = degrade.NotebookDegradation(p_sharp=0.0)

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from blurbeam.deblur import degrade
+from blurbeam.lab.deblur import degrade
 from blurbeam.pipelines.cli import main as cli_main
 from blurbeam.schemas.deblur import DEBLUR_SCHEMA
 

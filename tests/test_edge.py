@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from blurbeam.blur import BlurConfig
-from blurbeam.edge import data
 from blurbeam.edge.infer import EdgeAnonymizer, apply_tiles, default_model_path, model_sha256
-from blurbeam.edge.model import STUDENT, TEACHER, build
+from blurbeam.lab.edge import training_pairs
+from blurbeam.lab.edge.network import STUDENT, TEACHER, build
 
 #: The astronaut's head in skimage's 512x512 image (y0, y1, x0, x1).
 HEAD = (60, 190, 160, 280)
@@ -78,11 +78,11 @@ def test_cut_tiles_keep_faces_anywhere_and_targets_change_only_faces() -> None:
     rng = np.random.default_rng(2)
     rgb = rng.integers(0, 256, (400, 600, 3), dtype=np.uint8)
     boxes = [[500.0, 20.0, 60.0, 70.0]]  # near the top-right corner
-    tgt = data.target(rgb, boxes)
+    tgt = training_pairs.target(rgb, boxes)
     changed = np.abs(tgt.astype(int) - rgb).max(axis=2) > 0
     ys, xs = np.nonzero(changed)
     assert xs.min() >= 500 - 0.3 * 60 - 1 and ys.max() <= 20 + 70 * 1.3 + 1  # the 1.6x mask
-    tiles = list(data.cut_tiles(rgb, tgt, boxes, 8, rng))
+    tiles = list(training_pairs.cut_tiles(rgb, tgt, boxes, 8, rng))
     assert len(tiles) == 8
     with_face = [not np.array_equal(a, b) for a, b in tiles]
     assert all(with_face[0::2])  # even tiles are centred on a face...
@@ -170,8 +170,8 @@ def test_anonymize_method_learned_runs_no_detector(tmp_path, astronaut: np.ndarr
 
 
 def test_train_and_export_a_student(tmp_path) -> None:
-    from blurbeam.edge.export import export
-    from blurbeam.edge.train import TrainConfig, train
+    from blurbeam.lab.edge.export import export
+    from blurbeam.lab.edge.train import TrainConfig, train
 
     rng = np.random.default_rng(4)
     x = rng.integers(0, 256, (24, 128, 128, 3), dtype=np.uint8)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blurbeam.evaluation import wider
-from blurbeam.evaluation.privacy import (
+from blurbeam.lab.detection import wider_ap
+from blurbeam.lab.detection.blur_recall import (
     PrivacyConfig,
     false_positive_count,
     image_privacy,
@@ -32,11 +32,11 @@ def dev305() -> Path:
     return d
 
 
-def gt_image(boxes: list[list[float]], invalid: list[int] | None = None) -> wider.ImageGt:
+def gt_image(boxes: list[list[float]], invalid: list[int] | None = None) -> wider_ap.ImageGt:
     attrs = np.zeros((len(boxes), 6), dtype=int)
     if invalid:
         attrs[:, 3] = invalid
-    return wider.ImageGt(np.array(boxes, dtype=float).reshape(-1, 4), attrs)
+    return wider_ap.ImageGt(np.array(boxes, dtype=float).reshape(-1, 4), attrs)
 
 
 def test_blur_recall_uses_the_anonymizer_mask() -> None:
@@ -167,16 +167,16 @@ def test_evaluate_yunet_on_ten_dev_images(tmp_path: Path) -> None:
     assert recalls == sorted(recalls, reverse=True) and recalls[0] > recalls[-1]
     assert fps == sorted(fps, reverse=True)
     # The prediction files are the official format and give back the same AP.
-    preds = wider.read_predictions(out / "predictions")
+    preds = wider_ap.read_predictions(out / "predictions")
     assert sorted(preds) == sorted(f"{p.parent.name}/{p.stem}" for p in picked)
-    gt = wider.load_ground_truth(dev / "gt.txt")
-    sub = wider.WiderGroundTruth(
+    gt = wider_ap.load_ground_truth(dev / "gt.txt")
+    sub = wider_ap.WiderGroundTruth(
         {k: gt.images[k] for k in preds}, {lv: {k: gt.keep[lv][k] for k in preds} for lv in gt.keep}
     )
-    again = wider.evaluate(preds, sub)
-    for lv in wider.LEVELS:
+    again = wider_ap.evaluate(preds, sub)
+    for lv in wider_ap.LEVELS:
         assert again[lv].ap == pytest.approx(ap[lv], abs=2e-3)  # files round scores to 1e-6
-    for lv in wider.LEVELS:
+    for lv in wider_ap.LEVELS:
         png = out / f"pr_{lv}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((out / "images.jsonl").read_text().splitlines()) == 10

@@ -1,4 +1,4 @@
-"""Fitting the degradation behind a blurry/clean pair (blurbeam.deblur.kernelfit)."""
+"""Fitting the degradation behind a blurry/clean pair (blurbeam.lab.deblur.kernelfit)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from blurbeam.deblur import degrade
-from blurbeam.deblur.kernelfit import border_psnr, fit_linear_blur, oracle_wiener
-from blurbeam.deblur.metrics import psnr
+from blurbeam.lab.deblur import degrade
+from blurbeam.lab.deblur.kernelfit import border_psnr, fit_linear_blur, oracle_wiener
+from blurbeam.lab.deblur.metrics import psnr
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_the_notebook_pairs_are_a_circular_blur_and_a_stretch(shared):
     is its clean image blurred by one kernel with circular (FFT) convolution and stretched in
     contrast, and moved one pixel; a 15x15 fit explains every pair, the border band only with
     wrap-around."""
-    from blurbeam.deblur.data import read_rgb
+    from blurbeam.lab.deblur.crops import read_rgb
 
     folder = shared / "deblur" / "seed_pairs"
     names = sorted(p.name for p in (folder / "clean").iterdir())

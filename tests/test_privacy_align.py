@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blurbeam.privacy.evaluate import face_window, original_features
-from blurbeam.privacy.faceset import FaceSpec, match_landmarks, read_rgb
-from blurbeam.privacy.recognizer import COSINE_THRESHOLD, Recognizer
+from blurbeam.lab.reid.face_features import face_window, original_features
+from blurbeam.lab.reid.faceset import FaceSpec, match_landmarks, read_rgb
+from blurbeam.lab.reid.recognizer import COSINE_THRESHOLD, Recognizer
 
 
 @pytest.fixture(scope="module")

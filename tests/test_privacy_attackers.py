@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from blurbeam import blur
-from blurbeam.privacy.attackers import (
+from blurbeam.lab.reid.attackers import (
     AttackContext,
     attack_psf,
     attackers_for,
@@ -106,7 +106,7 @@ class _FakeRestorer:
 
 
 def test_deblur_attacker_feeds_the_1_3x_square_crop_and_pastes_inside_the_mask() -> None:
-    from blurbeam.privacy.attackers import DeblurAttacker
+    from blurbeam.lab.reid.attackers import DeblurAttacker
 
     img = _scene(2)
     # mask 1.3: the mask lies inside the 1.3x crop the model restores (with a wider mask the ring

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from blurbeam import blur
-from blurbeam.privacy.attackers import attackers_for
-from blurbeam.privacy.evaluate import anonymize_faces, attacked_features, original_features
-from blurbeam.privacy.faceset import crowd_faces, read_rgb, wider_faces
-from blurbeam.privacy.recognizer import Recognizer
-from blurbeam.privacy.scoring import TARGET_REID, TARGET_TOP1, WEAK_TOP1, score_setting
+from blurbeam.lab.reid.attackers import attackers_for
+from blurbeam.lab.reid.face_features import anonymize_faces, attacked_features, original_features
+from blurbeam.lab.reid.faceset import crowd_faces, read_rgb, wider_faces
+from blurbeam.lab.reid.recognizer import Recognizer
+from blurbeam.lab.reid.scoring import TARGET_REID, TARGET_TOP1, WEAK_TOP1, score_setting
 
 GALLERY = 200
 PROBE_EVERY = 5

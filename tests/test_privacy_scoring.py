@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blurbeam.privacy.scoring import own_rank, score_setting, top1_hits
+from blurbeam.lab.reid.scoring import own_rank, score_setting, top1_hits
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

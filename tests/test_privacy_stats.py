@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from blurbeam.privacy.recognizer import COSINE_THRESHOLD, cosine, face_row, is_match
-from blurbeam.privacy.stats import bootstrap, wilson
+from blurbeam.lab.reid.intervals import bootstrap, wilson
+from blurbeam.lab.reid.recognizer import COSINE_THRESHOLD, cosine, face_row, is_match
 
 
 def test_wilson_matches_the_closed_form() -> None:

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from blurbeam.privacy.faceset import crowd_faces
-from blurbeam.privacy.sweep import face_ids, run_sweep, save_faces, setting_name
+from blurbeam.lab.reid.faceset import crowd_faces
+from blurbeam.lab.reid.sweep import face_ids, run_sweep, save_faces, setting_name
 
 GRID = (("gaussian", 0.05), ("pixelate", 8.0))
 

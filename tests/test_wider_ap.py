@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blurbeam.evaluation import wider as w
+from blurbeam.lab.detection import wider_ap as w
 
 
 def shared_dir() -> Path:

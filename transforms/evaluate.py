@@ -12,8 +12,8 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from blurbeam.evaluation.privacy import ImagePrivacy, PrivacyConfig, image_privacy
-from blurbeam.evaluation.wider import ImageGt, format_prediction, image_key
+from blurbeam.lab.detection.blur_recall import ImagePrivacy, PrivacyConfig, image_privacy
+from blurbeam.lab.detection.wider_ap import ImageGt, format_prediction, image_key
 from blurbeam.task import ImageTask
 
 

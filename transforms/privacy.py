@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from blurbeam.privacy.tasks import AuditTask, FaceResult
+from blurbeam.lab.reid.image_pairs import AuditTask, FaceResult
 
 SKIPPED = "skipped"
 
@@ -43,8 +43,8 @@ class EvaluateImageFn(beam.DoFn):
         self._skipped = Metrics.counter("privacy", "skipped")
 
     def setup(self) -> None:
-        from blurbeam.privacy.attackers import load_deblur
-        from blurbeam.privacy.recognizer import Recognizer
+        from blurbeam.lab.reid.attackers import load_deblur
+        from blurbeam.lab.reid.recognizer import Recognizer
 
         self._rec = Recognizer()
         self._det = None
@@ -58,10 +58,10 @@ class EvaluateImageFn(beam.DoFn):
         return self._det
 
     def process(self, task: AuditTask):
-        from blurbeam.privacy.attackers import attackers_for
-        from blurbeam.privacy.evaluate import attacked_features, original_features
-        from blurbeam.privacy.faceset import FaceSpec
-        from blurbeam.privacy.tasks import (
+        from blurbeam.lab.reid.attackers import attackers_for
+        from blurbeam.lab.reid.face_features import attacked_features, original_features
+        from blurbeam.lab.reid.faceset import FaceSpec
+        from blurbeam.lab.reid.image_pairs import (
             AuditInputError,
             config_from_params,
             faces_from_audit,
@@ -125,7 +125,7 @@ class ScoreSettingFn(beam.DoFn):
     def process(self, element):
         import numpy as np
 
-        from blurbeam.privacy.scoring import score_setting
+        from blurbeam.lab.reid.scoring import score_setting
 
         (method, strength, mask_scale), results = element
         results = sorted(results, key=lambda r: r.face_id)
@@ -151,7 +151,7 @@ class WriteReportFn(beam.DoFn):
     def process(self, scored, skipped):
         from pathlib import Path
 
-        from blurbeam.privacy.report import write_outputs
+        from blurbeam.lab.reid.audit_report import write_outputs
 
         sizes: dict[str, float] = {}
         for _, s in scored:

@@ -1,5 +1,5 @@
-"""Blind face deblurring: degradations, the small restoration network, training and evaluation.
-
-TensorFlow is imported only by ``model``, ``train`` and ``evaluate`` (never by ``degrade``), so
-the degradation code and its tests stay cheap.
+"""Blind face deblurring as ``blurbeam deblur`` runs it: the restoration network and its packaged
+weights (``model``), the kernel-estimating layers (``kernel``) and restoring the faces of an
+image (``apply``). TensorFlow is imported only when a network is built. Training and benchmarks
+are in ``blurbeam.lab.deblur``.
 """

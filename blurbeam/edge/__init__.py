@@ -1,9 +1,9 @@
 """The learned edge anonymizer: a small U-Net that blurs faces with no detector, run as a
 full-integer TFLite model in overlapping tiles (``blurbeam anonymize --method learned``).
 
-``model``: the thesis's teacher U-Net and the student; ``data`` and ``train``: training on
-blurbeam's own default anonymization; ``export``: TFLite fp32 / int8; ``infer``: whole images.
-Measured in docs/BENCHMARKS.md and docs/PRIVACY.md ("Learned edge anonymizer").
+``infer`` runs the packaged int8 model over whole images; the network, its training and its
+export are in ``blurbeam.lab.edge``. Measured in docs/BENCHMARKS.md and docs/PRIVACY.md
+("Learned edge anonymizer").
 """
 
 from __future__ import annotations

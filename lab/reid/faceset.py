@@ -104,7 +104,7 @@ def _detector():
 
 
 def _qualifies(box: np.ndarray, attrs: np.ndarray, min_size: float, clear_only: bool) -> bool:
-    from blurbeam.evaluation.wider import ATTRIBUTES
+    from blurbeam.lab.detection.wider_ap import ATTRIBUTES
 
     if attrs[ATTRIBUTES.index("invalid")] or max(box[2], box[3]) < min_size:
         return False
@@ -121,7 +121,7 @@ def wider_faces(
     clear_only: bool = False,
 ) -> Iterable[ImageFaces]:
     """``clear_only``: only faces WIDER labels clear (blur 0) and not heavily occluded."""
-    from blurbeam.evaluation.wider import parse_gt_txt
+    from blurbeam.lab.detection.wider_ap import parse_gt_txt
 
     gt = parse_gt_txt(dev_dir / "gt.txt")
     det = det or _detector()

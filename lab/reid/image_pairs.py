@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from blurbeam import blur
-from blurbeam.privacy.faceset import FaceSpec, match_landmarks
+from blurbeam.lab.reid.faceset import FaceSpec, match_landmarks
 
 
 class AuditInputError(ValueError):

@@ -30,7 +30,7 @@ BEAM_OPTIONS = True
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from blurbeam.blur import METHODS
-    from blurbeam.privacy.attackers import ATTACKERS
+    from blurbeam.lab.reid.attackers import ATTACKERS
 
     parser.add_argument("--output", required=True, help="directory for the report and Parquet")
     parser.add_argument("--original", help="folder of the original images (audit: to re-map paths)")
@@ -95,7 +95,7 @@ def _fail(msg: str) -> int:
 
 
 def _attackers(text: str | None) -> list[str] | None:
-    from blurbeam.privacy.attackers import ATTACKERS
+    from blurbeam.lab.reid.attackers import ATTACKERS
 
     if not text:
         return None
@@ -109,10 +109,10 @@ def _attackers(text: str | None) -> list[str] | None:
 
 
 def run_sweep_command(args: argparse.Namespace, attackers: list[str] | None) -> int:
-    from blurbeam.privacy.faceset import shared_dir
-    from blurbeam.privacy.report import write_outputs
-    from blurbeam.privacy.scoring import score_setting
-    from blurbeam.privacy.sweep import DEFAULT_GRID, face_ids, parse_setting, run_sweep
+    from blurbeam.lab.reid.audit_report import write_outputs
+    from blurbeam.lab.reid.faceset import shared_dir
+    from blurbeam.lab.reid.scoring import score_setting
+    from blurbeam.lab.reid.sweep import DEFAULT_GRID, face_ids, parse_setting, run_sweep
 
     shared = shared_dir(args.shared)
     if shared is None:
@@ -164,12 +164,12 @@ def run_sweep_command(args: argparse.Namespace, attackers: list[str] | None) -> 
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from blurbeam.privacy.tasks import AuditInputError
+    from blurbeam.lab.reid.image_pairs import AuditInputError
 
     try:
         attackers = _attackers(args.attackers)
         if args.deblur:
-            from blurbeam.privacy.attackers import load_deblur
+            from blurbeam.lab.reid.attackers import load_deblur
 
             if load_deblur() is None:
                 return _fail("--deblur: the deblur model or its packaged weights are not available")
@@ -185,7 +185,7 @@ def run_audit(args: argparse.Namespace, beam_args: list[str], attackers: list[st
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from blurbeam.blur import BlurConfig
-    from blurbeam.privacy.tasks import (
+    from blurbeam.lab.reid.image_pairs import (
         AuditInputError,
         read_audit,
         tasks_from_audit,

@@ -1,6 +1,6 @@
 """Wall-clock-budgeted CPU training of the learned anonymizers (``model.ARCHS``).
 
-The teacher learns the targets (``data.build_tiles``: blurbeam's default anonymization) with
+The teacher learns the targets (``training_pairs.build_tiles``: blurbeam's default anonymization) with
 MSE; the student learns from a mix of the teacher's output and the target
 (``distill`` x MSE to the teacher + (1 - ``distill``) x MSE to the target). Tiles are split by
 image: ``val_fraction`` of the images (never their tiles) are held out. The learning rate
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from blurbeam.edge import data
-from blurbeam.edge.model import ARCHS, EdgeConfig, build
+from blurbeam.lab.edge import training_pairs
+from blurbeam.lab.edge.network import ARCHS, EdgeConfig, build
 
 DEFAULT_FOLDERS = (
     ("../shared/data/widerface/pool886/images", 12),
@@ -38,7 +38,7 @@ class TrainConfig:
     out: str
     arch: str = "teacher"
     minutes: float = 30.0  # wall clock
-    tiles: str = "/tmp/blurbeam_edge_tiles.npz"  # built by data.build_tiles when absent
+    tiles: str = "/tmp/blurbeam_edge_tiles.npz"  # built by training_pairs.build_tiles when absent
     folders: tuple[tuple[str, int], ...] = DEFAULT_FOLDERS
     detector: str = "multiscale"
     teacher: str | None = None  # teacher weights (.weights.h5) for a distilled student
@@ -75,7 +75,7 @@ def _held_out(name: str, fraction: float, seed: int) -> bool:
 def load_tiles(cfg: TrainConfig, log=print) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     path = Path(cfg.tiles)
     if not path.is_file():
-        x, y, names = data.build_tiles(
+        x, y, names = training_pairs.build_tiles(
             [(f, n) for f, n in cfg.folders],
             path.parent / "blurbeam_edge_boxes",
             cfg.detector,

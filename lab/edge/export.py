@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from blurbeam.edge.model import ARCHS, EdgeConfig, build
-from blurbeam.edge.train import TrainConfig, _held_out
+from blurbeam.lab.edge.network import ARCHS, EdgeConfig, build
+from blurbeam.lab.edge.train import TrainConfig, _held_out
 
 #: Calibration tiles for the int8 ranges (training images only; none held out).
 CALIBRATION_TILES = 400

@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from blurbeam.privacy.recognizer import COSINE_THRESHOLD
-from blurbeam.privacy.scoring import (
+from blurbeam.lab.reid.recognizer import COSINE_THRESHOLD
+from blurbeam.lab.reid.scoring import (
     MIN_GALLERY,
     TARGET_REID,
     TARGET_TOP1,

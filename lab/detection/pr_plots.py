@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from blurbeam.evaluation.wider import LevelResult
+from blurbeam.lab.detection.wider_ap import LevelResult
 
 
 def save_pr_curve(result: LevelResult, path: str | Path, label: str = "") -> Path:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from blurbeam.blur import DEFAULT_MASK_SCALE
-from blurbeam.evaluation.wider import ImageGt
 from blurbeam.geometry import box_coverage, faces_mask
+from blurbeam.lab.detection.wider_ap import ImageGt
 
 #: Face-size buckets (larger side, px) reported next to the overall blur recall.
 SIZE_BUCKETS: tuple[tuple[float, float], ...] = ((10, 16), (16, 32), (32, 64), (64, float("inf")))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from blurbeam.deblur.data import DEFAULT_SEED_PAIRS, DEFAULT_TRAIN_DIR
+    from blurbeam.lab.deblur.crops import DEFAULT_SEED_PAIRS, DEFAULT_TRAIN_DIR
 
     p.add_argument(
         "--data",
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if beam_args:
         print(f"unknown arguments: {' '.join(beam_args)}", file=sys.stderr)
         return 2
-    from blurbeam.deblur.evaluate import run_benchmark, to_markdown
+    from blurbeam.lab.deblur.benchmark import run_benchmark, to_markdown
 
     try:
         r = run_benchmark(

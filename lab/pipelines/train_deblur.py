@@ -8,7 +8,7 @@ import time
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from blurbeam.deblur.data import DEFAULT_TRAIN_DIR
+    from blurbeam.lab.deblur.crops import DEFAULT_TRAIN_DIR
 
     p.add_argument("--data", default=DEFAULT_TRAIN_DIR, help="folder of sharp face crops (128x128)")
     p.add_argument("--out", required=True, help="folder for the weights and the training record")
@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--n-val", type=int, default=None, help="validation crops (default 64; original 8)"
     )
-    from blurbeam.deblur.degrade import MIXES
+    from blurbeam.lab.deblur.degrade import MIXES
 
     p.add_argument("--mix", choices=list(MIXES), default="default",
                    help="degradation mix (degrade.MIXES; motion: more straight motion blur; "
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if beam_args:
         print(f"unknown arguments: {' '.join(beam_args)}", file=sys.stderr)
         return 2
-    from blurbeam.deblur.train import train
+    from blurbeam.lab.deblur.train import train
 
     try:
         cfg = _config(args)
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _config(args: argparse.Namespace):
     """The training config of the command line (ValueError for a bad combination)."""
-    from blurbeam.deblur.train import TrainConfig
+    from blurbeam.lab.deblur.train import TrainConfig
 
     orig = args.arch == "original"
     return TrainConfig(

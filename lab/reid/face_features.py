@@ -17,9 +17,9 @@ import numpy as np
 
 from blurbeam import blur
 from blurbeam.geometry import clip_rect, scale_box
-from blurbeam.privacy.attackers import AttackContext, run_attack
-from blurbeam.privacy.faceset import FaceSpec
-from blurbeam.privacy.recognizer import Recognizer
+from blurbeam.lab.reid.attackers import AttackContext, run_attack
+from blurbeam.lab.reid.faceset import FaceSpec
+from blurbeam.lab.reid.recognizer import Recognizer
 
 WINDOW_SCALE = 2.5
 

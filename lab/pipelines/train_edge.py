@@ -13,7 +13,7 @@ import time
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from blurbeam.edge.model import ARCHS
+    from blurbeam.lab.edge.network import ARCHS
 
     p.add_argument("--out", required=True, help="folder for the weights and the training record")
     p.add_argument("--arch", choices=list(ARCHS), default="teacher")
@@ -66,14 +66,14 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             f"blurbeam train-edge: error: unknown arguments: {' '.join(beam_args)}", file=sys.stderr
         )
         return 2
-    from blurbeam.edge.train import TrainConfig, train
+    from blurbeam.lab.edge.train import TrainConfig, train
 
     def log(m: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True)
 
     try:
         if args.export:
-            from blurbeam.edge.export import export
+            from blurbeam.lab.edge.export import export
 
             export(args.export, args.out, args.tiles, threads=args.threads, log=log)
             return 0

@@ -31,8 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from blurbeam.deblur import degrade
-from blurbeam.deblur.data import list_images, load_stack, split
+from blurbeam.lab.deblur import degrade
+from blurbeam.lab.deblur.crops import list_images, load_stack, split
 
 
 @dataclass

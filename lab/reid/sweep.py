@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from blurbeam import blur
-from blurbeam.privacy.attackers import attackers_for, load_deblur
-from blurbeam.privacy.faceset import FaceSpec, ImageFaces, read_rgb, sweep_face_set
+from blurbeam.lab.reid.attackers import attackers_for, load_deblur
+from blurbeam.lab.reid.faceset import FaceSpec, ImageFaces, read_rgb, sweep_face_set
 
 #: (method, strength[, mask scale]) in the order they are computed: the defaults and the
 #: known-weak settings first, so a partial sweep already answers the questions that matter.
@@ -153,7 +153,7 @@ def _init_worker(threads: int) -> None:
 def _recognizer():
     global _REC
     if _REC is None:
-        from blurbeam.privacy.recognizer import Recognizer
+        from blurbeam.lab.reid.recognizer import Recognizer
 
         _REC = Recognizer()
     return _REC
@@ -169,7 +169,7 @@ def _deblur():
 
 
 def _original_task(image: ImageFaces) -> np.ndarray:
-    from blurbeam.privacy.evaluate import original_features
+    from blurbeam.lab.reid.face_features import original_features
 
     rgb = read_rgb(image.path)
     return np.stack(original_features(_recognizer(), rgb, image.faces))
@@ -178,7 +178,7 @@ def _original_task(image: ImageFaces) -> np.ndarray:
 def _attack_task(
     args: tuple[ImageFaces, str, float, float, tuple[str, ...]],
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    from blurbeam.privacy.evaluate import anonymize_faces, attacked_features
+    from blurbeam.lab.reid.face_features import anonymize_faces, attacked_features
 
     image, method, strength, mask_scale, attackers = args
     cfg = config(method, strength, mask_scale)

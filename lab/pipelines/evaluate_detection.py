@@ -3,7 +3,7 @@
 The pipeline reads, decodes and detects with the anonymize pipeline's transforms
 (``ReadImages``, ``DetectFaces``), writes one WIDER prediction file per image, and computes:
 
-* easy / medium / hard AP exactly as the official WIDER FACE tool (``blurbeam.evaluation.wider``)
+* easy / medium / hard AP exactly as the official WIDER FACE tool (``blurbeam.lab.detection.wider_ap``)
   on the images found under ``--images`` that the ground truth labels;
 * blur recall at the threshold ``anonymize`` would use (``--score-threshold`` or the backend's
   default): the fraction of valid labelled faces of at least ``--min-blur-face`` px whose box is
@@ -33,9 +33,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from blurbeam import __version__
 from blurbeam.blur import DEFAULT_MASK_SCALE
 from blurbeam.detectors import DetectorSpec
-from blurbeam.evaluation.privacy import PrivacyConfig
-from blurbeam.evaluation.wider import LEVELS, WiderFormatError, WiderGroundTruth
 from blurbeam.geometry import MASK_SHAPES
+from blurbeam.lab.detection.blur_recall import PrivacyConfig
+from blurbeam.lab.detection.wider_ap import LEVELS, WiderFormatError, WiderGroundTruth
 from blurbeam.pipelines.anonymize import _option, add_detection_arguments, detector_spec
 
 DEFAULT_AP_MIN_SCORE = 0.02
@@ -101,9 +101,9 @@ def finalize(
     meta: dict[str, Any],
 ) -> dict[str, Any]:
     """All per-image records -> AP, privacy summary, timings; writes metrics, plots, records."""
-    from blurbeam.evaluation import wider
-    from blurbeam.evaluation.plots import save_pr_curve
-    from blurbeam.evaluation.privacy import SWEEP_THRESHOLDS, summarise, threshold_sweep
+    from blurbeam.lab.detection import wider_ap
+    from blurbeam.lab.detection.blur_recall import SWEEP_THRESHOLDS, summarise, threshold_sweep
+    from blurbeam.lab.detection.pr_plots import save_pr_curve
     from blurbeam.shards import join_output, write_bytes
     from blurbeam.transforms.evaluate import privacy_from_record, records_to_jsonl
 
@@ -114,7 +114,7 @@ def finalize(
         keep={lv: {k: gt.keep[lv][k] for k in keys} for lv in LEVELS},
     )
     preds = {r["key"]: np.asarray(r["preds"], dtype=np.float64).reshape(-1, 5) for r in labelled}
-    results = wider.evaluate(preds, sub)
+    results = wider_ap.evaluate(preds, sub)
     plots = {}
     for lv, res in results.items():
         name = f"pr_{lv}.png"
@@ -194,7 +194,7 @@ def build(
 
 
 def _in_sample(task: Any, keys: frozenset[str]) -> bool:
-    from blurbeam.evaluation.wider import image_key
+    from blurbeam.lab.detection.wider_ap import image_key
 
     return image_key(task.rel) in keys
 
@@ -206,7 +206,7 @@ def _fail(msg: str) -> int:
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from blurbeam.detectors import create, get_class
-    from blurbeam.evaluation.wider import image_key, load_ground_truth
+    from blurbeam.lab.detection.wider_ap import image_key, load_ground_truth
     from blurbeam.shards import InputError, expand_input
     from blurbeam.transforms.evaluate import ScoreConfig
 

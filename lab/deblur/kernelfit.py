@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from blurbeam.deblur.metrics import psnr
+from blurbeam.lab.deblur.metrics import psnr
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from blurbeam.privacy.recognizer import COSINE_THRESHOLD
-from blurbeam.privacy.stats import Rate, bootstrap, wilson
+from blurbeam.lab.reid.intervals import Rate, bootstrap, wilson
+from blurbeam.lab.reid.recognizer import COSINE_THRESHOLD
 
 #: The targets (docs/PRIVACY.md): the defaults must pass, the weak settings must be flagged.
 TARGET_TOP1 = 0.03

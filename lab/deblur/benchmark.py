@@ -22,9 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from blurbeam.deblur import degrade
-from blurbeam.deblur.data import list_images, load_stack, read_rgb, split
-from blurbeam.deblur.metrics import psnr, ssim
+from blurbeam.lab.deblur import degrade
+from blurbeam.lab.deblur.crops import list_images, load_stack, read_rgb, split
+from blurbeam.lab.deblur.metrics import psnr, ssim
 
 
 def _per_channel(fn, img: np.ndarray, pad: int) -> np.ndarray:
@@ -351,7 +351,7 @@ def seed_pair_benchmark(folder: str, ours, orig=None, notebook=None) -> tuple[di
     deconvolution given all of that (oracle rows: the balance is picked on the pairs
     themselves), and ours on the clean image re-blurred by the fitted kernel as a physical blur
     would be (reflected borders, no contrast change). Returns the rows and the per-pair fits."""
-    from blurbeam.deblur import kernelfit
+    from blurbeam.lab.deblur import kernelfit
 
     folder = Path(folder)
     names = sorted(p.name for p in (folder / "clean").iterdir())
