@@ -8,5 +8,5 @@ imported when one of their commands runs. tests/test_lab_apart.py checks both.
 ``reid``: the privacy audit, re-identifying anonymized faces (``blurbeam privacy-audit``).
 ``deblur``: training and benchmarking the face-deblurring networks that ``blurbeam deblur`` runs.
 ``edge``: training and exporting the learned edge anonymizer that ``--method learned`` runs.
-``pipelines``: the entry points of those commands.
+``pipelines``: the entry points of those commands; ``transforms``: their Beam transforms.
 """

@@ -104,8 +104,8 @@ def finalize(
     from blurbeam.lab.detection import wider_ap
     from blurbeam.lab.detection.blur_recall import SWEEP_THRESHOLDS, summarise, threshold_sweep
     from blurbeam.lab.detection.pr_plots import save_pr_curve
+    from blurbeam.lab.transforms.score_detections import privacy_from_record, records_to_jsonl
     from blurbeam.shards import join_output, write_bytes
-    from blurbeam.transforms.evaluate import privacy_from_record, records_to_jsonl
 
     labelled = [r for r in records if r["labelled"]]
     keys = {r["key"] for r in labelled}
@@ -177,8 +177,8 @@ def build(
     keep: list[str] | None = None,
 ):
     """The evaluate pipeline on ``p``; ``keep``: only these image keys (None: every image)."""
+    from blurbeam.lab.transforms.score_detections import ScoreImages
     from blurbeam.transforms.anonymize import DetectFaces, ReadImages
-    from blurbeam.transforms.evaluate import ScoreImages
 
     tasks = p | "ReadImages" >> ReadImages(images, max_pixels, max_bytes, exclude=output)
     if keep is not None:
@@ -207,8 +207,8 @@ def _fail(msg: str) -> int:
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from blurbeam.detectors import create, get_class
     from blurbeam.lab.detection.wider_ap import image_key, load_ground_truth
+    from blurbeam.lab.transforms.score_detections import ScoreConfig
     from blurbeam.shards import InputError, expand_input
-    from blurbeam.transforms.evaluate import ScoreConfig
 
     if not Path(args.images).is_dir():
         return _fail(f"--images {args.images} is not a directory")

@@ -191,7 +191,7 @@ def run_audit(args: argparse.Namespace, beam_args: list[str], attackers: list[st
         tasks_from_audit,
         tasks_from_folders,
     )
-    from blurbeam.transforms.privacy import build
+    from blurbeam.lab.transforms.reid_audit import build
 
     if args.no_audit_record:
         if not (args.original and args.anonymized):

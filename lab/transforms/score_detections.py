@@ -1,4 +1,4 @@
-"""Evaluate: detected ImageTasks -> WIDER prediction files and per-image scores, then the set's
+"""Scoring detections: detected ImageTasks -> WIDER prediction files and per-image scores, then the set's
 AP, blur recall and false positives. Reads and detects with the anonymize transforms
 (``ReadImages``, ``DetectFaces``); only the scoring is here."""
 
