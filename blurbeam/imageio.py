@@ -80,10 +80,6 @@ class DecodedImage:
     def width(self) -> int:
         return int(self.pixels.shape[1])
 
-    @property
-    def has_alpha(self) -> bool:
-        return self.pixels.shape[2] in (2, 4)
-
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
@@ -313,11 +309,6 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
     if c in (1, 2):
         return np.ascontiguousarray(np.repeat(arr[:, :, :1], 3, axis=2))
     return np.ascontiguousarray(arr[:, :, :3])
-
-
-def color_channels(pixels: np.ndarray) -> int:
-    """Number of colour channels (alpha excluded)."""
-    return {1: 1, 2: 1, 3: 3, 4: 3}[pixels.shape[2]]
 
 
 @dataclass(frozen=True)
@@ -773,15 +764,6 @@ def sniff_media(data: bytes) -> str | None:
     :func:`sniff_format`, else the kind :func:`sniff_opaque` finds, else None."""
     fmt = sniff_format(data)
     return f"{fmt} image" if fmt else sniff_opaque(data)
-
-
-def sniff_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the header only, or None (for progress/preflight; never trusted)."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.size
-    except Exception:
-        return None
 
 
 #: Image formats whose header Pillow parses, by ``sniff_format`` name -> Pillow format id.

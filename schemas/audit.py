@@ -79,9 +79,3 @@ def validate_record(record: dict[str, Any]) -> None:
         raise ValueError("status 'error' and a non-empty error must go together")
     if (record["status"] == "skipped") != bool(record.get("skip_reason")):
         raise ValueError("status 'skipped' and a non-empty skip_reason must go together")
-
-
-def to_table(records: list[dict[str, Any]]) -> pa.Table:
-    for r in records:
-        validate_record(r)
-    return pa.Table.from_pylist(records, schema=AUDIT_SCHEMA)

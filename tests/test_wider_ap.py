@@ -177,7 +177,8 @@ def test_gt_txt_parsing(tmp_path: Path) -> None:
 
 def test_prediction_files_round_trip(tmp_path: Path) -> None:
     boxes = pred((1.5, 2, 30, 40, 0.987654), (5, 6, 7, 8, 0.1))
-    w.write_prediction(tmp_path, "0--Parade/0_a", boxes)
+    (tmp_path / "0--Parade").mkdir()
+    (tmp_path / "0--Parade" / "0_a.txt").write_text(w.format_prediction("0--Parade/0_a", boxes))
     text = (tmp_path / "0--Parade" / "0_a.txt").read_text()
     assert text.splitlines()[:2] == ["0_a", "2"]
     back = w.read_predictions(tmp_path)

@@ -190,13 +190,6 @@ def format_prediction(key: str, boxes: np.ndarray) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_prediction(out_dir: str | Path, key: str, boxes: np.ndarray) -> Path:
-    path = Path(out_dir) / f"{key}.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(format_prediction(key, boxes))
-    return path
-
-
 def parse_prediction(text: str, source: str = "<prediction>") -> np.ndarray:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if len(lines) < 2:
@@ -212,7 +205,8 @@ def parse_prediction(text: str, source: str = "<prediction>") -> np.ndarray:
 
 
 def read_predictions(pred_dir: str | Path) -> dict[str, np.ndarray]:
-    """All ``*.txt`` prediction files under ``pred_dir`` keyed ``event/name``."""
+    """All ``*.txt`` prediction files under ``pred_dir`` keyed ``event/name`` (the
+    ``predictions/`` folder ``evaluate`` writes, or any detector's WIDER-format output)."""
     out = {}
     for path in sorted(Path(pred_dir).glob("*/*.txt")):
         out[f"{path.parent.name}/{path.stem}"] = parse_prediction(path.read_text(), str(path))

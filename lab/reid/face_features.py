@@ -8,7 +8,6 @@ anonymized face are aligned with the *original* face's landmarks.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -82,7 +81,3 @@ def attacked_features(
 def anonymize_faces(rgb: np.ndarray, faces: Sequence[FaceSpec], cfg: blur.BlurConfig) -> np.ndarray:
     """The product's anonymization of these faces: ``blur.anonymize`` on the whole image."""
     return blur.anonymize(rgb, [tuple(float(v) for v in f.box) for f in faces], cfg)
-
-
-def is_finite_box(box: Sequence[float]) -> bool:
-    return all(math.isfinite(float(v)) for v in box[:4]) and box[2] > 0 and box[3] > 0

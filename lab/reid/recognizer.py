@@ -58,13 +58,6 @@ def is_match(cosine: float | np.ndarray, threshold: float = COSINE_THRESHOLD) ->
     return bool(out) if out.ndim == 0 else out
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na == 0.0 or nb == 0.0:
-        return float("nan")
-    return float(np.dot(a, b) / (na * nb))
-
-
 class Recognizer:
     """SFace. ``align`` + ``embed`` on RGB uint8 images; one instance per worker process."""
 

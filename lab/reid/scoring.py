@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from blurbeam.lab.reid.intervals import Rate, bootstrap, wilson
-from blurbeam.lab.reid.recognizer import COSINE_THRESHOLD
+from blurbeam.lab.reid.recognizer import COSINE_THRESHOLD, is_match
 
 #: The targets (docs/PRIVACY.md): the defaults must pass, the weak settings must be flagged.
 TARGET_TOP1 = 0.03
@@ -148,7 +148,7 @@ def score_setting(
         worst = np.max(np.where(np.isnan(stack), -np.inf, stack), axis=0)  # (N, N)
     worst = np.where(np.isinf(worst), np.nan, worst)
     own_worst = np.diag(worst)
-    reid_hits = np.asarray(np.where(np.isnan(own_worst), False, own_worst >= threshold))
+    reid_hits = np.asarray(is_match(own_worst, threshold))
     imp = np.where(np.isnan(worst), -np.inf, worst) >= threshold
     np.fill_diagonal(imp, False)
     per_face_imp = (imp.sum(axis=1) / max(1, n - 1))[probed]
