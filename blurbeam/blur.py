@@ -37,7 +37,7 @@ METHODS = ("gaussian", "median", "bilateral", "box", "pixelate", "solid", "learn
 DEFAULT_STRENGTH: dict[str, float] = {
     "gaussian": 0.25,
     "median": 0.75,
-    "bilateral": 1.0,  # edge-preserving: 0.25 left 65% of faces identifiable (docs/PRIVACY.md)
+    "bilateral": 1.0,  # edge-preserving: weak at any strength (docs/PRIVACY.md)
     "box": 0.9,
     "pixelate": 4.0,
     "solid": 0.0,
@@ -113,12 +113,12 @@ class BlurConfig:
         if self.method == "bilateral":
             return (
                 "bilateral blur keeps edges and passed the privacy audit at no strength "
-                "(65% of faces re-identified at 0.25, 6.8% by verification at 1.0)"
+                "(docs/PRIVACY.md)"
             )
         if self.method == "pixelate" and s > SAFE_MAX_BLOCKS:
             return (
                 f"pixelate with {s:g} blocks across the face is finer than the {SAFE_MAX_BLOCKS:g} "
-                "blocks the privacy audit measured as safe (6 blocks: 12.9% of faces identified)"
+                "blocks the privacy audit measured as safe (docs/PRIVACY.md)"
             )
         minimum = SAFE_MIN_STRENGTH.get(self.method)
         if minimum is not None and s < minimum:

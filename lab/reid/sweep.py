@@ -55,9 +55,9 @@ DEFAULT_GRID: tuple[tuple, ...] = (
 )
 
 
-#: The mask scale of a grid entry that gives none (deface's 1.3, blurbeam's first default), and the
-#: base of the cache's directory names: other scales get a ``_mask<scale>`` suffix. Fixed here so
-#: that cached results keep their meaning when the product default changes.
+#: The mask scale of a grid entry that gives none (deface's 1.3), and the base of the cache's
+#: directory names: other scales get a ``_mask<scale>`` suffix. Fixed here, not taken from the
+#: product's default, so that cached results keep their meaning whatever that default is.
 MASK_SCALE = 1.3
 
 Setting = tuple[str, float, float]  # method, strength, mask scale
