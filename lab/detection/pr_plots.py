@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 from blurbeam.lab.detection.wider_ap import LevelResult
 
 
-def save_pr_curve(result: LevelResult, path: str | Path, label: str = "") -> Path:
-    """Write the level's precision-recall curve as a PNG; returns the path."""
+def pr_curve_png(result: LevelResult, label: str = "") -> bytes:
+    """The level's precision-recall curve as PNG bytes (written by the caller through fsspec)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -25,7 +25,6 @@ def save_pr_curve(result: LevelResult, path: str | Path, label: str = "") -> Pat
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower left")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

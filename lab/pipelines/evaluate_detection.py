@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import fsspec
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -103,7 +104,7 @@ def finalize(
     """All per-image records -> AP, privacy summary, timings; writes metrics, plots, records."""
     from blurbeam.lab.detection import wider_ap
     from blurbeam.lab.detection.blur_recall import SWEEP_THRESHOLDS, summarise, threshold_sweep
-    from blurbeam.lab.detection.pr_plots import save_pr_curve
+    from blurbeam.lab.detection.pr_plots import pr_curve_png
     from blurbeam.lab.transforms.score_detections import privacy_from_record, records_to_jsonl
     from blurbeam.shards import join_output, write_bytes
 
@@ -118,7 +119,7 @@ def finalize(
     plots = {}
     for lv, res in results.items():
         name = f"pr_{lv}.png"
-        save_pr_curve(res, Path(output) / name, meta["detector"]["name"])
+        write_bytes(join_output(output, name), pr_curve_png(res, meta["detector"]["name"]))
         plots[lv] = name
     privacy = summarise(privacy_from_record(r) for r in labelled if r["privacy"] is not None)
     sweep = threshold_sweep(
@@ -208,7 +209,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from blurbeam.detectors import create, get_class
     from blurbeam.lab.detection.wider_ap import image_key, load_ground_truth
     from blurbeam.lab.transforms.score_detections import ScoreConfig
-    from blurbeam.shards import InputError, expand_input
+    from blurbeam.shards import InputError, canonical, expand_input, join_output, write_bytes
 
     if not Path(args.images).is_dir():
         return _fail(f"--images {args.images} is not a directory")
@@ -232,7 +233,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         create(spec)
     except (ValueError, RuntimeError, ImportError, OSError) as exc:
         return _fail(f"detector {spec.name}: {exc}")
-    output = str(Path(args.output).resolve())
+    output = canonical(args.output)
     try:
         found = [image_key(ref.rel) for ref in expand_input(args.images, exclude=output)]
     except InputError as exc:
@@ -269,7 +270,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         "gt": str(args.gt),
         "every": args.every,
     }
-    score_cfg = ScoreConfig(str(Path(output) / "predictions"), anon_threshold, privacy)
+    score_cfg = ScoreConfig(join_output(output, "predictions"), anon_threshold, privacy)
     print(
         f"blurbeam {__version__} evaluate: {len(labelled)} labelled images of {len(found)}, "
         f"detector {spec.name} (AP scores >= {ap_min:g}, anonymize threshold {anon_threshold:g})",
@@ -282,12 +283,14 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             p, args.images, output, spec, gt, score_cfg, meta, args.max_pixels, args.max_bytes, keep
         )
     wall = time.monotonic() - t0
-    metrics_path = Path(output) / "metrics.json"
-    if not metrics_path.is_file():
+    metrics_path = join_output(output, "metrics.json")
+    try:
+        with fsspec.open(metrics_path, "rb") as fh:
+            m = json.loads(fh.read())
+    except FileNotFoundError:
         return _fail(f"the pipeline finished without writing {metrics_path}")
-    m = json.loads(metrics_path.read_text())
     m["wall_s"] = round(wall, 2)
-    metrics_path.write_text(json.dumps(m, indent=2))
+    write_bytes(metrics_path, json.dumps(m, indent=2).encode())
     ap = m["ap"]
     pv = m["privacy"]
     t = {k: (v if v is not None else float("nan")) for k, v in m["timing_ms"].items()}

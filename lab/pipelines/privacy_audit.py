@@ -152,7 +152,11 @@ def run_sweep_command(args: argparse.Namespace, attackers: list[str] | None) -> 
         "Gallery = all their originals."
     ]
     paths = write_outputs(
-        out, scores, sizes, args.title if args.title != "Privacy audit" else "Privacy sweep", notes
+        args.output,
+        scores,
+        sizes,
+        args.title if args.title != "Privacy audit" else "Privacy sweep",
+        notes,
     )
     for s in sorted(scores, key=lambda s: (s.method, s.mask_scale, s.strength)):
         print(
@@ -216,6 +220,8 @@ def run_audit(args: argparse.Namespace, beam_args: list[str], attackers: list[st
     print(f"auditing {len(tasks)} image(s)", flush=True)
     with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
         build(p, tasks, skipped, args)
-    report = Path(args.output) / "PRIVACY_REPORT.md"
-    print(f"report: {report}")
+    from blurbeam.lab.reid.audit_report import OUTPUT_FILES
+    from blurbeam.shards import join_output
+
+    print(f"report: {join_output(args.output, OUTPUT_FILES['report'])}")
     return 0

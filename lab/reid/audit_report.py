@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -55,28 +54,45 @@ def rows_table(scores: Sequence[SettingScore], face_size: Mapping[str, float]) -
     return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
 
 
+#: The files ``write_outputs`` writes under the output, by kind.
+OUTPUT_FILES = {
+    "rows": "privacy_rows.parquet",
+    "summary": "privacy_summary.parquet",
+    "summary_json": "privacy_summary.json",
+    "report": "PRIVACY_REPORT.md",
+    "plot": "top1_vs_strength.png",
+}
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
 def write_outputs(
-    out: Path,
+    out: str,
     scores: Sequence[SettingScore],
     face_size: Mapping[str, float],
     title: str,
     notes: Sequence[str] = (),
-) -> dict[str, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "rows": out / "privacy_rows.parquet",
-        "summary": out / "privacy_summary.parquet",
-        "summary_json": out / "privacy_summary.json",
-        "report": out / "PRIVACY_REPORT.md",
-        "plot": out / "top1_vs_strength.png",
-    }
-    pq.write_table(rows_table(scores, face_size), paths["rows"])
+) -> dict[str, str]:
+    """Writes ``OUTPUT_FILES`` under ``out`` (a local folder or an fsspec URL); returns their
+    URIs by kind."""
+    from blurbeam.shards import join_output, write_bytes
+
+    uris = {kind: join_output(out, name) for kind, name in OUTPUT_FILES.items()}
     summaries = [s.summary() for s in scores]
-    pq.write_table(pa.Table.from_pylist(summaries), paths["summary"])
-    paths["summary_json"].write_text(json.dumps(summaries, indent=1, default=_json_default))
-    plot_top1(scores, paths["plot"])
-    paths["report"].write_text(markdown(scores, title, notes, plot_name=paths["plot"].name))
-    return paths
+    contents = {
+        "rows": _parquet_bytes(rows_table(scores, face_size)),
+        "summary": _parquet_bytes(pa.Table.from_pylist(summaries)),
+        "summary_json": json.dumps(summaries, indent=1, default=_json_default).encode(),
+        "plot": plot_top1(scores),
+        "report": markdown(scores, title, notes, plot_name=OUTPUT_FILES["plot"]).encode(),
+    }
+    for kind, data in contents.items():
+        write_bytes(uris[kind], data)
+    return uris
 
 
 def _json_default(o):
@@ -157,9 +173,11 @@ def markdown(
     return "\n".join(parts)
 
 
-def plot_top1(scores: Sequence[SettingScore], path: Path) -> None:
+def plot_top1(scores: Sequence[SettingScore]) -> bytes:
     """Top-1 identification (worst attacker and no attacker, 95% CI) against strength, one panel
-    per method with more than one strength; wider-mask variants as extra points."""
+    per method with more than one strength; wider-mask variants as extra points; PNG bytes."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,5 +220,7 @@ def plot_top1(scores: Sequence[SettingScore], path: Path) -> None:
     for ax in list(axes.flat)[len(methods) :]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    return buf.getvalue()

@@ -149,8 +149,6 @@ class WriteReportFn(beam.DoFn):
         self._title = title
 
     def process(self, scored, skipped):
-        from pathlib import Path
-
         from blurbeam.lab.reid.audit_report import write_outputs
 
         sizes: dict[str, float] = {}
@@ -163,8 +161,7 @@ class WriteReportFn(beam.DoFn):
             notes += [f"- `{os.path.basename(u)}`: {r}" for u, r in sorted(skipped)[:10]]
         if not scores:
             notes.append("No face could be audited.")
-        paths = write_outputs(Path(self._output), scores, sizes, self._title, notes)
-        yield {k: str(v) for k, v in paths.items()}
+        yield write_outputs(self._output, scores, sizes, self._title, notes)
 
 
 def build(p: beam.Pipeline, tasks: Sequence[AuditTask], pre_skipped, opts) -> beam.PCollection:
