@@ -399,6 +399,8 @@ class RunPlan:
     corrections: Any = None  # a blurbeam.review.corrections.CorrectionPlan
     #: corrections earlier runs kept under the output (input URI -> Correction)
     stored_corrections: dict[str, Any] = field(default_factory=dict)
+    #: the launcher's listing of the input (local runners), so the pipeline does not list again
+    refs: list[Any] | None = None
 
     def shard_options(self):
         from blurbeam.shards import ShardOptions
@@ -605,60 +607,44 @@ def build(
     writes the run's attestation, manifest and done index (``FinalizeRun``); with
     ``fail_on_error_rate`` that step fails the job when the error rate is above
     ``--max-error-rate`` (for launchers that do not wait for the job)."""
-    from blurbeam.transforms.anonymize import AnonymizeAndWrite, DetectFaces, ReadImages
+    from blurbeam.transforms.anonymize import Anonymize
     from blurbeam.transforms.finalize import FinalizeRun
 
-    read = ReadImages(
-        rp.input,
-        rp.max_pixels,
-        rp.max_bytes,
+    corrected = rp.corrections is not None  # the reviewed inputs only, none skipped
+    anonymize = Anonymize(
+        input_spec=rp.input,
+        output=rp.output,
+        ctx=rp.ctx,
+        detector=rp.spec,
+        blur=rp.blur,
+        policy=rp.policy,
+        max_pixels=rp.max_pixels,
+        max_bytes=rp.max_bytes,
         exclude=rp.output,
         image_column=rp.image_column,
-        skip_existing=(rp.output, rp.ctx.config_hash, rp.run_id) if rp.skip_existing else None,
-        input_slices=rp.input_slices,
-        opencv_threads=rp.opencv_threads,
         allow_image_fields=rp.allow_image_fields,
-        every_file=True,
+        skip_existing=(
+            (rp.output, rp.ctx.config_hash, rp.run_id)
+            if rp.skip_existing and not corrected
+            else None
+        ),
         retry_errors=rp.retry_errors,
+        input_slices=rp.input_slices,
+        refs=list(rp.corrections.refs) if corrected else rp.refs,
+        opencv_threads=rp.opencv_threads,
+        detector_threads=rp.worker_threads,
+        expected_model_sha256=rp.config["models"]["detector"],
+        corrections=rp.corrections.by_input if corrected else None,
+        drop_false_positives=bool(corrected and rp.corrections.drop_false_positives),
+        stored_corrections=rp.stored_corrections,
+        progress_dir=progress_dir,
+        audit_shards=rp.audit_shards,
     )
-    if rp.corrections is not None:  # the reviewed inputs only
-        from blurbeam.transforms.corrections import ReadCorrected
-
-        read = ReadCorrected(
-            list(rp.corrections.refs),
-            rp.max_pixels,
-            rp.max_bytes,
-            image_column=rp.image_column,
-            opencv_threads=rp.opencv_threads,
-            allow_image_fields=rp.allow_image_fields,
-        )
-    tasks = p | "ReadImages" >> read
-    detected = tasks | "DetectFaces" >> DetectFaces(
-        rp.spec, threads=rp.worker_threads, expected_model_sha256=rp.config["models"]["detector"]
-    )
-    write = AnonymizeAndWrite(
-        rp.output,
-        rp.ctx,
-        rp.blur,
-        rp.policy,
-        progress_dir,
-        rp.audit_shards,
-        shard_options=rp.shard_options(),
-    )
-    if rp.corrections is not None or rp.stored_corrections:
-        from blurbeam.transforms.corrections import AddReviewerBoxesFn
-
-        fn = AddReviewerBoxesFn(
-            rp.corrections.by_input if rp.corrections else {},
-            bool(rp.corrections and rp.corrections.drop_false_positives),
-            rp.stored_corrections,
-        )
-        detected = detected | "AddReviewerBoxes" >> beam.ParDo(fn)
-    records = detected | "AnonymizeAndWrite" >> write
+    records = p | "Anonymize" >> anonymize
     _ = p | "FinalizeRun" >> FinalizeRun(
         records,
-        read.already_done,
-        write.audit_files,
+        anonymize.already_done,
+        anonymize.audit_files,
         output=rp.output,
         run_id=rp.run_id,
         input_spec=rp.input,
@@ -836,6 +822,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         except (InputError, ValueError) as exc:
             _error(str(exc))
             return 2
+        rp.refs = refs
         containers = sum(get_format(r.kind).container for r in refs)
         total = None if containers else len(refs)  # a shard's images are counted when read
         what = (

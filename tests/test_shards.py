@@ -1,5 +1,6 @@
-"""Container shard formats (WebDataset tar, Parquet, TFRecord): read, rewrite, and the pipeline's
-per-shard path end to end, with non-image content byte-identical and unsafe names rejected."""
+"""Container shard formats (WebDataset tar, Parquet, TFRecord): read, stream (read once, written
+back with new image bytes), and the pipeline's per-shard path end to end, with non-image content
+byte-identical and unsafe names rejected."""
 
 from __future__ import annotations
 
@@ -20,13 +21,14 @@ from blurbeam import demo
 from blurbeam.imageio import decode
 from blurbeam.pipelines import anonymize as anon
 from blurbeam.shards import (
-    ShardChangedError,
     ShardOptions,
     ShardRef,
     expand_input,
+    file_sha256,
     get_format,
     read_records,
     sha256,
+    stream_shard,
 )
 from blurbeam.shards import parquet as pqfmt
 from blurbeam.shards import tar as tarfmt
@@ -115,6 +117,36 @@ def ref_of(path: Path, root: Path) -> ShardRef:
     return next(r for r in expand_input(str(root)) if r.uri == str(path))
 
 
+def rewrite(
+    ref: ShardRef, replaced: dict[str, tuple[str, bytes]], opts: ShardOptions | None = None
+) -> bytes:
+    """The shard ``ref`` streamed with each image whose key is in ``replaced`` (``key ->
+    (sha256 of the bytes read, new bytes)``) swapped for its new bytes, the others failing;
+    checks that every image handed over is the one ``read_records`` reads, and that the
+    streamed sha256 is the file's."""
+    out = Path(ref.uri).parent / "streamed" / Path(ref.uri).name
+    seen: list[str] = []
+
+    def process(rec):
+        seen.append(rec.key)
+        if rec.key not in replaced:
+            return rec.key, None
+        expected, new = replaced[rec.key]
+        assert sha256(rec.data) == expected, rec.key
+        return rec.key, new
+
+    result = stream_shard(ref, opts or ShardOptions(), process, str(out))
+    assert result.sha256 == file_sha256(ref.uri)
+    assert [o.record.key for o in result.outcomes] == [
+        r.key for r in get_format(ref.kind).read(ref, opts or ShardOptions())
+    ]
+    assert seen == [o.record.key for o in result.outcomes if o.record.error is None]
+    assert result.published == any(k in replaced for k in seen)
+    data = out.read_bytes() if result.published else b""
+    out.unlink(missing_ok=True)
+    return data
+
+
 def changed_fraction(src: bytes, out: bytes, faces) -> float:
     a, b = decode(src).pixels.astype(int), decode(out).pixels.astype(int)
     fracs = []
@@ -161,14 +193,13 @@ def test_tar_rewrite_keeps_other_members_and_drops_failed_samples(tmp_path):
     replaced = {
         k: (sha256(r.data), b"NEW-" + k.encode()) for k, r in records.items() if k != "s002.jpg"
     }
-    out = tarfmt.TarFormat().rewrite(paths["tar"].read_bytes(), replaced, ShardOptions())
+    out = rewrite(ref, replaced)
     src, new = tar_members(paths["tar"]), tar_members_bytes(out)
     assert sorted(new) == sorted(n for n in src if not n.startswith("s002."))
     for name, body in new.items():
         assert body == (replaced[name][1] if name in replaced else src[name]), name
-    with pytest.raises(ShardChangedError):
-        bad = dict(replaced, **{"s000.jpg": ("0" * 64, b"x")})
-        tarfmt.TarFormat().rewrite(paths["tar"].read_bytes(), bad, ShardOptions())
+    with pytest.raises(AssertionError, match="s000.jpg"):  # the bytes handed over are checked
+        rewrite(ref, dict(replaced, **{"s000.jpg": ("0" * 64, b"x")}))
 
 
 def tar_members_bytes(data: bytes) -> dict[str, bytes]:
@@ -212,7 +243,7 @@ def test_tar_untrusted_names_rejected_with_a_record(tmp_path):
     assert "link or special file" in records["linked.jpg"].error
     assert "occurs 2 times" in records["dup.jpg"].error
     replaced = {"good.jpg": (sha256(records["good.jpg"].data), b"anon")}
-    out = tar_members_bytes(tarfmt.TarFormat().rewrite(path.read_bytes(), replaced, ShardOptions()))
+    out = tar_members_bytes(rewrite(ref, replaced))
     assert out == {"good.jpg": b"anon", "good.json": b"{}"}
 
 
@@ -223,11 +254,7 @@ def test_parquet_struct_and_binary_columns(tmp_path):
     assert [r.key for r in records] == ["0", "1", "3"]  # row 2 has no image
     replaced = {r.key: (sha256(r.data), f"NEW{r.key}".encode()) for r in records if r.key != "1"}
     src = pq.read_table(paths["parquet"])
-    out = pq.read_table(
-        io.BytesIO(
-            pqfmt.ParquetFormat().rewrite(paths["parquet"].read_bytes(), replaced, ShardOptions())
-        )
-    )
+    out = pq.read_table(io.BytesIO(rewrite(ref, replaced)))
     assert out.schema.equals(src.schema, check_metadata=True)
     kept = [0, 2, 3]  # row 1 failed: left out
     assert out.column("label").to_pylist() == [src.column("label")[i].as_py() for i in kept]
@@ -249,9 +276,7 @@ def test_parquet_struct_and_binary_columns(tmp_path):
         list(read_records(bref))
     opts = ShardOptions(image_column="img")
     recs = list(get_format("parquet").read(bref, opts))
-    new = pqfmt.ParquetFormat().rewrite(
-        binary.read_bytes(), {"1": (sha256(recs[1].data), b"N")}, opts
-    )
+    new = rewrite(bref, {"1": (sha256(recs[1].data), b"N")}, opts)
     assert pq.read_table(io.BytesIO(new)).to_pylist() == [{"id": "b", "img": b"N", "raw": b"2"}]
     with pytest.raises(pqfmt.ImageColumnError, match="not binary"):
         list(get_format("parquet").read(bref, ShardOptions(image_column="id")))
@@ -277,11 +302,7 @@ def test_tfrecord_is_what_tensorflow_reads_and_writes(tmp_path):
     records = list(read_records(ref))
     assert [r.key for r in records] == ["0", "2"] and all(r.data == img for r in records)
     out = tmp_path / "o.tfrecord"
-    out.write_bytes(
-        tfr.TFRecordFormat().rewrite(
-            path.read_bytes(), {"2": (sha256(img), b"ANON")}, ShardOptions()
-        )
-    )
+    out.write_bytes(rewrite(ref, {"2": (sha256(img), b"ANON")}))
     parsed = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(out))]
     assert len(parsed) == 2  # example 0 failed (not replaced): left out; 1 has no image: kept
     assert "image/encoded" not in parsed[0].features.feature
@@ -432,12 +453,12 @@ def test_pipeline_binary_parquet_column_and_unreadable_shard(tmp_path):
 
 
 @pytest.mark.parametrize("codec", ["none", "snappy", "zstd", "gzip"])
-def test_parquet_rewrite_keeps_the_codec(codec):
+def test_parquet_rewrite_keeps_the_codec(codec, tmp_path):
     buf = io.BytesIO()
     pq.write_table(pa.table({"image": [b"abc"], "x": [1]}), buf, compression=codec)
-    out = pqfmt.ParquetFormat().rewrite(
-        buf.getvalue(), {"0": (sha256(b"abc"), b"z")}, ShardOptions()
-    )
+    (tmp_path / "c.parquet").write_bytes(buf.getvalue())
+    ref = ShardRef("parquet", str(tmp_path / "c.parquet"), "c.parquet")
+    out = rewrite(ref, {"0": (sha256(b"abc"), b"z")})
     src_codec = pq.ParquetFile(io.BytesIO(buf.getvalue())).metadata.row_group(0).column(1)
     new = pq.ParquetFile(io.BytesIO(out))
     assert new.metadata.row_group(0).column(1).compression == src_codec.compression

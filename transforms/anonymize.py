@@ -1,9 +1,11 @@
-"""The anonymize chain as composable PTransforms: ``ReadImages`` (expand + read + decode),
-``DetectFaces`` and ``AnonymizeAndWrite``. The evaluate and deblur pipelines reuse the first two.
+"""The anonymize pipeline as one PTransform, ``Anonymize``, and the pieces the evaluate and deblur
+pipelines reuse: ``ReadImages`` (list + read + decode) and ``DetectFaces``.
 
-Plain image files are written one by one as they come; images from container shards (tar,
-Parquet, TFRecord: their tasks have a non-empty ``key``) are grouped by shard and each output shard
-is written whole, in the input's format, by ``WriteShardFn``."""
+The input is listed once (``ExpandInput``), then split: plain image files go one by one through
+read, decode, detect (``RunInference``), the reviewer's boxes, anonymize, encode and write;
+container shards (tar, Parquet, TFRecord) are streamed whole by one DoFn each
+(``transforms.shard.StreamShardFn``: read, anonymize and write member by member, no image bytes
+through a shuffle). Both give one audit record per input image."""
 
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from blurbeam.shards import ShardOptions
 from blurbeam.task import ImageTask, RunContext
 from blurbeam.transforms.image import AnonymizeFn, DecodeFn, EncodeFn
 from blurbeam.transforms.models import DetectorHandler, Infer
-from blurbeam.transforms.read import ExpandInput, ReadImagesFn
-from blurbeam.transforms.write import WriteAudit, WriteImageFn, WriteShardFn
+from blurbeam.transforms.read import ExpandInput, ReadImagesFn, SkipDoneShardsFn
+from blurbeam.transforms.shard import AnonymizeImage, StreamShardFn, is_container
+from blurbeam.transforms.write import WriteAudit, WriteImageFn
 
 
 class ReadImages(beam.PTransform):
@@ -99,46 +102,132 @@ class DetectFaces(beam.PTransform):
         return tasks | "Detect" >> Infer(handler)
 
 
-class AnonymizeAndWrite(beam.PTransform):
-    """Detected tasks -> anonymized images under ``output`` + audit Parquet; returns the audit
-    records PCollection (one dict per input). After it is applied, ``audit_files`` is the
-    PCollection of the audit files written."""
+def _is_task(x: object) -> bool:
+    return isinstance(x, ImageTask)
+
+
+def _not_task(x: object) -> bool:
+    return not isinstance(x, ImageTask)
+
+
+class Anonymize(beam.PTransform):
+    """The whole anonymize pipeline, applied to the pipeline root: ``input_spec`` -> anonymized
+    images and shards under ``output`` + the audit Parquet files; returns the audit-record
+    PCollection (one dict per input image). After it is applied, ``already_done`` is the
+    PCollection of done-index rows of the inputs ``skip_existing`` found done (empty without
+    it) and ``audit_files`` the PCollection of the audit files written.
+
+    ``refs``: the ShardRefs to process, when they are already known (the launcher's listing on
+    a local runner, or the shards of a corrections run); without it the pipeline lists
+    ``input_spec`` itself (in ``input_slices`` pieces). ``corrections`` (input URI ->
+    ``Correction``), ``drop_false_positives`` and ``stored_corrections`` add the reviewer's
+    boxes (``blurbeam.stages.ReviewerBoxes``). The other arguments are those of ``ReadImages``,
+    ``DetectFaces`` (``detector``, ``detector_threads``, ``expected_model_sha256``) and of the
+    writers."""
 
     def __init__(
         self,
+        *,
+        input_spec: str,
         output: str,
         ctx: RunContext,
+        detector: DetectorSpec,
         blur: BlurConfig,
         policy: MetadataPolicy,
+        max_pixels: int,
+        max_bytes: int,
+        exclude: str | None = None,
+        image_column: str | None = None,
+        allow_image_fields: tuple[str, ...] = (),
+        skip_existing: tuple[str, str, str] | None = None,
+        retry_errors: bool = False,
+        every_file: bool = True,
+        input_slices: int = 1,
+        refs: list | None = None,
+        opencv_threads: int | None = None,
+        detector_threads: int = 0,
+        expected_model_sha256: str | None = None,
+        corrections: dict | None = None,
+        drop_false_positives: bool = False,
+        stored_corrections: dict | None = None,
         progress_dir: str | None = None,
         audit_shards: int = 1,
-        shard_options: ShardOptions | None = None,
     ):
         super().__init__()
-        self._output, self._ctx, self._blur, self._policy = output, ctx, blur, policy
-        self._progress_dir = progress_dir
-        self._audit_shards = audit_shards
-        self._shard_options = shard_options or ShardOptions()
+        self._input = (input_spec, exclude, input_slices, every_file, refs)
+        self._output, self._ctx, self._progress_dir = output, ctx, progress_dir
+        self._detector = DetectorHandler(
+            detector, threads=detector_threads, expected_model_sha256=expected_model_sha256
+        )
+        self._blur, self._policy, self._max_pixels = blur, policy, max_pixels
+        self._read = ReadImagesFn(
+            max_bytes,
+            image_column=image_column,
+            skip_existing=skip_existing,
+            opencv_threads=opencv_threads,
+            allow_image_fields=allow_image_fields,
+            retry_errors=retry_errors,
+        )
+        self._skip = SkipDoneShardsFn(skip_existing, retry_errors)
+        self._shard_options = ShardOptions(
+            max_bytes=max_bytes,
+            image_column=image_column,
+            allow_image_fields=tuple(allow_image_fields),
+        )
+        self._opencv_threads = opencv_threads
+        self._boxes = None
+        if corrections or stored_corrections:
+            from blurbeam.stages import ReviewerBoxes
 
-    def expand(self, tasks):
-        encoded = (
-            tasks
+            self._boxes = ReviewerBoxes(corrections or {}, drop_false_positives, stored_corrections)
+        self._audit_shards = audit_shards
+
+    def expand(self, pbegin):
+        refs = pbegin | "ListInput" >> ExpandInput(*self._input)
+        files_out = (
+            refs
+            | "PlainFiles" >> beam.Filter(lambda r: not is_container(r))
+            | "ReadFiles" >> beam.ParDo(self._read)
+        )
+        shards_out = (
+            refs
+            | "ContainerShards" >> beam.Filter(is_container)
+            | "SkipDoneShards" >> beam.ParDo(self._skip)
+        )
+        self.already_done = (
+            files_out | "FilesDone" >> beam.Filter(_not_task),
+            shards_out | "ShardsDone" >> beam.Filter(lambda x: isinstance(x, dict)),
+        ) | "AlreadyDone" >> beam.Flatten()
+        detected = (
+            files_out
+            | "FileTasks" >> beam.Filter(_is_task)
+            | "Decode" >> beam.ParDo(DecodeFn(self._max_pixels))
+            | "Detect" >> Infer(self._detector)
+        )
+        if self._boxes is not None:
+            detected = detected | "ReviewerBoxes" >> beam.Map(self._boxes)
+        file_records = (
+            detected
             | "Anonymize" >> beam.ParDo(AnonymizeFn(self._blur))
             | "Encode" >> beam.ParDo(EncodeFn(self._policy))
-        )
-        file_records = (
-            encoded
-            | "PlainFiles" >> beam.Filter(lambda t: not t.key)
             | "WriteImages" >> beam.ParDo(WriteImageFn(self._output, self._ctx, self._progress_dir))
         )
+        image_fn = AnonymizeImage(
+            self._detector,
+            self._blur,
+            self._policy,
+            self._max_pixels,
+            correct=self._boxes,
+            opencv_threads=self._opencv_threads,
+        )
         shard_records = (
-            encoded
-            | "InShards" >> beam.Filter(lambda t: bool(t.key))
-            | "KeyByShard" >> beam.Map(lambda t: ((t.shard_uri, t.rel), t))
-            | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShards"
+            shards_out
+            | "ShardsToDo" >> beam.Filter(lambda x: not isinstance(x, dict))
+            | "StreamShards"
             >> beam.ParDo(
-                WriteShardFn(self._output, self._ctx, self._progress_dir, self._shard_options)
+                StreamShardFn(
+                    self._output, self._ctx, image_fn, self._shard_options, self._progress_dir
+                )
             )
         )
         records = (file_records, shard_records) | "AllRecords" >> beam.Flatten()

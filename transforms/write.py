@@ -1,4 +1,5 @@
-"""Write: anonymized images (atomically, only ever from anonymized pixels) and audit records."""
+"""Write: anonymized plain image files (atomically, only ever from anonymized pixels) and audit
+records. Container shards are written by ``transforms.shard``."""
 
 from __future__ import annotations
 
@@ -13,16 +14,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from blurbeam.schemas.audit import AUDIT_SCHEMA, STATUSES, validate_record
-from blurbeam.shards import (
-    ShardOptions,
-    check_target,
-    get_format,
-    join_output,
-    kind_of,
-    member_uri,
-    write_bytes,
-)
-from blurbeam.task import ImageTask, RunContext, one_line
+from blurbeam.shards import check_target, join_output, write_bytes
+from blurbeam.task import ImageTask, RunContext
 
 
 class _AuditingFn(beam.DoFn):
@@ -82,8 +75,8 @@ class WriteImageFn(_AuditingFn):
                 raise RuntimeError("no anonymized image to write")
             if t.key:  # its rel is the whole shard's: writing it here would replace the shard
                 raise RuntimeError(
-                    "an image inside a container shard (tar, Parquet, TFRecord) is not written "
-                    "by this pipeline: give it plain image files"
+                    "an image inside a container shard (tar, Parquet, TFRecord) is written with "
+                    "its shard (transforms.shard), never as a file of its own"
                 )
             uri = join_output(self._output, t.rel)
             check_target(self._output, uri, t.source_uri)
@@ -95,71 +88,6 @@ class WriteImageFn(_AuditingFn):
             }
 
         yield self._record(task.stage("write", write))
-
-
-class WriteShardFn(_AuditingFn):
-    """(shard, its tasks) -> the output shard, written whole and atomically in the input's format,
-    then one audit record per task.
-
-    The source shard is read again and rewritten by its ``ShardFormat``: each image that was
-    anonymized is swapped for its new bytes (after checking the source still holds the bytes that
-    were read), failed images are left out with their sample, everything else is copied
-    unchanged. When no image of the shard succeeded, nothing is written. When the rewrite or the
-    write fails, every image of the shard gets an error record (stage ``write``).
-    """
-
-    def __init__(
-        self,
-        output: str,
-        ctx: RunContext,
-        progress_dir: str | None = None,
-        opts: ShardOptions | None = None,
-    ) -> None:
-        super().__init__(output, ctx, progress_dir)
-        self._opts = opts or ShardOptions()
-        self._shards = Metrics.counter("blurbeam", "shards_written")
-
-    def process(self, keyed):
-        import fsspec
-
-        (shard_uri, rel), tasks = keyed
-        tasks = sorted(tasks, key=lambda t: t.key)
-        done = [t for t in tasks if not t.failed and t.encoded is not None]
-        if done:
-            out_uri = join_output(self._output, rel)
-            written: set[str] = set()
-            failure = None
-            try:
-                check_target(self._output, out_uri, shard_uri)
-                fmt = get_format(kind_of(shard_uri))
-                fs, path = fsspec.core.url_to_fs(shard_uri)
-                source = fs.cat_file(path)
-                replaced = {t.key: (t.source_sha256, t.encoded) for t in done}
-                write_bytes(out_uri, fmt.rewrite(source, replaced, self._opts, written))
-                self._shards.inc()
-            except Exception as exc:
-                failure = f"shard not written: {one_line(exc)}"
-
-            def finished(t: ImageTask) -> ImageTask:
-                if t.failed or t.encoded is None:
-                    return t
-                if failure:
-                    return t.with_error("write", failure)
-                if t.key not in written:
-                    return t.with_error(
-                        "write", "left out of the output shard: another image of its sample failed"
-                    )
-                return t.replace(
-                    output_uri=member_uri(out_uri, t.key),
-                    output_sha256=hashlib.sha256(t.encoded).hexdigest(),
-                    encoded=None,
-                )
-
-            tasks = [finished(t) for t in tasks]
-        for t in tasks:
-            if not t.failed and t.encoded is not None:  # cannot happen: fail closed anyway
-                t = t.with_error("write", "anonymized image was not written")
-            yield self._record(t)
 
 
 class _WriteAuditShardFn(beam.DoFn):

@@ -4,8 +4,11 @@
 into ``ShardRef``s; ``read_records(ref)`` turns one shard into ``ImageRecord``s. A shard format is
 one module of this package defining a ``ShardFormat`` subclass decorated with ``@register_format``:
 ``files`` (each image file is its own shard), ``tar`` (WebDataset), ``parquet`` and ``tfrecord``.
-Container formats (many images per shard) are written back whole by ``ShardFormat.rewrite``: the
-source shard with its images swapped for their anonymized bytes and everything else unchanged.
+Container formats (many images per shard) are streamed whole by ``stream_shard``: the source is
+read once, member by member (``ShardFormat.transform``), each image is handed to a caller's function
+that returns its new bytes, and the output shard is written as it goes, in the source's format with
+everything else unchanged, then published whole (``AtomicWriter``). Memory is bounded by a few
+images (a tar sample, a TFRecord Example, a Parquet row group), never the shard.
 Storage goes through fsspec, so every filesystem fsspec knows works the same way.
 """
 
@@ -13,11 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import os
 import pkgutil
 import posixpath
-from collections.abc import Iterator
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, BinaryIO, Generic, TypeVar
 
 import fsspec
 
@@ -77,8 +84,26 @@ class UnsafePathError(ValueError):
     """A relative path (e.g. an archive member name) would escape the output root."""
 
 
-class ShardChangedError(ValueError):
-    """The source shard no longer holds the image bytes that were anonymized."""
+class ShardReadError(ValueError):
+    """A container shard that cannot be read as its format (not a valid tar...); the message is
+    its one audit reason."""
+
+
+T = TypeVar("T")
+
+#: What ``ShardFormat.transform`` does with each image it reads: ``process(record)`` returns an
+#: opaque result (kept with the record's outcome) and the image's new bytes, or None when the
+#: image failed (it is then left out of the output with its sample, row or Example).
+Process = Callable[[ImageRecord], tuple[T, bytes | None]]
+
+
+@dataclass
+class Outcome(Generic[T]):
+    """What became of one record of a streamed shard."""
+
+    record: ImageRecord  # its ``data`` dropped once processed
+    result: T | None = None  # what ``process`` returned; None when it was not called (errors)
+    written: bool = False  # its new bytes are in the output shard
 
 
 class ShardFormat:
@@ -86,12 +111,14 @@ class ShardFormat:
 
     ``read`` yields one ``ImageRecord`` per image (a record with ``error`` set for an image that
     cannot be read: too large, unsafe member name...). Container formats (``container = True``)
-    also implement ``rewrite`` and ``keys``; their records' ``key`` is unique within the shard and
-    ``rel`` is the shard's own relative path.
+    also implement ``transform`` and ``keys``; their records' ``key`` is unique within the shard
+    and ``rel`` is the shard's own relative path. ``sequential`` formats read their source front
+    to back without seeking (tar, TFRecord), so ``stream_shard`` hashes it while reading.
     """
 
     name: str = ""
     container: bool = False
+    sequential: bool = True
 
     def matches(self, path: str) -> bool:
         raise NotImplementedError
@@ -103,21 +130,23 @@ class ShardFormat:
         """The key of every image in the shard (for coverage reports); reads no more than needed."""
         return [r.key for r in self.read(ref, opts)]
 
-    def rewrite(
+    def transform(
         self,
-        source: bytes,
-        replaced: dict[str, tuple[str, bytes]],
+        ref: ShardRef,
+        src: BinaryIO,
+        sink: BinaryIO,
         opts: ShardOptions,
-        written: set[str] | None = None,
-    ) -> bytes:
-        """The shard ``source`` re-encoded in its own format, with each image whose key is in
-        ``replaced`` (``key -> (source sha256, new bytes)``) swapped for the new bytes. Images not
-        in ``replaced`` (they failed) are left out together with their sample (tar sample, Parquet
-        row, TFRecord example); everything else is copied unchanged. The keys of the images that
-        were written are added to ``written`` (a replaced image can still be left out, when
-        another image of its tar sample failed). Raises ``ShardChangedError`` when an image's
-        bytes no longer hash to the given source sha256."""
-        raise NotImplementedError(f"{self.name} shards cannot be rewritten")
+        process: Process[T],
+    ) -> list[Outcome[T]]:
+        """Read the shard ``ref`` from ``src`` once, in order, and write it to ``sink`` in its
+        own format: each image record without an error goes through ``process`` as soon as its
+        sample (tar sample, Parquet row group, TFRecord Example) is read, and is written with
+        its new bytes; a failed image is left out together with its sample (a tar sample, a
+        Parquet row, an Example), and so is every image of a sample holding a record with an
+        error; everything else is copied unchanged. Returns one outcome per record, in shard
+        order (``read``'s records). Raises ``ShardReadError`` when the source is not a valid
+        shard of this format."""
+        raise NotImplementedError(f"{self.name} shards cannot be streamed")
 
 
 _FORMATS: dict[str, ShardFormat] = {}
@@ -356,17 +385,15 @@ def file_sha256(uri: str) -> str | None:
         return None
 
 
-def check_source(key: str, data: bytes, replaced: dict[str, tuple[str, bytes]]) -> bytes:
-    """The replacement for image ``key``, after checking that ``data`` is what was anonymized."""
-    expected, new = replaced[key]
-    if sha256(data) != expected:
-        raise ShardChangedError(f"image {key!r} changed in the source shard during the run")
-    return new
-
-
 def one_line_error(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:300]
+
+
+def _temporary_name(path: str) -> str:
+    """A temporary file beside ``path``, hidden (a dot name: coverage and cleanup ignore it)."""
+    directory, base = os.path.split(path)
+    return os.path.join(directory, f".{base}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -374,9 +401,8 @@ def write_bytes(uri: str, data: bytes) -> None:
     the same directory is renamed over the target; object stores publish whole objects anyway."""
     fs, path = fsspec.core.url_to_fs(uri)
     if is_local(fs):
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{id(data):x}.tmp")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = _temporary_name(path)
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
@@ -386,3 +412,180 @@ def write_bytes(uri: str, data: bytes) -> None:
                 os.unlink(tmp)
     else:
         fs.pipe_file(path, data)
+
+
+class AtomicWriter(io.RawIOBase):
+    """A file written as a stream and published whole by ``commit``, as ``write_bytes`` publishes
+    bytes: on local disks into a hidden temporary file beside the target, renamed over it; on
+    other filesystems into a local temporary file, uploaded to the target by ``commit`` (so a
+    reader never sees a partial object, and memory holds no more than the writes in flight).
+    ``discard`` removes the temporary file; nothing is created before the first write.
+
+    A failed write does not raise: the first error is kept (``error``), later writes are
+    ignored, and ``commit`` raises it. A reader of the source can so go on to its end (every
+    input still gets its record) when the output cannot be written."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__()
+        self.uri = uri
+        self._fs, self._path = fsspec.core.url_to_fs(uri)
+        self._local = is_local(self._fs)
+        self._tmp: str | None = None
+        self._fh: BinaryIO | None = None
+        self._pos = 0
+        self.error: BaseException | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def _open(self) -> BinaryIO:
+        if self._local:
+            os.makedirs(os.path.dirname(self._path), exist_ok=True)
+            self._tmp = _temporary_name(self._path)
+        else:
+            fd, self._tmp = tempfile.mkstemp(prefix=".blurbeam-", suffix=".tmp")
+            os.close(fd)
+        return open(self._tmp, "wb")
+
+    def write(self, data: Any) -> int:
+        n = len(memoryview(data).cast("B"))
+        if self.error is None:
+            try:
+                if self._fh is None:
+                    self._fh = self._open()
+                self._fh.write(data)
+            except Exception as exc:
+                self.error = exc
+        self._pos += n
+        return n
+
+    def commit(self) -> None:
+        """Publish what was written at ``uri`` (an empty file when nothing was); raises the
+        first write error, or the error of the rename or upload."""
+        try:
+            if self.error is not None:
+                raise self.error
+            if self._fh is None:
+                self._fh = self._open()
+            self._fh.close()
+            if self._local:
+                os.replace(self._tmp, self._path)
+            else:
+                self._fs.put_file(self._tmp, self._path)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Drop what was written; the target is left as it was."""
+        if self._fh is not None and not self._fh.closed:
+            self._fh.close()
+        if self._tmp is not None and os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+        self._tmp = None
+        self.close()
+
+
+class HashingReader(io.RawIOBase):
+    """A sequential reader that hashes every byte it reads (the shard's sha256 in the same pass
+    that reads it); ``finish`` reads the rest (a tar's trailing padding) and returns the hash."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        super().__init__()
+        self._fh = fh
+        self._hash = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._fh.read(-1 if size is None else size)
+        self._hash.update(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def finish(self) -> str:
+        while self.read(1 << 20):
+            pass
+        return self._hash.hexdigest()
+
+
+class _NullSink(io.RawIOBase):
+    """Where a shard is streamed when it is not to be written: counts bytes, keeps none."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pos = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def write(self, data: Any) -> int:
+        n = len(memoryview(data).cast("B"))
+        self._pos += n
+        return n
+
+
+@dataclass
+class Streamed(Generic[T]):
+    """The result of ``stream_shard``."""
+
+    outcomes: list[Outcome[T]]  # one per record, in shard order
+    sha256: str  # of the source shard's bytes
+    published: bool  # the output shard was written
+    write_error: str | None = None  # why the output shard could not be written
+
+
+def stream_shard(
+    ref: ShardRef, opts: ShardOptions, process: Process[T], output_uri: str | None
+) -> Streamed[T]:
+    """Stream the container shard ``ref`` through ``process`` into ``output_uri``
+    (``ShardFormat.transform``). The output is published only when at least one image got new
+    bytes; without ``output_uri`` nothing is written (and ``write_error`` says so when an image
+    had new bytes). The source is read once; a format that needs random access (Parquet: its
+    footer comes last) is hashed in a separate chunked pass. Raises ``ShardReadError`` for a
+    shard that is not valid in its format and OSError when the source cannot be read."""
+    fmt = get_format(ref.kind)
+    fs, path = fsspec.core.url_to_fs(ref.uri)
+    digest = None if fmt.sequential else hash_file(fs, path)
+    produced = False
+
+    def counted(rec: ImageRecord) -> tuple[T, bytes | None]:
+        nonlocal produced
+        result, body = process(rec)
+        produced = produced or body is not None
+        return result, body
+
+    sink: BinaryIO = AtomicWriter(output_uri) if output_uri else _NullSink()
+    try:
+        with fs.open(path, "rb") as raw:
+            src = HashingReader(raw) if fmt.sequential else raw
+            outcomes = fmt.transform(ref, src, sink, opts, counted)
+            if isinstance(src, HashingReader):
+                digest = src.finish()
+    except BaseException:
+        if isinstance(sink, AtomicWriter):
+            sink.discard()
+        raise
+    write_error = None
+    published = False
+    if isinstance(sink, AtomicWriter) and produced:
+        try:
+            sink.commit()
+            published = True
+        except Exception as exc:
+            write_error = one_line_error(exc)
+    elif isinstance(sink, AtomicWriter):
+        sink.discard()
+    elif produced:
+        write_error = "no output location"
+    return Streamed(outcomes, digest or "", published, write_error)

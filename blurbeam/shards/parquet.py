@@ -23,8 +23,8 @@ column's key-value metadata, which every output row would carry, fails every row
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
+from typing import BinaryIO, TypeVar
 
 import fsspec
 import numpy as np
@@ -35,10 +35,11 @@ import pyarrow.parquet as pq
 from blurbeam.imageio import OPAQUE_SNIFF_BYTES, find_media, media_hints, sniff_media
 from blurbeam.shards import (
     ImageRecord,
+    Outcome,
+    Process,
     ShardFormat,
     ShardOptions,
     ShardRef,
-    check_source,
     container_record,
     register_format,
     shard_record,
@@ -55,6 +56,10 @@ _WRITE_CODECS = {
     "lz4": "lz4",
     "lz4_raw": "lz4",
 }
+
+
+T = TypeVar("T")
+NO_IMAGE = "no image in any Parquet row"
 
 
 class ImageColumnError(ValueError):
@@ -304,8 +309,12 @@ def _read_table(ref: ShardRef) -> pa.Table:
 
 @register_format
 class ParquetFormat(ShardFormat):
+    """Streamed row group by row group (memory: one row group); its footer comes last, so the
+    shard is hashed in a pass of its own (``sequential = False``)."""
+
     name = "parquet"
     container = True
+    sequential = False
 
     def matches(self, path: str) -> bool:
         return path.lower().endswith(".parquet")
@@ -317,61 +326,97 @@ class ParquetFormat(ShardFormat):
         with_data: bool,
         opts: ShardOptions,
         stray: dict[int, str],
+        first_row: int = 0,
     ) -> list[ImageRecord]:
+        """The records of the rows of ``images`` (the first of them is row ``first_row`` of the
+        shard) that hold an image or stray image data."""
         sizes = pc.binary_length(images).to_pylist()
         records = []
         for row, size in enumerate(sizes):
             if size is None and row not in stray:
                 continue
             data = images[row].as_py() if with_data and row not in stray else None
-            records.append(container_record(ref, str(row), size or 0, data, opts, stray.get(row)))
-        if not records:
-            records.append(shard_record(ref, "no image in any Parquet row"))
+            key = str(first_row + row)
+            records.append(container_record(ref, key, size or 0, data, opts, stray.get(row)))
         return records
 
     def read(self, ref: ShardRef, opts: ShardOptions) -> Iterator[ImageRecord]:
         table = _read_table(ref)
         column = image_column(table.schema, opts.image_column)
         stray = stray_images(table, column, opts)
-        yield from self._records(ref, _image_bytes(table, column), True, opts, stray)
+        records = self._records(ref, _image_bytes(table, column), True, opts, stray)
+        yield from records or [shard_record(ref, NO_IMAGE)]
 
     def keys(self, ref: ShardRef, opts: ShardOptions) -> list[str]:
         table = _read_table(ref)
         column = image_column(table.schema, opts.image_column)
         stray = stray_images(table, column, opts)
-        return [r.key for r in self._records(ref, _image_bytes(table, column), False, opts, stray)]
+        records = self._records(ref, _image_bytes(table, column), False, opts, stray)
+        return [r.key for r in records or [shard_record(ref, NO_IMAGE)]]
 
-    def rewrite(
+    def transform(
         self,
-        source: bytes,
-        replaced: dict[str, tuple[str, bytes]],
+        ref: ShardRef,
+        src: BinaryIO,
+        sink: BinaryIO,
         opts: ShardOptions,
-        written: set[str] | None = None,
-    ) -> bytes:
-        written = set() if written is None else written
-        pf = pq.ParquetFile(io.BytesIO(source))
-        table = pf.read()
-        column = image_column(table.schema, opts.image_column)
+        process: Process[T],
+    ) -> list[Outcome[T]]:
+        pf = pq.ParquetFile(src)
+        schema = pf.schema_arrow
+        column = image_column(schema, opts.image_column)
+        meta = pf.metadata
+        codec = meta.row_group(0).column(0).compression.lower() if meta.num_row_groups else ""
+        rows_per_group = meta.row_group(0).num_rows if meta.num_row_groups else None
+        outcomes: list[Outcome[T]] = []
+        first_row = 0
+        with pq.ParquetWriter(
+            sink, schema, compression=_WRITE_CODECS.get(codec, "snappy")
+        ) as writer:
+            for group in range(pf.num_row_groups):
+                table = pf.read_row_group(group).replace_schema_metadata(schema.metadata)
+                kept, done = self._transform_rows(ref, table, column, first_row, opts, process)
+                outcomes += done
+                if kept.num_rows:
+                    writer.write_table(kept, row_group_size=rows_per_group or None)
+                first_row += table.num_rows
+        return outcomes or [Outcome(shard_record(ref, NO_IMAGE))]
+
+    def _transform_rows(
+        self,
+        ref: ShardRef,
+        table: pa.Table,
+        column: str,
+        first_row: int,
+        opts: ShardOptions,
+        process: Process[T],
+    ) -> tuple[pa.Table, list[Outcome[T]]]:
+        """One row group: its rows with each image replaced by its new bytes, without the rows
+        whose image failed or that hold stray image data; and the outcome of each record."""
         images = _image_bytes(table, column)
         stray = stray_images(table, column, opts)
+        records = {
+            int(r.key) - first_row: r
+            for r in self._records(ref, images, True, opts, stray, first_row)
+        }
         new_bytes: list[bytes | None] = []
         keep: list[bool] = []
-        for row in range(len(images)):
-            value = images[row].as_py()
-            key = str(row)
-            if row in stray:  # never copied; its error record says why
-                new_bytes.append(None)
-                keep.append(False)
-            elif value is None:
+        outcomes: list[Outcome[T]] = []
+        for row in range(table.num_rows):
+            rec = records.get(row)
+            if rec is None:  # no image in this row: copied as it is
                 new_bytes.append(None)
                 keep.append(True)
-            elif key in replaced:
-                new_bytes.append(check_source(key, value, replaced))
-                keep.append(True)
-                written.add(key)
-            else:
-                new_bytes.append(None)
-                keep.append(False)
+                continue
+            outcome: Outcome[T] = Outcome(rec)
+            body = None
+            if rec.error is None:
+                outcome.result, body = process(rec)
+            rec.data = None
+            outcome.written = body is not None
+            new_bytes.append(body)
+            keep.append(body is not None)
+            outcomes.append(outcome)
         col = table.column(column).combine_chunks()
         field_idx = _struct_bytes_field(col.type)
         if field_idx is None:
@@ -386,15 +431,4 @@ class ParquetFormat(ShardFormat):
             )
         idx = table.schema.get_field_index(column)
         table = table.set_column(idx, table.schema.field(idx), new_col)
-        table = _filter_rows(table, keep)
-        meta = pf.metadata
-        codec = meta.row_group(0).column(0).compression.lower() if meta.num_row_groups else ""
-        rows_per_group = meta.row_group(0).num_rows if meta.num_row_groups else None
-        out = io.BytesIO()
-        pq.write_table(
-            table,
-            out,
-            compression=_WRITE_CODECS.get(codec, "snappy"),
-            row_group_size=rows_per_group or None,
-        )
-        return out.getvalue()
+        return _filter_rows(table, keep), outcomes

@@ -12,18 +12,21 @@ media that can show people but that blurbeam cannot look inside (video, compress
 archive, PDF, a NumPy array) give the member an error record, and its sample (images included) is
 left out of the output shard. So does a non-image member larger than ``--max-bytes``, which is
 never read whole to be searched. The rest (``.json``, ``.txt``, ``.cls`` ...) is copied through
-unchanged when the shard is rewritten, as are members whose extension after the key
+unchanged when the shard is written back, as are members whose extension after the key
 (``seg.png``) is in ``ShardOptions.allow_image_fields`` (the user's word that they show no one).
 
 Member names are untrusted. A member with an absolute name or a ``..`` component, a link or a
 special file, or an image name that occurs twice makes its whole sample unusable: its images get
 an error record and the sample is left out of the output shard. Nothing is ever extracted to disk.
 
-Shards are read as a stream, also when rewritten (once to classify every member, once to copy):
-a gzip-compressed shard is never decompressed whole, and no more than one member of at most
-``--max-bytes`` is held decompressed at a time. A compressed shard is written back
-gzip-compressed. A shard that is not a valid (compressed) tar gets one error record for the
-shard.
+Shards are read once, as a stream (``tarfile`` stream mode, gzip included): a sample is the run
+of consecutive members sharing a key, as WebDataset readers see it, and ``transform`` holds one
+sample at a time: its images in memory (each within ``--max-bytes``), its other members in a
+spooled temporary file (memory up to ``SPOOL_BYTES``, then disk), written out or left out as a
+whole once its images are processed. A key that comes back after other samples starts a sample
+of its own (WebDataset readers split it the same way); an image name seen in an earlier sample
+makes the later sample unusable. A compressed shard is written back gzip-compressed. A shard
+that is not a valid (compressed) tar gets one error record for the shard.
 """
 
 from __future__ import annotations
@@ -32,23 +35,27 @@ import copy
 import gzip
 import io
 import posixpath
+import shutil
 import tarfile
+import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO, BinaryIO, TypeVar
 
 import fsspec
 
 from blurbeam.imageio import OPAQUE_SNIFF_BYTES, find_media, sniff_format
 from blurbeam.shards import (
     ImageRecord,
+    Outcome,
+    Process,
     ShardFormat,
     ShardOptions,
+    ShardReadError,
     ShardRef,
     UnsafePathError,
-    check_source,
     container_record,
     one_line_error,
     register_format,
@@ -91,6 +98,7 @@ def image_member(name: str, head: bytes, opts: ShardOptions) -> bool:
 
 
 SNIFF_BYTES = OPAQUE_SNIFF_BYTES
+T = TypeVar("T")
 
 
 @dataclass
@@ -100,6 +108,31 @@ class _Member:
     size: int
     image: bool = False  # an image to anonymize (by name; files also by their first bytes)
     reject: str | None = None  # why this non-image member cannot be copied (media found in it)
+
+
+#: Memory a sample's non-image members may take before they spill to a temporary file.
+SPOOL_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class _Entry:
+    """One member of the sample being read: what it is, and what ``transform`` needs to write
+    it back (an image's bytes, another file member's bytes spooled)."""
+
+    info: tarfile.TarInfo
+    member: _Member
+    body: bytes | None = None  # an image's bytes (within --max-bytes)
+    copy: IO[bytes] | None = None  # another file member's bytes, to copy through unchanged
+
+    def close(self) -> None:
+        if self.copy is not None:
+            self.copy.close()
+
+
+def _spool() -> IO[bytes]:
+    """A temporary file for one member's bytes, in memory up to ``SPOOL_BYTES``; the entry
+    holding it closes it (``_Entry.close``) when its sample is done."""
+    return tempfile.SpooledTemporaryFile(SPOOL_BYTES)  # noqa: SIM115
 
 
 def _kind(info: tarfile.TarInfo) -> str:
@@ -114,75 +147,123 @@ def _unsafe_reason(name: str) -> str | None:
     return None
 
 
-def _bad_samples(members: list[_Member]) -> dict[str, str]:
-    """Samples that can never be written back, with the reason."""
-    bad: dict[str, str] = {}
+def _bad_sample(members: list[_Member], seen: set[str]) -> str | None:
+    """Why the sample ``members`` (one key) can never be written back, or None. ``seen`` holds
+    the image names of the samples before it."""
     counts = Counter(m.name for m in members if m.image)
     for m in members:
-        key = sample_key(m.name)
         reason = _unsafe_reason(m.name)
         if reason is None and m.kind == "other":
             reason = f"member {m.name!r} is a link or special file"
         if reason is None and m.image and counts[m.name] > 1:
             reason = f"image member {m.name!r} occurs {counts[m.name]} times"
+        if reason is None and m.image and m.name in seen:
+            reason = f"image member {m.name!r} occurs more than once in the shard"
         if reason is None and m.reject:
             reason = m.reject
         if reason is not None:
-            bad.setdefault(key, reason)
-    return bad
+            return reason
+    return None
 
 
-def _classify(
-    tf: tarfile.TarFile, info: tarfile.TarInfo, opts: ShardOptions
-) -> tuple[_Member, bytes | None]:
-    """The member ``info`` of a tar read as a stream, and its bytes when it is an image that
+def _classify(tf: tarfile.TarFile, info: tarfile.TarInfo, opts: ShardOptions, keep: bool) -> _Entry:
+    """The member ``info`` of a tar read as a stream, with its bytes when it is an image that
     passes ``--max-bytes``. A file member that is neither an image nor an allowed field is read
-    whole and searched for image and other media data (``imageio.find_media``)."""
+    whole and searched for image and other media data (``imageio.find_media``). With ``keep``
+    the bytes of every other file member that can be copied are spooled (``_Entry.copy``)."""
     name = info.name
-    m = _Member(name, _kind(info), info.size, image_member(name, b"", opts))
+    entry = _Entry(info, _Member(name, _kind(info), info.size, image_member(name, b"", opts)))
+    m = entry.member
     if m.kind != "file" or _unsafe_reason(name) is not None:
-        return m, None
+        return entry
     if field_of(name) in opts.allow_image_fields:
-        return m, None
+        extracted = tf.extractfile(info)
+        if keep and extracted is not None:
+            entry.copy = _spool()
+            shutil.copyfileobj(extracted, entry.copy)
+        return entry
     if not m.image and info.size > opts.max_bytes:
         m.reject = (
             f"member {name!r} ({info.size} bytes) is larger than --max-bytes {opts.max_bytes}, "
             "so it cannot be searched for image data; raise --max-bytes, or pass "
             f"--allow-image-field {field_of(name) or name} if it shows no one"
         )
-        return m, None
+        return entry
     if m.image and info.size > opts.max_bytes:
-        return m, None  # its record says it is too large
+        return entry  # its record says it is too large
     extracted = tf.extractfile(info)
     body = extracted.read() if extracted else b""
     m.image = image_member(name, body[:SNIFF_BYTES], opts)
     if m.image:
-        return m, body
+        entry.body = body
+        return entry
     media = find_media(body)
     if media:
         m.reject = stray_image_error("member", name, media, allow=field_of(name) or None)
-    return m, None
+    elif keep:
+        entry.copy = _spool()
+        entry.copy.write(body)
+    return entry
 
 
 def _open_stream(fh: BinaryIO, gz: bool) -> tarfile.TarFile:
     return tarfile.open(fileobj=fh, mode="r|gz" if gz else "r|")
 
 
-def _scan(fh: BinaryIO, gz: bool, opts: ShardOptions) -> tuple[list[_Member], dict[int, bytes]]:
-    """Every member of the tar stream ``fh``, and the bytes of its image members by index."""
-    members: list[_Member] = []
-    data: dict[int, bytes] = {}
-    with _open_stream(fh, gz) as tf:
-        for info in tf:
-            m, body = _classify(tf, info, opts)
-            if body is not None:
-                data[len(members)] = body
-            members.append(m)
-    return members, data
+def _samples(fh: BinaryIO, gz: bool, opts: ShardOptions, keep: bool) -> Iterator[list[_Entry]]:
+    """The samples of the tar stream ``fh`` in order: runs of consecutive members sharing a
+    key. The entries of a sample are closed once the next one is asked for."""
+    sample: list[_Entry] = []
+    try:
+        with _open_stream(fh, gz) as tf:
+            for info in tf:
+                entry = _classify(tf, info, opts, keep)
+                if sample and sample_key(info.name) != sample_key(sample[0].info.name):
+                    yield sample
+                    for e in sample:
+                        e.close()
+                    sample = []
+                sample.append(entry)
+        if sample:
+            yield sample
+    finally:
+        for e in sample:
+            e.close()
+
+
+def _sample_records(
+    ref: ShardRef, sample: list[_Entry], opts: ShardOptions, seen: set[str]
+) -> list[tuple[_Entry, ImageRecord]]:
+    """The records of one sample's images and rejected members, with their entries; adds the
+    sample's image names to ``seen``."""
+    members = [e.member for e in sample]
+    bad = _bad_sample(members, seen)
+    seen.update(m.name for m in members if m.image)
+    key = sample_key(members[0].name)
+    records = []
+    for e in sample:
+        m = e.member
+        unsafe = _unsafe_reason(m.name)
+        if not m.image and not m.reject and unsafe is None:
+            continue
+        error = None
+        if unsafe is not None:
+            error = f"unsafe member name rejected: {unsafe}"
+        elif bad is not None:
+            error = f"sample {key!r} rejected: {bad}"
+        records.append((e, container_record(ref, m.name, m.size, e.body or b"", opts, error)))
+    return records
 
 
 def is_gzip(path: str) -> bool:
     return path.lower().endswith(GZIP_SUFFIXES)
+
+
+def _kind_name(uri: str) -> str:
+    return "gzip-compressed tar" if is_gzip(uri) else "tar"
+
+
+NO_IMAGE = "no image member (jpg, jpeg, png, webp) in tar shard"
 
 
 @register_format
@@ -193,36 +274,23 @@ class TarFormat(ShardFormat):
     def matches(self, path: str) -> bool:
         return path.lower().endswith((".tar", *GZIP_SUFFIXES))
 
-    def _records(
-        self, ref: ShardRef, members: list[_Member], data: dict[int, bytes], opts: ShardOptions
-    ) -> list[ImageRecord]:
-        bad = _bad_samples(members)
-        records = []
-        for i, m in enumerate(members):
-            unsafe = _unsafe_reason(m.name)
-            if not m.image and not m.reject and unsafe is None:
-                continue
-            error = None
-            if unsafe is not None:
-                error = f"unsafe member name rejected: {unsafe}"
-            elif sample_key(m.name) in bad:
-                error = f"sample {sample_key(m.name)!r} rejected: {bad[sample_key(m.name)]}"
-            records.append(container_record(ref, m.name, m.size, data.get(i, b""), opts, error))
-        if not records:
-            records.append(shard_record(ref, "no image member (jpg, jpeg, png, webp) in tar shard"))
-        return records
-
     def _read(self, ref: ShardRef, opts: ShardOptions, with_data: bool) -> list[ImageRecord]:
         fs, path = fsspec.core.url_to_fs(ref.uri)
-        kind = "gzip-compressed tar" if is_gzip(path) else "tar"
+        records: list[ImageRecord] = []
+        seen: set[str] = set()
         try:
             with fs.open(path, "rb") as fh:
-                members, data = _scan(fh, is_gzip(path), opts)
+                for sample in _samples(fh, is_gzip(path), opts, keep=False):
+                    for _, rec in _sample_records(ref, sample, opts, seen):
+                        if not with_data:
+                            rec.data = None
+                        records.append(rec)
         except FileNotFoundError:
             raise
         except _BROKEN as exc:
-            return [shard_record(ref, f"not a valid {kind} shard: {one_line_error(exc)}")]
-        return self._records(ref, members, data if with_data else {}, opts)
+            reason = f"not a valid {_kind_name(path)} shard: {one_line_error(exc)}"
+            return [shard_record(ref, reason)]
+        return records or [shard_record(ref, NO_IMAGE)]
 
     def read(self, ref: ShardRef, opts: ShardOptions) -> Iterator[ImageRecord]:
         yield from self._read(ref, opts, True)
@@ -230,46 +298,72 @@ class TarFormat(ShardFormat):
     def keys(self, ref: ShardRef, opts: ShardOptions) -> list[str]:
         return [r.key for r in self._read(ref, opts, False)]
 
-    def rewrite(
+    def transform(
         self,
-        source: bytes,
-        replaced: dict[str, tuple[str, bytes]],
+        ref: ShardRef,
+        src: BinaryIO,
+        sink: BinaryIO,
         opts: ShardOptions,
-        written: set[str] | None = None,
-    ) -> bytes:
-        written = set() if written is None else written
-        gz = source[:2] == b"\x1f\x8b"
-        members, _ = _scan(io.BytesIO(source), gz, opts)
-        drop = set(_bad_samples(members))
-        for m in members:
-            if (m.image and m.name not in replaced) or m.reject:
-                drop.add(sample_key(m.name))
-        out = io.BytesIO()
-        sink: BinaryIO = gzip.GzipFile(fileobj=out, mode="wb", mtime=0) if gz else out
-        with (
-            _open_stream(io.BytesIO(source), gz) as src,
-            tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as dst,
-        ):
-            for i, info in enumerate(src):
-                if i >= len(members) or members[i].name != info.name:
-                    raise ValueError("the tar shard read differently twice")
-                if sample_key(info.name) in drop:
-                    continue
-                if not info.isfile():  # directories: nothing else survives _bad_samples
-                    dst.addfile(copy.copy(info))
-                    continue
-                extracted = src.extractfile(info)
-                if not members[i].image:  # checked when classified: copied as a stream
-                    dst.addfile(copy.copy(info), extracted)
-                    continue
-                body = check_source(info.name, extracted.read() if extracted else b"", replaced)
-                written.add(info.name)
-                new = copy.copy(info)
-                new.size = len(body)
-                dst.addfile(new, io.BytesIO(body))
-        if gz:
-            sink.close()
-        return out.getvalue()
+        process: Process[T],
+    ) -> list[Outcome[T]]:
+        gz = is_gzip(ref.uri)
+        outcomes: list[Outcome[T]] = []
+        seen: set[str] = set()
+        out: BinaryIO = gzip.GzipFile(fileobj=sink, mode="wb", mtime=0) if gz else sink
+        try:
+            with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dst:
+                for sample in _samples(src, gz, opts, keep=True):
+                    outcomes += _write_sample(ref, sample, opts, seen, process, dst)
+        except FileNotFoundError:
+            raise
+        except _BROKEN as exc:
+            reason = f"not a valid {_kind_name(ref.uri)} shard: {one_line_error(exc)}"
+            raise ShardReadError(reason) from None
+        finally:
+            if gz:
+                out.close()
+        return outcomes or [Outcome(shard_record(ref, NO_IMAGE))]
+
+
+def _write_sample(
+    ref: ShardRef,
+    sample: list[_Entry],
+    opts: ShardOptions,
+    seen: set[str],
+    process: Process[T],
+    dst: tarfile.TarFile,
+) -> list[Outcome[T]]:
+    """Process the images of one sample; write the sample when every image got new bytes and
+    nothing in it was rejected, else leave it out whole."""
+    outcomes: list[Outcome[T]] = []
+    new: dict[int, bytes] = {}
+    complete = True
+    for entry, rec in _sample_records(ref, sample, opts, seen):
+        outcome: Outcome[T] = Outcome(rec)
+        if rec.error is None:
+            outcome.result, body = process(rec)
+            if body is not None:
+                new[id(entry)] = body
+        rec.data = None
+        entry.body = None
+        complete = complete and id(entry) in new
+        outcomes.append(outcome)
+    if not complete:
+        return outcomes
+    for entry in sample:
+        info = copy.copy(entry.info)
+        if id(entry) in new:
+            body = new.pop(id(entry))
+            info.size = len(body)
+            dst.addfile(info, io.BytesIO(body))
+        elif entry.copy is not None:
+            entry.copy.seek(0)
+            dst.addfile(info, entry.copy)
+        else:  # a directory (nothing else survives _bad_sample)
+            dst.addfile(info)
+    for outcome in outcomes:
+        outcome.written = True
+    return outcomes
 
 
 def write_samples(samples: dict[str, dict[str, bytes]]) -> bytes:

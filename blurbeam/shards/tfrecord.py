@@ -2,27 +2,26 @@
 
 Read and written without TensorFlow: the TFRecord framing (length, masked CRC32C of the length,
 data, masked CRC32C of the data) and the few protobuf messages involved (Example -> Features ->
-map<string, Feature> -> BytesList) are handled at the wire level. When a shard is rewritten, only
-the ``image/encoded`` entry of an Example is re-encoded; every other feature, unknown field and
-record is copied byte for byte. Each Example with an image is one record keyed by its index in the
-file; Examples without ``image/encoded`` are copied through without a record. A record that is not
-a parseable Example, or whose ``image/encoded`` holds several images, gets an error record and is
-left out of the output shard. So does an Example with image data in another feature
-(``image/thumbnail``, a crop...) or other media that can show people (video, an archive), which
-would otherwise reach the output unanonymized, unless that feature is in
+map<string, Feature> -> BytesList) are handled at the wire level. A shard is streamed record by
+record; when it is written back, only the ``image/encoded`` entry of an Example is re-encoded;
+every other feature, unknown field and record is copied byte for byte. Each Example with an image
+is one record keyed by its index in the file; Examples without ``image/encoded`` are copied through
+without a record. A record that is not a parseable Example, or whose ``image/encoded`` holds
+several images, gets an error record and is left out of the output shard. So does an Example with
+image data in another feature (``image/thumbnail``, a crop...) or other media that can show people
+(video, an archive), which would otherwise reach the output unanonymized, unless that feature is in
 ``ShardOptions.allow_image_fields`` (the user's word that it shows no one, e.g.
 ``image/segmentation/class/encoded`` masks). Each bytes value, and then the whole serialized
 feature (float and int64 lists, unknown fields), is searched with ``imageio.find_media``: media at
 any offset, or written as base64 or a data URI. Unknown fields of the Features message, which a
-rewrite copies too, are searched the same way and cannot be allowed.
+written-back shard would copy too, are searched the same way and cannot be allowed.
 """
 
 from __future__ import annotations
 
-import io
 import struct
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import fsspec
 import google_crc32c
@@ -30,17 +29,22 @@ import google_crc32c
 from blurbeam.imageio import find_media
 from blurbeam.shards import (
     ImageRecord,
+    Outcome,
+    Process,
     ShardFormat,
     ShardOptions,
+    ShardReadError,
     ShardRef,
-    check_source,
     container_record,
+    one_line_error,
     register_format,
     shard_record,
     stray_image_error,
 )
 
 IMAGE_FEATURE = b"image/encoded"
+NO_IMAGE = "no Example with image/encoded"
+T = TypeVar("T")
 _LEN = 2  # protobuf wire type of length-delimited fields
 
 
@@ -236,26 +240,31 @@ class TFRecordFormat(ShardFormat):
     def matches(self, path: str) -> bool:
         return path.lower().endswith((".tfrecord", ".tfrecords", ".tfrec"))
 
+    def _iter(
+        self, ref: ShardRef, fh: BinaryIO, opts: ShardOptions, with_data: bool
+    ) -> Iterator[tuple[bytes, ImageRecord | None]]:
+        """Each TFRecord record of ``fh`` with its image record (None for an Example with no
+        image and nothing stray)."""
+        for index, data in enumerate(iter_records(fh)):
+            try:
+                image = example_image(data)
+            except ValueError as exc:
+                error = f"record {index} rejected: {' '.join(str(exc).split())}"
+                yield data, container_record(ref, str(index), 0, None, opts, error)
+                continue
+            stray = stray_image(data, opts.allow_image_fields)
+            if image is None and stray is None:
+                yield data, None
+                continue
+            size = len(image) if image is not None else 0
+            kept = image if with_data and stray is None else None
+            yield data, container_record(ref, str(index), size, kept, opts, stray)
+
     def _records(self, ref: ShardRef, opts: ShardOptions, with_data: bool) -> list[ImageRecord]:
         fs, path = fsspec.core.url_to_fs(ref.uri)
-        records = []
         with fs.open(path, "rb") as fh:
-            for index, data in enumerate(iter_records(fh)):
-                try:
-                    image = example_image(data)
-                except ValueError as exc:
-                    error = f"record {index} rejected: {' '.join(str(exc).split())}"
-                    records.append(container_record(ref, str(index), 0, None, opts, error))
-                    continue
-                stray = stray_image(data, opts.allow_image_fields)
-                if image is None and stray is None:
-                    continue
-                size = len(image) if image is not None else 0
-                kept = image if with_data and stray is None else None
-                records.append(container_record(ref, str(index), size, kept, opts, stray))
-        if not records:
-            records.append(shard_record(ref, "no Example with image/encoded"))
-        return records
+            records = [rec for _, rec in self._iter(ref, fh, opts, with_data) if rec]
+        return records or [shard_record(ref, NO_IMAGE)]
 
     def read(self, ref: ShardRef, opts: ShardOptions) -> Iterator[ImageRecord]:
         yield from self._records(ref, opts, True)
@@ -263,29 +272,31 @@ class TFRecordFormat(ShardFormat):
     def keys(self, ref: ShardRef, opts: ShardOptions) -> list[str]:
         return [r.key for r in self._records(ref, opts, False)]
 
-    def rewrite(
+    def transform(
         self,
-        source: bytes,
-        replaced: dict[str, tuple[str, bytes]],
+        ref: ShardRef,
+        src: BinaryIO,
+        sink: BinaryIO,
         opts: ShardOptions,
-        written: set[str] | None = None,
-    ) -> bytes:
-        written = set() if written is None else written
-        out = io.BytesIO()
-        for index, data in enumerate(iter_records(io.BytesIO(source))):
-            key = str(index)
-            try:
-                image = example_image(data)
-            except ValueError:
-                continue  # never a usable record: its error record says why
-            if stray_image(data, opts.allow_image_fields) is not None:
-                continue  # image data we did not anonymize: its error record says why
-            if image is None:
-                out.write(frame(data))
-            elif key in replaced:
-                out.write(frame(replace_image(data, check_source(key, image, replaced))))
-                written.add(key)
-        return out.getvalue()
+        process: Process[T],
+    ) -> list[Outcome[T]]:
+        outcomes: list[Outcome[T]] = []
+        try:
+            for data, rec in self._iter(ref, src, opts, True):
+                if rec is None:  # no image and nothing stray: copied as it is
+                    sink.write(frame(data))
+                    continue
+                outcome: Outcome[T] = Outcome(rec)
+                if rec.error is None:
+                    outcome.result, body = process(rec)
+                    if body is not None:
+                        sink.write(frame(replace_image(data, body)))
+                        outcome.written = True
+                rec.data = None
+                outcomes.append(outcome)
+        except TFRecordError as exc:
+            raise ShardReadError(one_line_error(exc)) from None
+        return outcomes or [Outcome(shard_record(ref, NO_IMAGE))]
 
 
 def encode_example(features: dict[str, bytes | list[bytes] | list[int] | list[float]]) -> bytes:
