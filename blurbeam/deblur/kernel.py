@@ -85,6 +85,9 @@ def fft_flops(h: int, w: int, kernel_size: int, n_wiener: int) -> int:
 
 
 def _layers():
+    from blurbeam.extras import require
+
+    require("tensorflow", "deblur", "the face restorer")
     import keras
     import tensorflow as tf
 

@@ -191,6 +191,9 @@ class Restorer:
         config: UNetConfig | None = None,
         preset: str = "default",
     ):
+        from blurbeam.extras import require
+
+        require("tensorflow", "deblur", "the face restorer")
         import tensorflow as tf
 
         if weights is None:

@@ -1,5 +1,5 @@
-"""MTCNN (the ``mtcnn`` package on TensorFlow; the card's choice). TensorFlow is imported in
-``load`` only, so other backends never pay for it."""
+"""MTCNN (the ``mtcnn`` package on TensorFlow; the card's choice), installed with the ``mtcnn``
+extra. TensorFlow is imported in ``load`` only, so other backends never pay for it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 
 from blurbeam.detectors import register
 from blurbeam.detectors.base import Detector, Face
+from blurbeam.extras import require
 
 # mtcnn's keypoint names are image-side (``left_eye`` is on the image's left, i.e. the subject's
 # right eye); our landmark order is the subject's right eye, left eye, nose, right/left mouth corner.
@@ -27,6 +28,8 @@ class MTCNNDetector(Detector):
     gives_landmarks = True
 
     def load(self) -> None:
+        require("tensorflow", "mtcnn", "the mtcnn detector")
+        require("mtcnn", "mtcnn", "the mtcnn detector")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
 

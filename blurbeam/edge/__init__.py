@@ -18,11 +18,13 @@ LEARNED_WEAKNESS = (
 
 
 def model_record(path: str | None = None) -> dict[str, str]:
-    """The model the learned method runs, for run configs and audit records."""
+    """The model the learned method runs, for run configs and audit records. Raises
+    ``MissingExtra`` when no TFLite interpreter is installed to run it."""
     from pathlib import Path
 
-    from blurbeam.edge.infer import default_model_path, model_sha256
+    from blurbeam.edge.infer import default_model_path, model_sha256, require_interpreter
 
+    require_interpreter()
     p = Path(path) if path else default_model_path()
     if not p.is_file():
         raise ValueError(f"the learned anonymizer's model is missing: {p}")

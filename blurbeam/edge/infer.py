@@ -36,6 +36,15 @@ def model_sha256(path: str | None = None) -> str:
     return hashlib.sha256(Path(path or default_model_path()).read_bytes()).hexdigest()
 
 
+def require_interpreter() -> None:
+    """Raise ``MissingExtra`` unless a TFLite interpreter (``ai_edge_litert`` or TensorFlow's) is
+    installed."""
+    from blurbeam.extras import installed, require
+
+    if not installed("ai_edge_litert"):
+        require("tensorflow", "edge", "the learned method")
+
+
 def _interpreter(path: str, threads: int):
     """A TFLite interpreter: ``ai_edge_litert`` when installed, else TensorFlow's."""
     try:
@@ -43,6 +52,7 @@ def _interpreter(path: str, threads: int):
     except ImportError:
         import warnings
 
+        require_interpreter()
         import tensorflow as tf
 
         with warnings.catch_warnings():
