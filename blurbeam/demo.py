@@ -1,7 +1,8 @@
 """A small sample dataset built from pictures that installed packages ship, and a contact sheet.
 
-Sources: scikit-image's ``astronaut`` (Eileen Collins, NASA, public domain) and ``chelsea`` (a cat:
-the no-face image), matplotlib's ``grace_hopper.jpg`` (public domain). Nothing is downloaded.
+Sources, all in scikit-image's own distribution (its ``skimage/data`` folder, read without pooch):
+``astronaut`` (Eileen Collins, NASA, public domain), ``camera`` (a photographer behind his camera,
+grey-level; CC0, Lav Varshney) and ``chelsea`` (a cat: the no-face image). Nothing is downloaded.
 The set deliberately includes the awkward cases: small and rotated faces, an EXIF-rotated JPEG with
 GPS tags, RGBA and 16-bit PNGs, a grayscale JPEG, and a truncated file.
 """
@@ -22,11 +23,11 @@ def astronaut() -> np.ndarray:
     return data.astronaut()
 
 
-def grace_hopper() -> np.ndarray:
-    from matplotlib import cbook
+def cameraman() -> np.ndarray:
+    """scikit-image's grey-level ``camera`` picture as RGB (three equal channels)."""
+    from skimage import data
 
-    with cbook.get_sample_data("grace_hopper.jpg") as fh:
-        return np.asarray(Image.open(fh).convert("RGB"))
+    return np.repeat(data.camera()[:, :, None], 3, axis=2)
 
 
 def no_face() -> np.ndarray:
@@ -119,15 +120,15 @@ def build_dataset(root: str | Path) -> list[Path]:
     root = Path(root)
     (root / "photos").mkdir(parents=True, exist_ok=True)
     (root / "odd").mkdir(parents=True, exist_ok=True)
-    hopper = grace_hopper()
+    camera = cameraman()
     files = {
         "photos/group.jpg": _jpeg(group_photo()),
-        "photos/grace_hopper.jpg": _jpeg(hopper),
+        "photos/cameraman.jpg": _jpeg(camera),
         "photos/astronaut_rotated_gps.jpg": exif_rotated_jpeg_with_gps(astronaut()),
         "photos/cat_no_face.jpg": _jpeg(no_face()),
         "odd/astronaut_rgba.png": _png(rgba(astronaut())),
         "odd/astronaut_16bit.png": png16(astronaut()),
-        "odd/grace_hopper_gray.jpg": _jpeg(cv2.cvtColor(hopper, cv2.COLOR_RGB2GRAY)),
+        "odd/cameraman_gray.jpg": _jpeg(cv2.cvtColor(camera, cv2.COLOR_RGB2GRAY)),
         "odd/truncated.jpg": _jpeg(astronaut())[:5000],
         "odd/empty.png": b"",
     }
