@@ -12,14 +12,15 @@ paired by relative path under ``--original`` and ``--anonymized`` and faces are 
 YuNet; ``--method``/``--strength`` give the settings.
 
 Sweep mode (``--sweep``): methods x strengths over the WIDER dev305 + crowd face set in
-``../shared`` (or ``--shared``), the table that sets the anonymize defaults (docs/PRIVACY.md).
+``../shared`` (or ``--shared``), the table that sets the anonymize defaults (docs/PRIVACY.md);
+what is not cached under ``--output`` yet runs as one Beam pipeline (DirectRunner with
+``--workers`` processes unless Beam flags say otherwise).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 DEFAULT_MIN_FACE = 40.0
 
@@ -81,7 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also WIDER faces labelled blurry or heavily occluded (default: clear faces only)",
     )
-    sweep.add_argument("--workers", type=int, default=1, help="sweep worker processes")
+    sweep.add_argument(
+        "--workers", type=int, default=1, help="sweep worker processes (DirectRunner)"
+    )
     sweep.add_argument(
         "--report-only",
         action="store_true",
@@ -108,7 +111,9 @@ def _attackers(text: str | None) -> list[str] | None:
     return names
 
 
-def run_sweep_command(args: argparse.Namespace, attackers: list[str] | None) -> int:
+def run_sweep_command(
+    args: argparse.Namespace, attackers: list[str] | None, beam_args: list[str]
+) -> int:
     from blurbeam.lab.reid.audit_report import write_outputs
     from blurbeam.lab.reid.faceset import shared_dir
     from blurbeam.lab.reid.scoring import score_setting
@@ -122,9 +127,8 @@ def run_sweep_command(args: argparse.Namespace, attackers: list[str] | None) -> 
         if args.settings
         else list(DEFAULT_GRID)
     )
-    out = Path(args.output)
     images, results, originals = run_sweep(
-        out,
+        args.output,
         shared,
         grid,
         attackers,
@@ -134,6 +138,7 @@ def run_sweep_command(args: argparse.Namespace, attackers: list[str] | None) -> 
         clear_only=not args.all_faces,
         log=lambda m: print(m, flush=True),
         compute=not args.report_only,
+        pipeline_args=beam_args,
     )
     ids = face_ids(images)
     sizes = {
@@ -178,7 +183,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             if load_deblur() is None:
                 return _fail("--deblur: the deblur model or its packaged weights are not available")
         if args.sweep:
-            return run_sweep_command(args, attackers)
+            return run_sweep_command(args, attackers, beam_args)
         return run_audit(args, beam_args, attackers)
     except (AuditInputError, ValueError) as exc:
         return _fail(" ".join(str(exc).split()))

@@ -81,3 +81,23 @@ def attacked_features(
 def anonymize_faces(rgb: np.ndarray, faces: Sequence[FaceSpec], cfg: blur.BlurConfig) -> np.ndarray:
     """The product's anonymization of these faces: ``blur.anonymize`` on the whole image."""
     return blur.anonymize(rgb, [tuple(float(v) for v in f.box) for f in faces], cfg)
+
+
+class AuditModels:
+    """The models one worker process holds for the audit and the sweep: SFace (``recognizer``),
+    the deblur attacker (``deblur``: with ``with_deblur``, None when its model is not available)
+    and YuNet for landmarks (``detector()``, created on first use)."""
+
+    def __init__(self, with_deblur: bool = False) -> None:
+        from blurbeam.lab.reid.attackers import load_deblur
+
+        self.recognizer = Recognizer()
+        self.deblur = load_deblur() if with_deblur else None
+        self._detector = None
+
+    def detector(self):
+        if self._detector is None:
+            from blurbeam.detectors import DetectorSpec, create
+
+            self._detector = create(DetectorSpec("yunet", score_threshold=0.5))
+        return self._detector

@@ -1,8 +1,10 @@
-"""The privacy audit's units of work and how they are found. Pure code: no Beam.
+"""The privacy audit's units of work, how they are found and how one is audited. Pure code:
+no Beam.
 
 An ``AuditTask`` is one image pair: the original, the anonymized output, the anonymization
 settings and (from the anonymize run's audit Parquet) its faces with landmarks. Without an audit
-record the faces are re-detected on the original with YuNet.
+record the faces are re-detected on the original with YuNet. ``audit_pair`` turns one pair into
+the identity features of its faces (``PairOutcome``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,85 @@ class FaceResult:
     face_size: float
     original: np.ndarray
     attacked: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+#: (method, strength, mask scale) of the anonymization a face was audited under.
+SettingKey = tuple[str, float, float]
+
+
+@dataclass(frozen=True)
+class PairOutcome:
+    """What auditing one pair gave: each face under its setting, and (uri, reason) for the
+    image or the faces that could not be audited (``skipped_count`` of them)."""
+
+    faces: tuple[tuple[SettingKey, FaceResult], ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+    skipped_count: int = 0
+
+
+def read_rgb_uri(uri: str, max_pixels: int) -> np.ndarray:
+    """An image file (a local path or an fsspec URL) as uint8 RGB, decoded as the product
+    decodes (EXIF orientation applied)."""
+    import fsspec
+
+    from blurbeam.imageio import decode, to_rgb8
+
+    with fsspec.open(uri, "rb") as fh:
+        data = fh.read()
+    return to_rgb8(decode(data, max_pixels).pixels)
+
+
+def audit_pair(
+    task: AuditTask,
+    models,
+    attackers: Sequence[str] | None,
+    min_face_size: float,
+    max_pixels: int = 100_000_000,
+) -> PairOutcome:
+    """The identity features of ``task``'s faces of at least ``min_face_size`` px, original and
+    anonymized after each applicable attacker (only ``attackers`` when given), with ``models``
+    (``face_features.AuditModels``). An image that cannot be read, or whose two files differ in
+    size, is skipped with a one-line reason, and so are faces without landmarks."""
+    from blurbeam.lab.reid.attackers import attackers_for
+    from blurbeam.lab.reid.face_features import attacked_features, original_features
+    from blurbeam.task import one_line
+
+    uri = task.source_uri
+    try:
+        cfg = config_from_params(task.method, task.method_params)
+        original = read_rgb_uri(uri, max_pixels)
+        anonymized = read_rgb_uri(task.anonymized_uri, max_pixels)
+    except Exception as exc:  # noqa: BLE001 - ImageError, OSError, bad settings: one line, go on
+        return PairOutcome(skipped=((uri, one_line(exc)),), skipped_count=1)
+    if original.shape != anonymized.shape:
+        reason = (
+            f"original {original.shape[1]}x{original.shape[0]} and anonymized "
+            f"{anonymized.shape[1]}x{anonymized.shape[0]} differ in size"
+        )
+        return PairOutcome(skipped=((uri, reason),), skipped_count=1)
+    if task.faces is None:
+        raw = [
+            FaceSpec((f.x, f.y, f.w, f.h), f.landmarks) if f.landmarks else (f.x, f.y, f.w, f.h)
+            for f in models.detector().detect(original)
+        ]
+    else:
+        raw = faces_from_audit(task.faces)
+    big = [f for f in raw if max((f.box if isinstance(f, FaceSpec) else f)[2:4]) >= min_face_size]
+    faces, unaligned = resolve_landmarks(big, original, models.detector()) if big else ([], 0)
+    skipped = ((uri, f"{unaligned} face(s) without landmarks (not aligned)"),) if unaligned else ()
+    if not faces:
+        return PairOutcome(skipped=skipped, skipped_count=unaligned)
+    wanted = attackers_for(cfg.method, deblur=models.deblur is not None)
+    if attackers is not None:
+        wanted = [a for a in wanted if a in attackers]
+    origs = original_features(models.recognizer, original, faces)
+    attacked = attacked_features(models.recognizer, anonymized, faces, cfg, wanted, models.deblur)
+    key = (cfg.method, float(cfg.effective_strength), float(cfg.mask_scale))
+    results = tuple(
+        (key, FaceResult(f"{uri}#{i}", f.size, o, a.features))
+        for i, (f, o, a) in enumerate(zip(faces, origs, attacked, strict=True))
+    )
+    return PairOutcome(results, skipped, unaligned)
 
 
 def config_from_params(method: str, params_json: str | None) -> blur.BlurConfig:

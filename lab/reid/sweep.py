@@ -2,25 +2,25 @@
 
 The work is resumable and incremental: features are stored per setting and attacker under
 ``<out>/features/<method>_<strength>/<attacker>.npy`` (row i = face i of ``faces.json``), the
-originals under ``<out>/originals.npy``. A rerun computes only what is missing, so an attacker
-added later (the deblur model) costs only its own pass. Images are spread over worker processes.
+originals under ``<out>/originals.npy`` (``<out>``: a local folder or an fsspec URL). A rerun
+computes only what is missing, so an attacker added later (the deblur model) costs only its own
+pass. What is missing runs as one Beam pipeline (``lab.transforms.reid_audit.run_sweep_pipeline``:
+one work item per image and setting, the models behind ``reid_models.SweepHandler``).
 """
 
 from __future__ import annotations
 
+import io
 import json
-import multiprocessing
-import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from blurbeam import blur
-from blurbeam.lab.reid.attackers import attackers_for, load_deblur
+from blurbeam.lab.reid.attackers import attackers_for
 from blurbeam.lab.reid.faceset import FaceSpec, ImageFaces, read_rgb, sweep_face_set
 
 #: (method, strength[, mask scale]) in the order they are computed: the defaults and the
@@ -102,10 +102,52 @@ def config(method: str, strength: float, mask_scale: float = MASK_SCALE) -> blur
 
 
 # --------------------------------------------------------------------------------------------
-# face set cache
+# the cache
+
+ORIGINALS = "originals.npy"
+FACES = "faces.json"
 
 
-def save_faces(path: Path, images: Sequence[ImageFaces], meta: dict) -> None:
+def _uri(out: str | Path, rel: str) -> str:
+    from blurbeam.shards import join_output
+
+    return join_output(str(out), rel)
+
+
+def features_uri(out: str | Path, name: str, attacker: str) -> str:
+    """Where the features of setting ``name`` (``setting_name``) after ``attacker`` are cached."""
+    return _uri(out, f"features/{name}/{attacker}.npy")
+
+
+def _exists(uri: str) -> bool:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs.exists(path)
+
+
+def _read(uri: str) -> bytes:
+    import fsspec
+
+    with fsspec.open(uri, "rb") as fh:
+        return fh.read()
+
+
+def save_npy(uri: str, array: np.ndarray) -> None:
+    from blurbeam.shards import write_bytes
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    write_bytes(uri, buf.getvalue())
+
+
+def load_npy(uri: str) -> np.ndarray:
+    return np.load(io.BytesIO(_read(uri)))
+
+
+def save_faces(path: str | Path, images: Sequence[ImageFaces], meta: dict) -> None:
+    from blurbeam.shards import write_bytes
+
     data = {
         "meta": meta,
         "images": [
@@ -113,11 +155,11 @@ def save_faces(path: Path, images: Sequence[ImageFaces], meta: dict) -> None:
             for im in images
         ],
     }
-    path.write_text(json.dumps(data, indent=1))
+    write_bytes(str(path), json.dumps(data, indent=1).encode())
 
 
-def load_faces(path: Path) -> tuple[list[ImageFaces], dict]:
-    data = json.loads(path.read_text())
+def load_faces(path: str | Path) -> tuple[list[ImageFaces], dict]:
+    data = json.loads(_read(str(path)))
     images = [
         ImageFaces(
             d["key"],
@@ -137,67 +179,72 @@ def face_ids(images: Sequence[ImageFaces]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# worker processes
+# work items
 
-_REC = None
-_DEBLUR = None
-
-
-def _init_worker(threads: int) -> None:
-    import cv2
-
-    cv2.setNumThreads(threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+#: The group of the original faces' features (the settings' groups are ``setting_name``s).
+ORIGINALS_GROUP = "originals"
 
 
-def _recognizer():
-    global _REC
-    if _REC is None:
-        from blurbeam.lab.reid.recognizer import Recognizer
+@dataclass(frozen=True)
+class SweepItem:
+    """One image of the face set (``index``: its position) under one setting, for these
+    ``attackers``; ``setting`` None: the original faces' features."""
 
-        _REC = Recognizer()
-    return _REC
+    index: int
+    image: ImageFaces
+    setting: Setting | None = None
+    attackers: tuple[str, ...] = ()
 
-
-def _deblur():
-    global _DEBLUR
-    if _DEBLUR is None:
-        _DEBLUR = load_deblur()
-        if _DEBLUR is None:
-            raise RuntimeError("the deblur attacker was asked for but its model is not available")
-    return _DEBLUR
+    @property
+    def group(self) -> str:
+        return ORIGINALS_GROUP if self.setting is None else setting_name(*self.setting)
 
 
-def _original_task(image: ImageFaces) -> np.ndarray:
-    from blurbeam.lab.reid.face_features import original_features
+@dataclass(frozen=True)
+class SweepResult:
+    """The features of one item's faces (N, 128) by attacker (``ORIGINALS_GROUP`` for the
+    originals) and the seconds each attacker took on them."""
 
+    index: int
+    group: str
+    features: dict[str, np.ndarray]
+    seconds: dict[str, float]
+
+
+def sweep_item(item: SweepItem, models) -> SweepResult:
+    """Compute one work item with ``models`` (``face_features.AuditModels``)."""
+    from blurbeam.lab.reid.face_features import (
+        anonymize_faces,
+        attacked_features,
+        original_features,
+    )
+
+    image = item.image
     rgb = read_rgb(image.path)
-    return np.stack(original_features(_recognizer(), rgb, image.faces))
-
-
-def _attack_task(
-    args: tuple[ImageFaces, str, float, float, tuple[str, ...]],
-) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    from blurbeam.lab.reid.face_features import anonymize_faces, attacked_features
-
-    image, method, strength, mask_scale, attackers = args
-    cfg = config(method, strength, mask_scale)
-    rgb = read_rgb(image.path)
+    if item.setting is None:
+        feats = np.stack(original_features(models.recognizer, rgb, image.faces))
+        return SweepResult(item.index, item.group, {ORIGINALS_GROUP: feats}, {})
+    if "deblur" in item.attackers and models.deblur is None:
+        raise RuntimeError("the deblur attacker was asked for but its model is not available")
+    cfg = config(*item.setting)
     anon = anonymize_faces(rgb, image.faces, cfg)
-    deblur = _deblur() if "deblur" in attackers else None
-    res = attacked_features(_recognizer(), anon, image.faces, cfg, attackers, deblur)
-    feats = {a: np.stack([r.features[a] for r in res]) for a in attackers}
-    secs = {a: float(sum(r.seconds[a] for r in res)) for a in attackers}
-    return feats, secs
+    res = attacked_features(
+        models.recognizer, anon, image.faces, cfg, item.attackers, models.deblur
+    )
+    feats = {a: np.stack([r.features[a] for r in res]) for a in item.attackers}
+    secs = {a: float(sum(r.seconds[a] for r in res)) for a in item.attackers}
+    return SweepResult(item.index, item.group, feats, secs)
 
 
 # --------------------------------------------------------------------------------------------
 
 
-def prepare_face_set(out: Path, shared: Path, min_size: float, clear_only: bool, log) -> list:
-    path = out / "faces.json"
+def prepare_face_set(
+    out: str | Path, shared: Path, min_size: float, clear_only: bool, log
+) -> list[ImageFaces]:
+    path = _uri(out, FACES)
     want = {"min_size": min_size, "clear_only": clear_only}
-    if path.exists():
+    if _exists(path):
         images, meta = load_faces(path)
         if all(meta.get(k) == v for k, v in want.items()):
             return images
@@ -211,7 +258,7 @@ def prepare_face_set(out: Path, shared: Path, min_size: float, clear_only: bool,
 
 
 def run_sweep(
-    out: Path,
+    out: str | Path,
     shared: Path,
     grid: Sequence[tuple] = DEFAULT_GRID,
     attackers: Sequence[str] | None = None,
@@ -221,57 +268,53 @@ def run_sweep(
     clear_only: bool = True,
     log: Callable[[str], None] = print,
     compute: bool = True,
+    pipeline_args: Sequence[str] = (),
 ) -> tuple[list[ImageFaces], dict[Setting, dict[str, np.ndarray]], np.ndarray]:
     """Compute what is missing (unless ``compute`` is False: then only what is cached is
-    returned); return (images, features per setting and attacker, originals)."""
-    out.mkdir(parents=True, exist_ok=True)
-    if not compute and not (out / "originals.npy").exists():
+    returned); return (images, features per setting and attacker, originals). The missing work
+    runs as one Beam pipeline (``pipeline_args``: Beam flags; DirectRunner by default, with
+    ``workers`` processes)."""
+    orig_uri = _uri(out, ORIGINALS)
+    if not compute and not _exists(orig_uri):
         raise ValueError(f"--report-only: no sweep results under {out}")
     images = prepare_face_set(out, shared, min_size, clear_only, log)
     n = sum(len(im.faces) for im in images)
-    orig_path = out / "originals.npy"
-    threads = 1 if workers > 1 else 0
-    # spawn, not fork: the parent may already run OpenCV's / onnxruntime's thread pools (the
-    # face set is detected here on a first run), and a forked child then hangs in them
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        initializer=_init_worker,
-        initargs=(threads,),
-        mp_context=multiprocessing.get_context("spawn"),
-    ) as ex:
-        if orig_path.exists() and np.load(orig_path).shape[0] == n:
-            originals = np.load(orig_path)
-        else:
-            originals = np.concatenate(list(ex.map(_original_task, images, chunksize=4)))
-            np.save(orig_path, originals)
-        results: dict[Setting, dict[str, np.ndarray]] = {}
-        for method, strength, mask_scale in map(normalise, grid):
-            name = setting_name(method, strength, mask_scale)
-            sdir = out / "features" / name
-            if compute:
-                sdir.mkdir(parents=True, exist_ok=True)
-            applicable = attackers_for(method, deblur=with_deblur)
-            todo_att = [a for a in applicable if attackers is None or a in attackers]
-            missing = tuple(a for a in todo_att if not (sdir / f"{a}.npy").exists())
-            if missing and compute:
-                t = time.time()
-                tasks = [(im, method, strength, mask_scale, missing) for im in images]
-                parts = list(ex.map(_attack_task, tasks, chunksize=2))
-                for a in missing:
-                    np.save(sdir / f"{a}.npy", np.concatenate([p[0][a] for p in parts]))
-                secs = {a: sum(p[1][a] for p in parts) / n for a in missing}
-                log(
-                    f"{name}: {', '.join(missing)} "
-                    f"({time.time() - t:.0f} s; per face "
-                    + ", ".join(f"{a} {s:.2f}s" for a, s in secs.items())
-                    + ")"
-                )
-            if not compute and any(not (sdir / f"{a}.npy").exists() for a in todo_att):
-                log(f"{name}: not complete in the cache; left out of the report")
-                continue
-            results[(method, strength, mask_scale)] = {
-                a: np.load(sdir / f"{a}.npy")
-                for a in attackers_for(method, deblur=True)
-                if (sdir / f"{a}.npy").exists() and (attackers is None or a in attackers)
-            }
+    items: list[SweepItem] = []
+    if not (_exists(orig_uri) and load_npy(orig_uri).shape[0] == n):
+        items += [SweepItem(i, im) for i, im in enumerate(images)]
+    settings = [normalise(entry) for entry in grid]
+    todo: dict[Setting, tuple[str, ...]] = {}
+    for setting in settings:
+        name = setting_name(*setting)
+        applicable = attackers_for(setting[0], deblur=with_deblur)
+        wanted = [a for a in applicable if attackers is None or a in attackers]
+        missing = tuple(a for a in wanted if not _exists(features_uri(out, name, a)))
+        if missing and compute:
+            todo[setting] = missing
+            items += [SweepItem(i, im, setting, missing) for i, im in enumerate(images)]
+    if items:
+        from blurbeam.lab.transforms.reid_audit import run_sweep_pipeline
+
+        t = time.time()
+        deblur = any("deblur" in missing for missing in todo.values())
+        seconds = run_sweep_pipeline(items, str(out), deblur, workers, pipeline_args)
+        for setting, missing in todo.items():
+            name = setting_name(*setting)
+            per_face = ", ".join(f"{a} {seconds.get((name, a), 0.0) / n:.2f}s" for a in missing)
+            log(f"{name}: {', '.join(missing)} (per face {per_face})")
+        log(f"sweep pipeline: {len(items)} work items in {time.time() - t:.0f} s")
+    originals = load_npy(orig_uri)
+    results: dict[Setting, dict[str, np.ndarray]] = {}
+    for setting in settings:
+        name = setting_name(*setting)
+        applicable = attackers_for(setting[0], deblur=with_deblur)
+        wanted = [a for a in applicable if attackers is None or a in attackers]
+        if not compute and any(not _exists(features_uri(out, name, a)) for a in wanted):
+            log(f"{name}: not complete in the cache; left out of the report")
+            continue
+        results[setting] = {
+            a: load_npy(features_uri(out, name, a))
+            for a in attackers_for(setting[0], deblur=True)
+            if (attackers is None or a in attackers) and _exists(features_uri(out, name, a))
+        }
     return images, results, originals

@@ -1,4 +1,6 @@
-"""Beam transforms of the privacy audit: image pairs -> per-face features -> scores -> report."""
+"""Beam transforms of the privacy audit: image pairs -> per-face features (RunInference with
+``reid_models.AuditPairHandler``) -> scores -> report; and the sweep's pipeline (RunInference
+with ``reid_models.SweepHandler`` -> the feature cache)."""
 
 from __future__ import annotations
 
@@ -7,116 +9,33 @@ from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import RunInference
 
-from blurbeam.lab.reid.image_pairs import AuditTask, FaceResult
+from blurbeam.lab.reid.image_pairs import AuditTask, PairOutcome
+from blurbeam.lab.reid.sweep import SweepItem
+from blurbeam.lab.transforms.reid_models import NAMESPACE, AuditPairHandler, SweepHandler
 
 SKIPPED = "skipped"
+#: The metrics namespace of the sweep's seconds per group and attacker.
+SWEEP_NAMESPACE = "privacy_sweep"
 
 
-def _read_rgb(uri: str, max_pixels: int):
-    import fsspec
+class SplitOutcomeFn(beam.DoFn):
+    """PairOutcome -> ((method, strength, mask scale), FaceResult) per face; ``skipped``
+    (uri, reason) for the image or the faces that could not be audited."""
 
-    from blurbeam.imageio import decode, to_rgb8
+    def __init__(self) -> None:
+        self._faces = Metrics.counter(NAMESPACE, "faces_audited")
+        self._skipped = Metrics.counter(NAMESPACE, "skipped")
 
-    with fsspec.open(uri, "rb") as fh:
-        data = fh.read()
-    return to_rgb8(decode(data, max_pixels).pixels)
-
-
-class EvaluateImageFn(beam.DoFn):
-    """AuditTask -> ((method, strength, mask scale), FaceResult) per face; ``skipped`` (uri, reason) for
-    images or faces that cannot be audited. SFace (and YuNet, the deblur model when asked for)
-    are loaded once per worker."""
-
-    def __init__(
-        self,
-        attackers: Sequence[str] | None,
-        min_face_size: float,
-        with_deblur: bool,
-        max_pixels: int = 100_000_000,
-    ) -> None:
-        self._attackers = list(attackers) if attackers else None
-        self._min = float(min_face_size)
-        self._with_deblur = with_deblur
-        self._max_pixels = max_pixels
-        self._faces = Metrics.counter("privacy", "faces_audited")
-        self._skipped = Metrics.counter("privacy", "skipped")
-
-    def setup(self) -> None:
-        from blurbeam.lab.reid.attackers import load_deblur
-        from blurbeam.lab.reid.recognizer import Recognizer
-
-        self._rec = Recognizer()
-        self._det = None
-        self._deblur = load_deblur() if self._with_deblur else None
-
-    def _detector(self):
-        if self._det is None:
-            from blurbeam.detectors import DetectorSpec, create
-
-            self._det = create(DetectorSpec("yunet", score_threshold=0.5))
-        return self._det
-
-    def process(self, task: AuditTask):
-        from blurbeam.lab.reid.attackers import attackers_for
-        from blurbeam.lab.reid.face_features import attacked_features, original_features
-        from blurbeam.lab.reid.faceset import FaceSpec
-        from blurbeam.lab.reid.image_pairs import (
-            AuditInputError,
-            config_from_params,
-            faces_from_audit,
-            resolve_landmarks,
-        )
-        from blurbeam.task import one_line
-
-        try:
-            cfg = config_from_params(task.method, task.method_params)
-            original = _read_rgb(task.source_uri, self._max_pixels)
-            anonymized = _read_rgb(task.anonymized_uri, self._max_pixels)
-        except (AuditInputError, OSError, ValueError) as exc:
-            self._skipped.inc()
-            yield beam.pvalue.TaggedOutput(SKIPPED, (task.source_uri, one_line(exc)))
-            return
-        except Exception as exc:  # noqa: BLE001 - ImageError and friends: one line, go on
-            self._skipped.inc()
-            yield beam.pvalue.TaggedOutput(SKIPPED, (task.source_uri, one_line(exc)))
-            return
-        if original.shape != anonymized.shape:
-            self._skipped.inc()
-            yield beam.pvalue.TaggedOutput(
-                SKIPPED,
-                (
-                    task.source_uri,
-                    f"original {original.shape[1]}x{original.shape[0]} and anonymized "
-                    f"{anonymized.shape[1]}x{anonymized.shape[0]} differ in size",
-                ),
-            )
-            return
-        if task.faces is None:
-            raw = [
-                FaceSpec((f.x, f.y, f.w, f.h), f.landmarks) if f.landmarks else (f.x, f.y, f.w, f.h)
-                for f in self._detector().detect(original)
-            ]
-        else:
-            raw = faces_from_audit(task.faces)
-        big = [f for f in raw if max((f.box if isinstance(f, FaceSpec) else f)[2:4]) >= self._min]
-        faces, unaligned = resolve_landmarks(big, original, self._detector()) if big else ([], 0)
-        if unaligned:
-            self._skipped.inc(unaligned)
-            yield beam.pvalue.TaggedOutput(
-                SKIPPED, (task.source_uri, f"{unaligned} face(s) without landmarks (not aligned)")
-            )
-        if not faces:
-            return
-        wanted = attackers_for(cfg.method, deblur=self._deblur is not None)
-        if self._attackers is not None:
-            wanted = [a for a in wanted if a in self._attackers]
-        origs = original_features(self._rec, original, faces)
-        attacked = attacked_features(self._rec, anonymized, faces, cfg, wanted, self._deblur)
-        key = (cfg.method, float(cfg.effective_strength), float(cfg.mask_scale))
-        for i, (f, o, a) in enumerate(zip(faces, origs, attacked, strict=True)):
+    def process(self, outcome: PairOutcome):
+        if outcome.skipped_count:
+            self._skipped.inc(outcome.skipped_count)
+        for skipped in outcome.skipped:
+            yield beam.pvalue.TaggedOutput(SKIPPED, skipped)
+        for key, face in outcome.faces:
             self._faces.inc()
-            yield key, FaceResult(f"{task.source_uri}#{i}", f.size, o, a.features)
+            yield key, face
 
 
 class ScoreSettingFn(beam.DoFn):
@@ -166,14 +85,13 @@ class WriteReportFn(beam.DoFn):
 
 def build(p: beam.Pipeline, tasks: Sequence[AuditTask], pre_skipped, opts) -> beam.PCollection:
     """The privacy-audit pipeline on ``p``; returns a PCollection with the output paths."""
+    handler = AuditPairHandler(opts.attackers, opts.min_face_size, opts.deblur)
     evaluated = (
         p
         | "Tasks" >> beam.Create(list(tasks))
         | "Spread" >> beam.Reshuffle()
-        | "Evaluate"
-        >> beam.ParDo(
-            EvaluateImageFn(opts.attackers, opts.min_face_size, opts.deblur)
-        ).with_outputs(SKIPPED, main="faces")
+        | "Evaluate" >> RunInference(handler, model_identifier=handler.model_id())
+        | "Split" >> beam.ParDo(SplitOutcomeFn()).with_outputs(SKIPPED, main="faces")
     )
     skipped = (
         evaluated[SKIPPED],
@@ -188,3 +106,82 @@ def build(p: beam.Pipeline, tasks: Sequence[AuditTask], pre_skipped, opts) -> be
     return scored | "Write" >> beam.ParDo(
         WriteReportFn(opts.output, opts.title), beam.pvalue.AsList(skipped)
     )
+
+
+class WriteSweepFeaturesFn(beam.DoFn):
+    """(group, [SweepResult]) -> the group's cached features, one ``.npy`` per attacker with
+    row i = face i of the face set; the seconds each attacker took go to a distribution metric
+    named ``<group>/<attacker>`` (microseconds)."""
+
+    def __init__(self, out: str) -> None:
+        self._out = out
+
+    def process(self, element):
+        import numpy as np
+
+        from blurbeam.lab.reid.sweep import (
+            ORIGINALS,
+            ORIGINALS_GROUP,
+            features_uri,
+            save_npy,
+        )
+        from blurbeam.shards import join_output
+
+        group, results = element
+        results = sorted(results, key=lambda r: r.index)
+        for attacker in results[0].features:
+            rows = np.concatenate([r.features[attacker] for r in results])
+            if group == ORIGINALS_GROUP:
+                save_npy(join_output(self._out, ORIGINALS), rows)
+            else:
+                save_npy(features_uri(self._out, group, attacker), rows)
+            seconds = sum(r.seconds.get(attacker, 0.0) for r in results)
+            Metrics.distribution(SWEEP_NAMESPACE, f"{group}/{attacker}").update(
+                int(round(seconds * 1e6))
+            )
+
+
+def build_sweep(
+    p: beam.Pipeline, items: Sequence[SweepItem], out: str, with_deblur: bool, threads: int = 0
+) -> beam.PCollection:
+    """The sweep's missing work on ``p``: every item through ``SweepHandler``'s models, then
+    each group (the originals, or one setting) written to the cache under ``out``."""
+    handler = SweepHandler(with_deblur, threads)
+    return (
+        p
+        | "Items" >> beam.Create(list(items))
+        | "Spread" >> beam.Reshuffle()
+        | "Features" >> RunInference(handler, model_identifier=handler.model_id())
+        | "ByGroup" >> beam.Map(lambda r: (r.group, r))
+        | "Gather" >> beam.GroupByKey()
+        | "Write" >> beam.ParDo(WriteSweepFeaturesFn(out))
+    )
+
+
+def run_sweep_pipeline(
+    items: Sequence[SweepItem],
+    out: str,
+    with_deblur: bool,
+    workers: int = 1,
+    pipeline_args: Sequence[str] = (),
+) -> dict[tuple[str, str], float]:
+    """Run ``build_sweep`` (DirectRunner unless ``pipeline_args`` say otherwise; ``workers`` > 1:
+    that many worker processes, one OpenCV thread each) and return the seconds per (group,
+    attacker)."""
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    direct = {}
+    if workers > 1:
+        direct = {"direct_num_workers": workers, "direct_running_mode": "multi_processing"}
+    p = beam.Pipeline(options=PipelineOptions(list(pipeline_args), **direct))
+    build_sweep(p, items, out, with_deblur, threads=1 if workers > 1 else 0)
+    result = p.run()
+    result.wait_until_finish()
+    seconds: dict[tuple[str, str], float] = {}
+    query = result.metrics().query(MetricsFilter().with_namespace(SWEEP_NAMESPACE))
+    for dist in query["distributions"]:
+        group, _, attacker = dist.key.metric.name.rpartition("/")
+        value = dist.committed if dist.committed is not None else dist.attempted
+        seconds[(group, attacker)] = value.sum / 1e6
+    return seconds
