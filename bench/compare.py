@@ -959,7 +959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         gt = parse_gt_txt(gt_path)
     from blurbeam import __version__
-    from blurbeam.pipelines.anonymize import DEFAULT_DETECTOR
+    from blurbeam.pipelines.scaffold import DEFAULT_DETECTOR
 
     info = machine_info()
     ctx = Context(mirror, rels, output, args.deface, args.timeout)

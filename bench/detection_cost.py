@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from blurbeam.detectors import DetectorSpec, create
-from blurbeam.pipelines.anonymize import _key_value
+from blurbeam.pipelines.scaffold import key_value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", required=True)
     ap.add_argument("--detector", required=True)
     ap.add_argument("--score-threshold", type=float, default=None)
-    ap.add_argument("--detector-option", type=_key_value, action="append", default=[])
+    ap.add_argument("--detector-option", type=key_value, action="append", default=[])
     ap.add_argument("--limit", type=int, default=0, help="at most this many images (0: all)")
     ap.add_argument("--every", type=int, default=1, help="take every K-th image (sorted)")
     ap.add_argument(

@@ -80,7 +80,7 @@ def anonymizer(name: str, weights_dir: Path, threads: int):
     if name == "pipeline":
         from blurbeam.blur import BlurConfig, anonymize
         from blurbeam.detectors import DetectorSpec, create
-        from blurbeam.pipelines.anonymize import DEFAULT_DETECTOR
+        from blurbeam.pipelines.scaffold import DEFAULT_DETECTOR
 
         det = create(DetectorSpec(DEFAULT_DETECTOR), threads=threads)
         cfg = BlurConfig()

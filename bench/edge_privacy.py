@@ -45,7 +45,7 @@ def _anonymizer(row: str, model: str | None):
         edge = EdgeAnonymizer(model, threads=1)
         return edge.apply, BlurConfig("gaussian", 0.25, mask_scale=1.6)
     from blurbeam.detectors import DetectorSpec, create
-    from blurbeam.pipelines.anonymize import DEFAULT_DETECTOR
+    from blurbeam.pipelines.scaffold import DEFAULT_DETECTOR
 
     det = create(DetectorSpec(DEFAULT_DETECTOR), threads=1)
     cfg = BlurConfig()

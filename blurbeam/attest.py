@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from blurbeam import __version__
+from blurbeam.schemas import layout
 from blurbeam.schemas.attestation import (
     ATTESTATION_VERSION,
     INDEX_COLUMNS,
@@ -32,11 +33,7 @@ from blurbeam.schemas.attestation import (
     MANIFEST_SCHEMA,
     validate_attestation,
 )
-from blurbeam.shards import is_local, join_output, write_bytes
-
-RUNS_DIR = "runs"
-CORRECTIONS_DIR = "corrections"
-INDEX_PATH = "index/done.parquet"
+from blurbeam.shards import is_local, write_bytes
 
 
 class ErrorRateExceeded(RuntimeError):
@@ -57,7 +54,7 @@ def _cat(uri: str) -> bytes:
 
 
 def attestation_uri(output: str, run_id: str) -> str:
-    return join_output(output, f"{RUNS_DIR}/{run_id}.json")
+    return layout.attestation(output, run_id)
 
 
 def write_once(uri: str, data: bytes) -> None:
@@ -91,8 +88,8 @@ def run_id_used(output: str, run_id: str) -> bool:
     """Whether ``output`` already holds an attestation or audit files of ``run_id``."""
     fs, root = fsspec.core.url_to_fs(output)
     root = root.rstrip("/")
-    return fs.exists(f"{root}/{RUNS_DIR}/{run_id}.json") or bool(
-        fs.glob(f"{root}/audit/run-{run_id}-*.parquet")
+    return fs.exists(layout.attestation(root, run_id)) or bool(
+        fs.glob(layout.audit_glob(root, run_id))
     )
 
 
@@ -100,7 +97,7 @@ def load_attestations(output: str) -> dict[str, tuple[dict[str, Any], str]]:
     """``run_id -> (attestation, sha256 of its file)`` of every attestation under ``output``."""
     fs, root = fsspec.core.url_to_fs(output)
     out = {}
-    for path in sorted(fs.glob(f"{root.rstrip('/')}/{RUNS_DIR}/*.json")):
+    for path in sorted(fs.glob(layout.attestation_glob(root))):
         data = fs.cat_file(path)
         try:
             doc = json.loads(data)
@@ -150,7 +147,7 @@ def trusted_index(output: str) -> list[dict[str, Any]] | None:
     newest = head(output)
     if newest is None:
         return None
-    fs, path = fsspec.core.url_to_fs(join_output(output, INDEX_PATH))
+    fs, path = fsspec.core.url_to_fs(layout.done_index(output))
     if not fs.exists(path):
         return None
     data = fs.cat_file(path)
@@ -168,7 +165,7 @@ def attested_corrections(output: str) -> dict[str, bytes]:
     out = {}
     for run_id in chain(atts):
         digest = atts[run_id][0].get("corrections_sha256")
-        path = f"{root.rstrip('/')}/{CORRECTIONS_DIR}/{run_id}.json"
+        path = layout.corrections(root, run_id)
         if digest and fs.exists(path):
             data = fs.cat_file(path)
             if sha256_bytes(data) == digest:
@@ -215,12 +212,12 @@ def finalize_run(
     )  # fmt: skip
     manifest_name = f"{run_id}.manifest.parquet"
     manifest_bytes = _table_bytes(manifest, MANIFEST_SCHEMA)
-    write_once(join_output(output, f"{RUNS_DIR}/{manifest_name}"), manifest_bytes)
+    write_once(layout.manifest(output, manifest_name), manifest_bytes)
 
     if corrections is not None:
-        write_once(join_output(output, f"{CORRECTIONS_DIR}/{run_id}.json"), corrections)
+        write_once(layout.corrections(output, run_id), corrections)
     index_bytes = _table_bytes(merge_index(base_index, records), INDEX_SCHEMA)
-    write_bytes(join_output(output, INDEX_PATH), index_bytes)
+    write_bytes(layout.done_index(output), index_bytes)
 
     counts: dict[str, int] = {}
     for r in records:
@@ -257,7 +254,8 @@ def finalize_run(
         raise ErrorRateExceeded(
             f"error rate {error_rate:.3f} ({counts.get('error', 0)} of {attempted} images) "
             f"exceeds max_error_rate {max_error_rate:g}; the attestation "
-            f"{RUNS_DIR}/{run_id}.json and the audit under {output}/audit say why"
+            f"{layout.attestation('', run_id)} and the audit under "
+            f"{layout.under(output, layout.AUDIT_DIR)} say why"
         )
     return doc
 
@@ -302,30 +300,30 @@ def verify(output: str) -> tuple[list[str], dict[str, Any]]:
             )
         for name, sha in doc["audit_files"].items():
             named_audit.add(name)
-            path = f"{root}/audit/{name}"
+            path = layout.under(root, f"{layout.AUDIT_DIR}/{name}")
             if not fs.exists(path):
                 problems.append(f"audit file {name} of run {run_id} is missing")
             elif sha256_bytes(fs.cat_file(path)) != sha:
                 problems.append(f"audit file {name} of run {run_id} was changed")
         if doc["corrections_sha256"] is not None:
-            cpath = f"{root}/{CORRECTIONS_DIR}/{run_id}.json"
+            cpath = layout.corrections(root, run_id)
             if not fs.exists(cpath):
                 problems.append(f"corrections of run {run_id} are missing")
             elif sha256_bytes(fs.cat_file(cpath)) != doc["corrections_sha256"]:
                 problems.append(f"corrections of run {run_id} were changed")
-        mpath = f"{root}/{RUNS_DIR}/{doc['manifest']}"
+        mpath = layout.manifest(root, doc["manifest"])
         if not fs.exists(mpath):
             problems.append(f"manifest of run {run_id} is missing")
         elif sha256_bytes(fs.cat_file(mpath)) != doc["manifest_sha256"]:
             problems.append(f"manifest of run {run_id} was changed")
     attested = {r for r in order if atts[r][0].get("corrections_sha256")}
-    for path in sorted(fs.glob(f"{root}/{CORRECTIONS_DIR}/*.json")):
+    for path in sorted(fs.glob(layout.corrections_glob(root))):
         if posixpath.basename(path)[: -len(".json")] not in attested:
             problems.append(
-                f"{CORRECTIONS_DIR}/{posixpath.basename(path)} is named by no attestation "
+                f"{layout.CORRECTIONS_DIR}/{posixpath.basename(path)} is named by no attestation "
                 "(later runs ignore it)"
             )
-    for path in sorted(fs.glob(f"{root}/audit/run-*.parquet")):
+    for path in sorted(fs.glob(layout.audit_glob(root))):
         name = posixpath.basename(path)
         if name not in named_audit:
             problems.append(
@@ -333,12 +331,12 @@ def verify(output: str) -> tuple[list[str], dict[str, Any]]:
                 "a file added afterwards)"
             )
     head_doc = atts[order[-1]][0]
-    ipath = f"{root}/{INDEX_PATH}"
+    ipath = layout.done_index(root)
     if not fs.exists(ipath):
-        problems.append("index/done.parquet is missing")
+        problems.append(f"{layout.INDEX_FILE} is missing")
     elif sha256_bytes(fs.cat_file(ipath)) != head_doc.get("index_sha256"):
         problems.append(
-            "index/done.parquet differs from what the newest run left (edited, or a later "
+            f"{layout.INDEX_FILE} differs from what the newest run left (edited, or a later "
             "run did not finish)"
         )
     return problems, summary

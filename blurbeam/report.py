@@ -18,6 +18,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from blurbeam.schemas import layout
 from blurbeam.schemas.attestation import INDEX_COLUMNS
 from blurbeam.schemas.audit import AUDIT_SCHEMA, STATUSES, SUCCESS
 from blurbeam.shards import (
@@ -27,33 +28,28 @@ from blurbeam.shards import (
     expand_input,
     file_sha256,
     get_format,
-    join_output,
     kind_of,
     member_uri,
     read_records,
     sha256,
 )
 
-#: Files under --output that are not anonymized data: the run's own records and reports.
-OWN_FILES = (
-    "audit/", "runs/", "index/", "corrections/", "review/", "run.json", "report.json", "report.md",
-)  # fmt: skip
 
-
-def audit_files(output: str) -> list[str]:
-    """Every audit Parquet file under ``output`` (all runs), as URIs."""
+def audit_files(output: str, run_id: str = "*") -> list[str]:
+    """The audit Parquet files of ``run_id`` under ``output`` (every run's by default), as URIs."""
     fs, path = fsspec.core.url_to_fs(output)
-    files = sorted(fs.glob(f"{path.rstrip('/')}/audit/run-*.parquet"))
+    files = sorted(fs.glob(layout.audit_glob(path, run_id)))
     return [f if "://" not in output else fs.unstrip_protocol(f) for f in files]
 
 
-def load_audit(output: str, columns: list[str] | None = None) -> pa.Table:
-    """All audit records under ``output``; an empty table when there are none."""
+def load_audit(output: str, columns: list[str] | None = None, run_id: str = "*") -> pa.Table:
+    """The audit records of ``run_id`` under ``output`` (every run's by default); an empty
+    table when there are none."""
     schema = (
         AUDIT_SCHEMA if columns is None else pa.schema([AUDIT_SCHEMA.field(c) for c in columns])
     )
     tables = []
-    for uri in audit_files(output):
+    for uri in audit_files(output, run_id):
         fs, path = fsspec.core.url_to_fs(uri)
         with fs.open(path, "rb") as fh:
             tables.append(pq.read_table(fh, columns=columns, schema=AUDIT_SCHEMA))
@@ -161,7 +157,7 @@ def unaccounted_outputs(output: str, since: float | None = None) -> list[str]:
     out = []
     for path, info in sorted(fs.find(root, detail=True).items()):
         rel = posixpath.relpath(path, root)
-        if rel.startswith(OWN_FILES) or rel in OWN_FILES or path in accounted:
+        if rel.startswith(layout.OWN_FILES) or rel in layout.OWN_FILES or path in accounted:
             continue
         if posixpath.basename(path).startswith("."):  # write_bytes' temporary files
             continue
@@ -452,8 +448,7 @@ def write_report(rep: dict[str, Any], directory: str) -> tuple[str, str]:
     """``report.json`` and ``report.md`` under ``directory`` (any fsspec URL)."""
     from blurbeam.shards import write_bytes
 
-    json_uri = join_output(directory, "report.json")
-    md_uri = join_output(directory, "report.md")
+    json_uri, md_uri = layout.report_files(directory)
     write_bytes(json_uri, json.dumps(rep, indent=2).encode())
     write_bytes(md_uri, to_markdown(rep).encode())
     return json_uri, md_uri

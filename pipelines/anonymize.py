@@ -2,378 +2,206 @@
 
 The flags are a Beam ``PipelineOptions`` subclass (``AnonymizeOptions``), so runners and templates
 see them; Beam's own flags (``--runner``, ``--direct_num_workers``, ``--direct_running_mode`` ...)
-pass through unchanged.
+pass through unchanged. ``plan`` resolves them into a ``RunPlan``, ``build`` is the pipeline, and
+``AnonymizeCommand`` runs both through the shared scaffold (``pipelines/scaffold.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
-import math
-import os
-import re
-import shutil
-import sys
-import tempfile
-import threading
-import time
-import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import apache_beam as beam
-import fsspec
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from blurbeam import __version__
 from blurbeam.blur import DEFAULT_MASK_SCALE, DEFAULT_STRENGTH, METHODS, BlurConfig
 from blurbeam.detectors import DetectorSpec
 from blurbeam.geometry import MASK_SHAPES
-from blurbeam.imageio import DEFAULT_MAX_PIXELS, MetadataPolicy
+from blurbeam.imageio import MetadataPolicy
+from blurbeam.pipelines.scaffold import (
+    Command,
+    Launch,
+    Outcome,
+    absolute_input,
+    add_detector_options,
+    add_io_options,
+    check_locations,
+    check_run_id,
+    check_writable,
+    detector_params,
+    detector_spec,
+    finite_float,
+    fraction,
+    new_run_id,
+    non_negative,
+    non_negative_int,
+    option,
+    plural,
+    positive_int,
+    query_counters,
+    worker_threads,
+)
+from blurbeam.schemas import layout
 from blurbeam.schemas.audit import STATUSES
-from blurbeam.shards import DEFAULT_MAX_BYTES, InputError, expand_input, get_format
 from blurbeam.task import RunContext, config_hash
-
-#: Methods the privacy audit (docs/PRIVACY.md) found leaking identity at their default strength.
-WEAK_METHODS = {
-    "bilateral": "bilateral blur keeps edges: the privacy audit re-identified 65% of faces at "
-    "strength 0.25 and, at the default 1.0 with a 1.3 mask, still 6.8% by verification (target "
-    "5%); use gaussian, pixelate or solid for anonymization",
-}
-
-#: What --run-id may be: it is part of file names (a "/" would hide the run's audit).
-RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-#: The default backend: best blur recall on WIDER FACE dev305 (see docs/BENCHMARKS.md).
-DEFAULT_DETECTOR = "multiscale"
-
-
-def _option(parser: argparse.ArgumentParser, name: str, **kw: Any) -> None:
-    """Register ``--a-b`` with the alias ``--a_b`` (Beam and template style)."""
-    flags = [f"--{name}"]
-    if "-" in name:
-        flags.append(f"--{name.replace('-', '_')}")
-    parser.add_argument(*flags, dest=name.replace("-", "_"), **kw)
-
-
-def finite_float(text: str) -> float:
-    """A finite number (``nan`` and ``inf`` would reach the audit as invalid JSON)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def non_negative(text: str) -> float:
-    value = finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def fraction(text: str) -> float:
-    value = finite_float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
-    return value
-
-
-def _whole_number(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return _whole_number(text, 1)
-
-
-def non_negative_int(text: str) -> int:
-    return _whole_number(text, 0)
-
-
-def _key_value(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        parsed: Any = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = value
-    return key.strip(), parsed
-
-
-def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
-    """Detector flags shared by every pipeline that detects faces."""
-    from blurbeam.detectors import available, get_class
-
-    # the backends this package ships (not ones a plugin or a test registered in this process)
-    shipped = [n for n in available() if get_class(n).__module__.startswith("blurbeam.detectors.")]
-    _option(
-        parser,
-        "detector",
-        default=DEFAULT_DETECTOR,
-        help=f"face detector backend: {', '.join(shipped)}, or a plugin's "
-        f"(default {DEFAULT_DETECTOR})",
-    )
-    _option(
-        parser,
-        "score-threshold",
-        type=fraction,
-        default=None,
-        help="minimum detection score, 0-1 (default: the backend's)",
-    )
-    _option(
-        parser,
-        "min-face-size",
-        type=non_negative,
-        default=0.0,
-        help="ignore detections smaller than this many pixels (default 0)",
-    )
-    _option(
-        parser,
-        "detector-option",
-        type=_key_value,
-        action="append",
-        default=None,
-        help="backend option KEY=VALUE (repeatable), e.g. max_side=2048",
-    )
-    _option(
-        parser,
-        "max-pixels",
-        type=positive_int,
-        default=DEFAULT_MAX_PIXELS,
-        help=f"reject larger images, decompression bombs (default {DEFAULT_MAX_PIXELS:,})",
-    )
-    _option(
-        parser,
-        "max-bytes",
-        type=positive_int,
-        default=DEFAULT_MAX_BYTES,
-        help=f"reject larger files (default {DEFAULT_MAX_BYTES:,} bytes)",
-    )
-
-
-def add_anonymize_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
-    _option(parser, "input", required=required, help="image file, directory, glob or fsspec URL")
-    _option(parser, "output", required=required, help="output directory or fsspec URL")
-    add_detection_arguments(parser)
-    _option(parser, "method", default="gaussian", choices=METHODS, help="anonymization method")
-    _option(
-        parser,
-        "strength",
-        type=finite_float,
-        default=None,
-        help="method strength relative to face size (defaults: "
-        + ", ".join(
-            f"{m} {s:g}" for m, s in DEFAULT_STRENGTH.items() if m not in ("solid", "learned")
-        )
-        + "); weaker than the privacy audit's safe minimum is refused unless "
-        "--allow-weak-anonymization",
-    )
-    _option(
-        parser,
-        "mask-scale",
-        type=finite_float,
-        default=DEFAULT_MASK_SCALE,
-        help=f"enlarge each face box by this factor (default {DEFAULT_MASK_SCALE})",
-    )
-    _option(
-        parser,
-        "mask-shape",
-        default="ellipse",
-        choices=MASK_SHAPES,
-        help="shape of the anonymized region around each face (default ellipse)",
-    )
-    _option(
-        parser,
-        "feather",
-        type=non_negative,
-        default=0.0,
-        help="soft edge outside the mask (fraction of its size, default 0)",
-    )
-    _option(
-        parser,
-        "allow-weak-anonymization",
-        action="store_true",
-        help="accept a method/strength/mask weaker than the weakest the privacy audit measured "
-        "as safe (docs/PRIVACY.md); run.json and every record then say so",
-    )
-    _option(
-        parser,
-        "keep-metadata",
-        action="store_true",
-        help="keep an allow-list of EXIF tags (camera, exposure, lens, dates; no GPS, MakerNote, "
-        "thumbnail or other blobs: docs/SECURITY.md) and printable JPEG comments",
-    )
-    _option(parser, "keep-gps", action="store_true", help="with --keep-metadata, keep GPS too")
-    _option(
-        parser,
-        "max-error-rate",
-        type=fraction,
-        default=0.0,
-        help="exit 1 when the fraction of images that failed is above this (0-1, default 0)",
-    )
-    _option(
-        parser,
-        "audit-shards",
-        type=positive_int,
-        default=1,
-        help="number of audit Parquet files per run (default 1)",
-    )
-    _option(parser, "run-id", default=None, help="identifier of this run (default: time + random)")
-    _option(
-        parser, "progress", default="auto", choices=("auto", "on", "off"), help="live progress line"
-    )
-    _option(
-        parser,
-        "image-column",
-        default=None,
-        help="Parquet shards: the image column, binary or struct{bytes, path} (default: detected)",
-    )
-    _option(
-        parser,
-        "allow-image-field",
-        action="append",
-        default=None,
-        help="container shards: a field that holds images showing no one (e.g. masks), copied "
-        "through unchanged (repeatable): a tar member extension after the key (seg.png), a "
-        "Parquet column or a TFRecord feature. Other image data outside the image field is "
-        "anonymized (a tar member that is an image) or its sample, row or Example left out with "
-        "an error (media anywhere in another member, column or feature)",
-    )
-    _option(
-        parser,
-        "skip-existing",
-        action="store_true",
-        help="skip inputs already done under the same config whose bytes and outputs are "
-        "unchanged (audit under --output); errors are done too unless --retry-errors",
-    )
-    _option(
-        parser,
-        "retry-errors",
-        action="store_true",
-        help="with --skip-existing, process inputs whose last record is an error again",
-    )
-    _option(
-        parser,
-        "input-slices",
-        type=non_negative_int,
-        default=0,
-        help="list the input in this many parallel pieces (default: 1; DaskRunner: its partitions)",
-    )
-    _option(
-        parser,
-        "worker-threads",
-        type=non_negative_int,
-        default=None,
-        help="CPU threads each worker process gives the detector's inference library "
-        "(onnxruntime, OpenCV, TensorFlow); 0 = the libraries' defaults (every core). Default: "
-        "cores / workers on DirectRunner with --direct_num_workers > 1, else 0. Set it to 1 on "
-        "Dataflow (one SDK process per vCPU) and to cores / processes on a Dask or Flink host",
-    )
-    _option(
-        parser,
-        "opencv-threads",
-        type=non_negative_int,
-        default=None,
-        help="cv2.setNumThreads in each worker (default: --worker-threads when it is > 0, "
-        "else OpenCV's)",
-    )
-    _option(
-        parser,
-        "corrections",
-        default=None,
-        help="a corrections.json exported from the review site (blurbeam review): re-process "
-        "exactly those inputs with the reviewer's boxes added; refused when an input changed "
-        "since it was reviewed",
-    )
-    _option(
-        parser,
-        "drop-false-positives",
-        action="store_true",
-        help="with --corrections, leave the detections a reviewer marked as false positives "
-        "unblurred (default: they stay blurred)",
-    )
 
 
 class AnonymizeOptions(PipelineOptions):
+    """Every flag of ``blurbeam anonymize`` (also the Flex Template's parameters)."""
+
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
-        add_anonymize_arguments(parser)
+        add_io_options(parser)
+        add_detector_options(parser)
+        option(parser, "method", default="gaussian", choices=METHODS, help="anonymization method")
+        option(
+            parser,
+            "strength",
+            type=finite_float,
+            default=None,
+            help="method strength relative to face size (defaults: "
+            + ", ".join(
+                f"{m} {s:g}" for m, s in DEFAULT_STRENGTH.items() if m not in ("solid", "learned")
+            )
+            + "); weaker than the privacy audit's safe minimum is refused unless "
+            "--allow-weak-anonymization",
+        )
+        option(
+            parser,
+            "mask-scale",
+            type=finite_float,
+            default=DEFAULT_MASK_SCALE,
+            help=f"enlarge each face box by this factor (default {DEFAULT_MASK_SCALE})",
+        )
+        option(
+            parser,
+            "mask-shape",
+            default="ellipse",
+            choices=MASK_SHAPES,
+            help="shape of the anonymized region around each face (default ellipse)",
+        )
+        option(
+            parser,
+            "feather",
+            type=non_negative,
+            default=0.0,
+            help="soft edge outside the mask (fraction of its size, default 0)",
+        )
+        option(
+            parser,
+            "allow-weak-anonymization",
+            action="store_true",
+            help="accept a method/strength/mask weaker than the weakest the privacy audit measured "
+            "as safe (docs/PRIVACY.md); run.json and every record then say so",
+        )
+        option(
+            parser,
+            "keep-metadata",
+            action="store_true",
+            help="keep an allow-list of EXIF tags (camera, exposure, lens, dates; no GPS, MakerNote, "
+            "thumbnail or other blobs: docs/SECURITY.md) and printable JPEG comments",
+        )
+        option(parser, "keep-gps", action="store_true", help="with --keep-metadata, keep GPS too")
+        option(
+            parser,
+            "max-error-rate",
+            type=fraction,
+            default=0.0,
+            help="exit 1 when the fraction of images that failed is above this (0-1, default 0)",
+        )
+        option(
+            parser,
+            "audit-shards",
+            type=positive_int,
+            default=1,
+            help="number of audit Parquet files per run (default 1)",
+        )
+        option(
+            parser, "run-id", default=None, help="identifier of this run (default: time + random)"
+        )
+        option(
+            parser,
+            "progress",
+            default="auto",
+            choices=("auto", "on", "off"),
+            help="live progress line",
+        )
+        option(
+            parser,
+            "image-column",
+            default=None,
+            help="Parquet shards: the image column, binary or struct{bytes, path} (default: detected)",
+        )
+        option(
+            parser,
+            "allow-image-field",
+            action="append",
+            default=None,
+            help="container shards: a field that holds images showing no one (e.g. masks), copied "
+            "through unchanged (repeatable): a tar member extension after the key (seg.png), a "
+            "Parquet column or a TFRecord feature. Other image data outside the image field is "
+            "anonymized (a tar member that is an image) or its sample, row or Example left out with "
+            "an error (media anywhere in another member, column or feature)",
+        )
+        option(
+            parser,
+            "skip-existing",
+            action="store_true",
+            help="skip inputs already done under the same config whose bytes and outputs are "
+            "unchanged (audit under --output); errors are done too unless --retry-errors",
+        )
+        option(
+            parser,
+            "retry-errors",
+            action="store_true",
+            help="with --skip-existing, process inputs whose last record is an error again",
+        )
+        option(
+            parser,
+            "input-slices",
+            type=non_negative_int,
+            default=0,
+            help="list the input in this many parallel pieces (default: 1; DaskRunner: its partitions)",
+        )
+        option(
+            parser,
+            "worker-threads",
+            type=non_negative_int,
+            default=None,
+            help="CPU threads each worker process gives the detector's inference library "
+            "(onnxruntime, OpenCV, TensorFlow); 0 = the libraries' defaults (every core). Default: "
+            "cores / workers on DirectRunner with --direct_num_workers > 1, else 0. Set it to 1 on "
+            "Dataflow (one SDK process per vCPU) and to cores / processes on a Dask or Flink host",
+        )
+        option(
+            parser,
+            "opencv-threads",
+            type=non_negative_int,
+            default=None,
+            help="cv2.setNumThreads in each worker (default: --worker-threads when it is > 0, "
+            "else OpenCV's)",
+        )
+        option(
+            parser,
+            "corrections",
+            default=None,
+            help="a corrections.json exported from the review site (blurbeam review): re-process "
+            "exactly those inputs with the reviewer's boxes added; refused when an input changed "
+            "since it was reviewed",
+        )
+        option(
+            parser,
+            "drop-false-positives",
+            action="store_true",
+            help="with --corrections, leave the detections a reviewer marked as false positives "
+            "unblurred (default: they stay blurred)",
+        )
 
 
-#: Arguments the command does not declare go to Beam (runner flags); unknown ones are an error.
-BEAM_OPTIONS = True
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_anonymize_arguments(parser, required=True)
-
-
-def available_cores() -> int:
-    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a
-    container's limit, e.g. a Kubernetes ``cpu`` limit), at least 1."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as fh:
-            quota, period = fh.read().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores)
-
-
-def worker_threads(opts: PipelineOptions, explicit: int | None = None) -> int:
-    """The per-worker thread budget (``--worker-threads``), resolved for the runner.
-
-    ``explicit`` is the flag's value. Unset, it is ``cores // workers`` on the DirectRunner in
-    multi_processing mode with ``--direct_num_workers`` > 1 (the worker processes share this
-    machine's cores; uncapped, each one's onnxruntime starts a thread per core and together they
-    oversubscribe the machine), and 0 (the libraries' defaults) elsewhere, since a remote
-    worker's core count is not known at launch.
-    """
-    if explicit is not None:
-        if explicit < 0:
-            raise ValueError(f"--worker-threads must be >= 0, got {explicit}")
-        return int(explicit)
-    runner = opts.view_as(StandardOptions).runner or "DirectRunner"
-    if runner not in ("DirectRunner", "direct", "FnApiRunner"):
-        return 0
-    direct = opts.view_as(DirectOptions)
-    if direct.direct_running_mode != "multi_processing":  # workers share one process, one model
-        return 0
-    workers = direct.direct_num_workers
-    cores = available_cores()
-    if workers == 0:  # Beam's convention: as many workers as cores
-        workers = cores
-    return max(1, cores // workers) if workers > 1 else 0
-
-
-def detector_spec(opts: Any) -> DetectorSpec:
-    return DetectorSpec(
-        name=opts.detector,
-        score_threshold=opts.score_threshold,
-        min_face_size=opts.min_face_size or 0.0,
-        options=tuple(sorted(dict(opts.detector_option or []).items())),
-    )
-
-
-@dataclass
+@dataclass(frozen=True)
 class RunPlan:
     """Everything the pipeline needs, resolved from options once at launch."""
 
@@ -402,85 +230,24 @@ class RunPlan:
     #: the launcher's listing of the input (local runners), so the pipeline does not list again
     refs: list[Any] | None = None
 
-    def shard_options(self):
-        from blurbeam.shards import ShardOptions
 
-        return ShardOptions(
-            max_bytes=self.max_bytes,
-            image_column=self.image_column,
-            allow_image_fields=self.allow_image_fields,
-        )
+def read_run_records(output: str, run_id: str) -> Any:
+    """This run's audit records as an Arrow table."""
+    from blurbeam.report import load_audit
+
+    return load_audit(output, run_id=run_id)
 
 
-def check_locations(input_spec: str, output: str) -> str:
-    """The output as a canonical location (an absolute path locally), after checking that
-    writing there cannot touch the input: the output may lie inside the input (it is then left
-    out of the listing) but must not be the input's root, hold the input, or be a file. Every
-    spelling of a place (``in/.``, ``in//x``, ``x/../x``, a symlink) is compared as the place
-    itself. Raises ValueError with a one-line reason."""
-    from blurbeam.shards import canonical, input_root, is_within, to_uri
-
-    try:
-        fs, _, root, _ = input_root(input_spec, list_files=False)
-    except InputError as exc:
-        raise ValueError(str(exc)) from None
-    in_root = canonical(to_uri(fs, root or "/"))
-    out = canonical(output)
-    if is_within(in_root, out):
-        raise ValueError(
-            f"--output {output!r} is the input's folder or holds it ({in_root}): anonymized "
-            "copies would replace the originals; choose a folder outside the input"
-        )
-    ofs, opath = fsspec.core.url_to_fs(output)
-    if ofs.isfile(opath):
-        raise ValueError(f"--output {output!r} is a file, not a folder")
-    return out
-
-
-def absolute_input(spec: str) -> str:
-    """``--input`` as recorded in run.json and the attestation: a local path made absolute (a
-    report run from another folder checks the same input), a URL as given."""
-    if "://" in spec:
-        return spec
-    return os.path.abspath(spec)
-
-
-def check_writable(output: str) -> None:
-    """Fail before the pipeline starts when a local output (or its audit folder) cannot be
-    written: create both and write and remove a probe file in each."""
-    from blurbeam.shards import is_local
-
-    fs, path = fsspec.core.url_to_fs(output)
-    if not is_local(fs):
-        return
-    for folder in (path, os.path.join(path, "audit")):
-        try:
-            os.makedirs(folder, exist_ok=True)
-            probe = os.path.join(folder, f".blurbeam-probe-{os.getpid()}")
-            with open(probe, "wb"):
-                pass
-            os.unlink(probe)
-        except OSError as exc:
-            raise ValueError(
-                f"cannot write to {folder!r}: {exc.strerror or type(exc).__name__}"
-            ) from None
-
-
-def plan(opts: AnonymizeOptions) -> RunPlan:
+def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
+    """The run ``opts`` ask for, resolved and checked (ValueError: one line); ``input_slices``
+    overrides ``--input-slices`` (the runner's, see ``scaffold.prepare_runner``)."""
     spec = detector_spec(opts)
     from blurbeam.detectors.none import check_method
 
     if check_method(opts.method, spec.name) != spec.name:  # --method learned: no detector
         spec = DetectorSpec("none")
     threads = worker_threads(opts, opts.worker_threads)
-    from blurbeam.detectors import get_class
-
-    det_cls = get_class(spec.name)  # fails early, with the list of backends, on a typo
-    threshold = (
-        spec.score_threshold
-        if spec.score_threshold is not None
-        else det_cls.default_score_threshold
-    )
+    det_params = detector_params(spec)  # fails early, with the list of backends, on a typo
     blur = BlurConfig(
         method=opts.method,
         strength=opts.strength,
@@ -498,11 +265,6 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
         raise ValueError("--input and --output are required")
     output = check_locations(opts.input, opts.output)
     policy = MetadataPolicy(keep_metadata=opts.keep_metadata, keep_gps=opts.keep_gps)
-    det_params = {
-        "score_threshold": threshold,
-        "min_face_size": spec.min_face_size,
-        **dict(spec.options),
-    }
     from blurbeam.detectors import model_fingerprint
     from blurbeam.task import one_line
 
@@ -546,14 +308,8 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
     from blurbeam.review.corrections import load_stored
 
     stored_corrections = load_stored(output)
-    if opts.run_id and not RUN_ID_PATTERN.fullmatch(opts.run_id):
-        raise ValueError(
-            f"--run-id {opts.run_id!r} must be 1-128 letters, digits, '.', '_' or '-' "
-            "(it names files)"
-        )
-    run_id = (
-        opts.run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    )
+    check_run_id(opts.run_id)
+    run_id = opts.run_id or new_run_id()
     from blurbeam.attest import run_id_used
 
     if opts.run_id and run_id_used(output, run_id):
@@ -584,7 +340,7 @@ def plan(opts: AnonymizeOptions) -> RunPlan:
         opts.audit_shards,
         image_column=opts.image_column,
         skip_existing=bool(opts.skip_existing),
-        input_slices=max(1, opts.input_slices or 1),
+        input_slices=max(1, input_slices or opts.input_slices or 1),
         opencv_threads=(
             opts.opencv_threads if opts.opencv_threads is not None else (threads or None)
         ),
@@ -657,102 +413,10 @@ def build(
     return records
 
 
-DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
-DEFAULT_DASK_PARTITIONS = 16
-
-
-def prepare_runner(beam_args: list[str], input_slices: int) -> tuple[list[str], int]:
-    """Runner-specific defaults: ``--runner DaskRunner`` is Beam's DaskRunner (by its full
-    path), and there the input is listed in as many slices as the Dask bags have partitions
-    (``--dask_npartitions``, default 16), since Dask ignores Reshuffle. Returns the Beam arguments
-    and the number of input slices (``input_slices`` when it is set, else 1 elsewhere)."""
-    args = list(beam_args)
-    runner = PipelineOptions(args).view_as(StandardOptions).runner or ""
-    if runner not in ("DaskRunner", "dask", DASK_RUNNER):
-        return args, max(1, input_slices or 1)
-    args += ["--runner", DASK_RUNNER]
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--dask_npartitions", type=int, default=None)
-    partitions = parser.parse_known_args(args)[0].dask_npartitions
-    slices = input_slices or partitions or DEFAULT_DASK_PARTITIONS
-    if partitions is None and "--dask_partition_size" not in " ".join(args):
-        args.append(f"--dask_npartitions={slices}")
-    return args, slices
-
-
-class _Progress:
-    """A live progress line for local runs: worker processes drop counts in a temp dir."""
-
-    def __init__(self, total: int | None, enabled: bool) -> None:
-        self.total = total
-        self.enabled = enabled
-        self.dir = tempfile.mkdtemp(prefix="blurbeam-progress-") if enabled else None
-        self._stop = threading.Event()
-        self._t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._loop, daemon=True) if enabled else None
-
-    def __enter__(self) -> _Progress:
-        if self._thread:
-            self._thread.start()
-        return self
-
-    def _read(self) -> dict[str, int]:
-        agg = {"done": 0, "faces": 0, "error": 0}
-        for name in os.listdir(self.dir):
-            if name.endswith(".json"):
-                try:
-                    with open(os.path.join(self.dir, name)) as fh:
-                        for k, v in json.load(fh).items():
-                            agg[k] = agg.get(k, 0) + v
-                except (OSError, ValueError):
-                    continue
-        return agg
-
-    def _line(self) -> str:
-        c = self._read()
-        elapsed = time.monotonic() - self._t0
-        total = f"/{self.total}" if self.total is not None else ""
-        rate = c["done"] / elapsed if elapsed > 0 else 0.0
-        return f"inputs {c['done']}{total}  faces {c['faces']}  errors {c['error']}  {rate:.1f} inputs/s"
-
-    def _loop(self) -> None:
-        tty = sys.stderr.isatty()
-        last = 0.0
-        while not self._stop.wait(0.5):
-            if tty:
-                print("\r" + self._line(), end="", file=sys.stderr, flush=True)
-            elif time.monotonic() - last >= 10:
-                print(self._line(), file=sys.stderr, flush=True)
-                last = time.monotonic()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread:
-            self._stop.set()
-            self._thread.join()
-            print(("\r" if sys.stderr.isatty() else "") + self._line(), file=sys.stderr, flush=True)
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def read_run_records(output: str, run_id: str):
-    """This run's audit records as an Arrow table."""
-    import fsspec
-    import pyarrow.parquet as pq
-
-    from blurbeam.schemas.audit import AUDIT_SCHEMA
-
-    fs, path = fsspec.core.url_to_fs(output)
-    files = sorted(fs.glob(f"{path.rstrip('/')}/audit/run-{run_id}*.parquet"))
-    tables = [pq.read_table(f, filesystem=fs, schema=AUDIT_SCHEMA) for f in files]
-    if not tables:
-        return AUDIT_SCHEMA.empty_table()
-    import pyarrow as pa
-
-    return pa.concat_tables(tables)
-
-
 def summarize(
-    table, rp: RunPlan, wall_s: float, runner: str, metrics: dict[str, int]
+    table: Any, rp: RunPlan, wall_s: float, runner: str, metrics: dict[str, int]
 ) -> dict[str, Any]:
+    """run.json: the run's counts (from its audit records ``table``), rate and config."""
     status = table.column("status").to_pylist()
     counts = {s: status.count(s) for s in STATUSES}
     n = len(status)
@@ -783,182 +447,123 @@ def summarize(
     }
 
 
-def query_counters(result) -> dict[str, int]:
-    out: dict[str, int] = {}
-    try:
-        for c in result.metrics().query()["counters"]:
-            if c.key.metric.namespace == "blurbeam":
-                out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(
-                    c.committed or c.attempted or 0
-                )
-    except Exception:  # some runners do not report metrics
-        pass
-    return out
+class AnonymizeCommand(Command[RunPlan]):
+    name = "anonymize"
+    options_class = AnonymizeOptions
+    required = ("input", "output")
+    sliced_input = True
 
+    def plan(self, opts: AnonymizeOptions, launch: Launch) -> RunPlan:
+        rp = plan(opts, launch.input_slices)
+        if not launch.local:
+            return rp
+        from blurbeam.shards import InputError, expand_input
 
-def _error(message: str) -> None:
-    print(f"blurbeam anonymize: error: {message}", file=sys.stderr)
-
-
-def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from blurbeam.task import one_line
-
-    beam_args, slices = prepare_runner(beam_args, args.input_slices)
-    options = PipelineOptions(beam_args, **vars(args))
-    opts = options.view_as(AnonymizeOptions)
-    try:
-        rp = plan(opts)
-    except (ValueError, OSError) as exc:
-        _error(str(exc) if isinstance(exc, ValueError) else one_line(exc))
-        return 2
-    rp.input_slices = slices
-    runner = options.view_as(StandardOptions).runner or "DirectRunner"
-    local = runner in ("DirectRunner", "direct", "FnApiRunner")
-    total = None
-    if local:
+        check_writable(rp.output, layout.AUDIT_DIR)
         try:
-            check_writable(rp.output)
             refs = list(expand_input(rp.input, exclude=rp.output, every_file=True))
-        except (InputError, ValueError) as exc:
-            _error(str(exc))
-            return 2
-        rp.refs = refs
-        containers = sum(get_format(r.kind).container for r in refs)
-        total = None if containers else len(refs)  # a shard's images are counted when read
-        what = (
-            f", {_plural(len(refs), 'input')}"
-            if not containers
-            else (f", {_plural(len(refs) - containers, 'file')} and {_plural(containers, 'shard')}")
-        )
-    else:
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        return replace(rp, refs=refs)
+
+    def total(self, rp: RunPlan) -> int | None:
+        if rp.refs is None or self._containers(rp):
+            return None  # a shard's images are counted when read
+        return len(rp.refs)
+
+    @staticmethod
+    def _containers(rp: RunPlan) -> int:
+        from blurbeam.shards import get_format
+
+        return sum(get_format(r.kind).container for r in rp.refs or ())
+
+    def announce(self, rp: RunPlan, launch: Launch) -> list[str]:
         what = ""
-    print(
-        f"blurbeam {__version__}: run {rp.run_id}, detector {rp.spec.name}, method {rp.blur.method}, "
-        f"runner {runner}{what}" + (", skipping inputs already done" if rp.skip_existing else ""),
-        file=sys.stderr,
-    )
-    if rp.blur.weakness:
-        print(
-            f"blurbeam anonymize: warning: weak anonymization accepted: {rp.blur.weakness}",
-            file=sys.stderr,
-        )
-    show = opts.progress == "on" or (opts.progress == "auto" and local)
-    if not os.environ.get("BLURBEAM_DEBUG"):
-        # a failing step is reported below in one line; Beam would also log its traceback
-        logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
-    t0 = time.monotonic()
-    started = time.time()  # outputs older than this are not this run's
-    with _Progress(total, enabled=show and local) as progress:
-        p = beam.Pipeline(options=options)
-        build(p, rp, progress.dir)
+        if rp.refs is not None:
+            n, shards = len(rp.refs), self._containers(rp)
+            what = (
+                f", {plural(n - shards, 'file')} and {plural(shards, 'shard')}"
+                if shards
+                else f", {plural(n, 'input')}"
+            )
+        lines = [
+            f"blurbeam {__version__}: run {rp.run_id}, detector {rp.spec.name}, method "
+            f"{rp.blur.method}, runner {launch.runner}{what}"
+            + (", skipping inputs already done" if rp.skip_existing else "")
+        ]
+        if rp.blur.weakness:
+            lines.append(f"{self.prog}: warning: weak anonymization accepted: {rp.blur.weakness}")
+        return lines
+
+    def build(self, p: beam.Pipeline, rp: RunPlan, progress_dir: str | None) -> Any:
+        return build(p, rp, progress_dir)
+
+    def failed(self, rp: RunPlan, failure: str, started: float) -> str:
+        """Remove every output written since the run ``started`` that no audit record accounts
+        for (anonymized copies only; files the user keeps under --output from before the run
+        are left alone)."""
+        from blurbeam.report import remove_unaccounted_outputs
+
         try:
-            result = p.run()
-            restore = _cancel_on_sigterm(result)
-            try:
-                result.wait_until_finish()
-            finally:
-                restore()
-                client = getattr(result, "client", None)  # DaskRunner's dask.distributed client
-                if client is not None:
-                    client.close()
-        except Exception as exc:
-            failure = one_line(exc)
-        else:
-            failure = None
-    if failure is not None:
-        return _failed(rp, failure, started)
-    wall = time.monotonic() - t0
-    from blurbeam.attest import attestation_uri
+            removed = remove_unaccounted_outputs(rp.output, since=started)
+            tidy = (
+                f"; removed {plural(len(removed), 'output')} that had no audit record"
+                if removed
+                else "; every output left has an audit record"
+            )
+        except Exception as exc:  # the output itself may be what failed
+            tidy = f"; could not check the outputs for missing audit records: {exc}"
+        return failure + tidy
 
-    att_uri = attestation_uri(rp.output, rp.run_id)
-    afs, apath = fsspec.core.url_to_fs(att_uri)
-    if not afs.exists(apath):
-        _error(
-            f"the job finished but left no attestation at {att_uri}: the workers did not write "
-            "where this launcher reads (a path that differs between them?)"
+    def finish(self, rp: RunPlan, launch: Launch, result: Any, wall_s: float) -> Outcome:
+        import fsspec
+
+        att_uri = layout.attestation(rp.output, rp.run_id)
+        afs, apath = fsspec.core.url_to_fs(att_uri)
+        if not afs.exists(apath):
+            return Outcome(
+                {},
+                None,
+                error=f"the job finished but left no attestation at {att_uri}: the workers did "
+                "not write where this launcher reads (a path that differs between them?)",
+            )
+        table = read_run_records(rp.output, rp.run_id)
+        summary = summarize(table, rp, wall_s, launch.runner, query_counters(result))
+        c, metrics = summary["status_counts"], summary["metrics"]
+        lines = []
+        if rp.skip_existing:
+            # a counter never incremented is not reported: on a local runner that means none
+            n = metrics.get("images_skipped", 0 if launch.local else None)
+            lines.append(
+                "skipped "
+                + (plural(n, "input") if n is not None else "an unknown number of inputs (the "
+                   "runner reports no metrics)")
+                + " already done under this config"
+            )  # fmt: skip
+        lines.append(
+            f"done: {plural(summary['images'], 'input')} ({c['ok']} with faces, {c['no_faces']} "
+            f"without, {c['skipped']} not images or hidden, {plural(c['error'], 'error')}), "
+            f"{plural(summary['faces'], 'face')}, {summary['wall_s']:.1f} s, "
+            f"{summary['images_per_s'] or 0:.2f} inputs/s"
+            + (f"; model loads {metrics['model_loads']}" if "model_loads" in metrics else "")
         )
-        return 1
-    table = read_run_records(rp.output, rp.run_id)
-    summary = summarize(table, rp, wall, runner, query_counters(result))
-    from blurbeam.shards import join_output, write_bytes
-
-    write_bytes(join_output(rp.output, "run.json"), json.dumps(summary, indent=2).encode())
-    c = summary["status_counts"]
-    if rp.skip_existing:
-        # a counter never incremented is not reported: on a local runner that means none
-        n = summary["metrics"].get("images_skipped", 0 if local else None)
-        print(
-            "skipped "
-            + (_plural(n, "input") if n is not None else "an unknown number of inputs (the runner "
-               "reports no metrics)")
-            + " already done under this config",
-            file=sys.stderr,
-        )  # fmt: skip
-    print(
-        f"done: {_plural(summary['images'], 'input')} ({c['ok']} with faces, {c['no_faces']} "
-        f"without, {c['skipped']} not images or hidden, {_plural(c['error'], 'error')}), "
-        f"{_plural(summary['faces'], 'face')}, {summary['wall_s']:.1f} s, "
-        f"{summary['images_per_s'] or 0:.2f} inputs/s"
-        + (
-            f"; model loads {summary['metrics']['model_loads']}"
-            if "model_loads" in summary["metrics"]
-            else ""
-        ),
-        file=sys.stderr,
-    )
-    print(
-        f"images and audit records under {rp.output} (run.json, audit/run-{rp.run_id}-*.parquet, "
-        f"attestation runs/{rp.run_id}.json)",
-        file=sys.stderr,
-    )
-    for reason, n in list(summary["errors"].items())[:5]:
-        print(f"  error x{n}: {reason}", file=sys.stderr)
-    if summary["error_rate"] > opts.max_error_rate:
-        _error(
-            f"error rate {summary['error_rate']:.3f} exceeds --max-error-rate "
-            f"{opts.max_error_rate:g}"
+        lines.append(
+            f"images and audit records under {rp.output} ({layout.RUN_SUMMARY}, "
+            f"{layout.audit_glob('', rp.run_id)}, attestation "
+            f"{layout.attestation('', rp.run_id)})"
         )
-        return 1
-    return 0
+        lines += [f"  error x{n}: {reason}" for reason, n in list(summary["errors"].items())[:5]]
+        error = None
+        if summary["error_rate"] > rp.max_error_rate:
+            error = (
+                f"error rate {summary['error_rate']:.3f} exceeds --max-error-rate "
+                f"{rp.max_error_rate:g}"
+            )
+        return Outcome(summary, layout.run_summary(rp.output), tuple(lines), error)
 
 
-def _cancel_on_sigterm(result):
-    """While this launcher waits for a job on a cluster (Flink, Dataflow, Dask), SIGTERM (a
-    scheduler killing the task) cancels the job before the launcher exits with 143, so that no
-    job runs on unwatched. Returns the function that puts the previous handler back."""
-    import signal
-
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def on_term(signum, frame):
-        with contextlib.suppress(Exception):
-            result.cancel()
-        _error("terminated: the job was cancelled")
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    return lambda: signal.signal(signal.SIGTERM, previous)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _failed(rp: RunPlan, failure: str, started: float) -> int:
-    """A pipeline that failed part way: remove every output written since the run ``started``
-    that no audit record accounts for (anonymized copies only; files the user keeps under
-    --output from before the run are left alone), then report in one line."""
-    from blurbeam.report import remove_unaccounted_outputs
-
-    try:
-        removed = remove_unaccounted_outputs(rp.output, since=started)
-        tidy = (
-            f"; removed {_plural(len(removed), 'output')} that had no audit record"
-            if removed
-            else "; every output left has an audit record"
-        )
-    except Exception as exc:  # the output itself may be what failed
-        tidy = f"; could not check the outputs for missing audit records: {exc}"
-    _error(f"the pipeline failed: {failure}{tidy}")
-    return 1
+COMMAND = AnonymizeCommand()
+#: Arguments the command does not declare go to Beam (runner flags); unknown ones are an error.
+BEAM_OPTIONS = True
+add_arguments = COMMAND.add_arguments
+run = COMMAND.run

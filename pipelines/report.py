@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from blurbeam.pipelines.anonymize import fraction
+from blurbeam.pipelines.scaffold import fraction
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,10 +70,10 @@ def _run_json(output: str) -> dict:
     """The latest run's ``run.json`` under ``output`` ({} when there is none)."""
     import fsspec
 
-    from blurbeam.shards import join_output
+    from blurbeam.schemas import layout
 
     try:
-        fs, path = fsspec.core.url_to_fs(join_output(output, "run.json"))
+        fs, path = fsspec.core.url_to_fs(layout.run_summary(output))
         return json.loads(fs.cat_file(path))
     except (FileNotFoundError, ValueError, OSError):
         return {}

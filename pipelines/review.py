@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from blurbeam.pipelines.anonymize import non_negative_int, positive_int
+from blurbeam.pipelines.scaffold import non_negative_int, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -36,7 +36,7 @@ def beam_pin() -> str:
 
 def cli_options() -> dict[str, argparse.Action]:
     parser = argparse.ArgumentParser()
-    anon.add_anonymize_arguments(parser)
+    anon.add_arguments(parser)
     return {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
 
 

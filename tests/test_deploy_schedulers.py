@@ -24,6 +24,7 @@ from test_shards import face_image
 
 from blurbeam.pipelines import anonymize as anon
 from blurbeam.pipelines import report as report_cmd
+from blurbeam.pipelines import scaffold
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -148,7 +149,7 @@ def test_flink_submit_runs_the_launcher_service_then_the_report(fake_docker):
     assert argv[-1] == "--skip-existing"
     assert report[len(prefix) :] == ["report", "--output", f"{data}/out", "--verify"]
     for flag in re.findall(r"--[a-z][a-z_-]+", " ".join(argv)):
-        known = parser_flags(anon.add_anonymize_arguments)
+        known = parser_flags(anon.add_arguments)
         assert flag in known or flag in {
             "--runner",
             "--job_endpoint",
@@ -261,7 +262,7 @@ def test_cronjob_does_not_retry_data_errors_and_runs_locked_down():
     anonymize, report = script.split("status=$?;")
     assert "blurbeam anonymize" in anonymize and "--skip-existing" in anonymize
     assert "blurbeam report" in report and "--verify" in report
-    known = parser_flags(anon.add_anonymize_arguments) | {
+    known = parser_flags(anon.add_arguments) | {
         "--direct_num_workers",
         "--direct_running_mode",
     }
@@ -375,7 +376,7 @@ def test_airflow_run_id_is_unique_per_run_and_try():
     assert len(ids) == 6
     long_run = "x" * 300 + "/.."
     for run_id in [*ids, common.blurbeam_run_id(long_run, 1), common.blurbeam_run_id("é", 1)]:
-        assert anon.RUN_ID_PATTERN.fullmatch(run_id), run_id
+        assert scaffold.RUN_ID_PATTERN.fullmatch(run_id), run_id
     assert common.blurbeam_run_id("a", 1) == common.blurbeam_run_id("a", 1)
     assert common.blurbeam_run_id("a:b", 1) != common.blurbeam_run_id("a-b", 1)
 
@@ -575,7 +576,7 @@ def test_airflow_dags_import_and_the_dataflow_operator_cancels_and_names_each_tr
         assert anonymize["py_interpreter"] == sys.executable
         options = {**anonymize["default_pipeline_options"], **anonymize["pipeline_options"]}
         assert options["run_id"] == common.RUN_ID and options["skip_existing"] is True
-        known = {f[2:] for f in parser_flags(anon.add_anonymize_arguments)}
+        known = {f[2:] for f in parser_flags(anon.add_arguments)}
         beam_flags = {
             "direct_num_workers",
             "direct_running_mode",

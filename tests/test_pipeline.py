@@ -21,6 +21,7 @@ from blurbeam import demo
 from blurbeam.detectors import Detector, register
 from blurbeam.imageio import decode
 from blurbeam.pipelines import anonymize as anon
+from blurbeam.pipelines import scaffold
 from blurbeam.pipelines.cli import main as cli_main
 from blurbeam.schemas.audit import AUDIT_SCHEMA
 
@@ -229,7 +230,7 @@ def test_cli_exit_codes_and_run_json(dataset, tmp_path, capsys):
     )
     summary = json.loads((out / "run.json").read_text())
     assert summary["images"] == 9 and summary["status_counts"]["error"] == 2
-    assert summary["config"]["detector"]["name"] == anon.DEFAULT_DETECTOR
+    assert summary["config"]["detector"]["name"] == scaffold.DEFAULT_DETECTOR
     err = capsys.readouterr().err
     assert "exceeds --max-error-rate" in err and "Traceback" not in err
     out2 = tmp_path / "out2"

@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from test_shards import face_image, plain_image
 
 from blurbeam.pipelines import anonymize as anon
+from blurbeam.pipelines import scaffold
 from blurbeam.shards import tar as tarfmt
 
 
@@ -40,8 +41,7 @@ def dataset(tmp_path_factory) -> Path:
 
 def run_with(dataset: Path, out: Path, run_id: str, beam_args: list[str], slices: int = 1):
     argv = ["--input", str(dataset), "--output", str(out), "--run-id", run_id]
-    rp = anon.plan(PipelineOptions(argv).view_as(anon.AnonymizeOptions))
-    rp.input_slices = slices
+    rp = anon.plan(PipelineOptions(argv).view_as(anon.AnonymizeOptions), slices)
     progress = out.parent / f"{out.name}-progress"
     progress.mkdir(parents=True)
     p = beam.Pipeline(options=PipelineOptions(beam_args))
@@ -106,10 +106,10 @@ def test_dask_runner_two_workers(dataset, reference, tmp_path):
         dashboard_address=None,
         silence_logs=40,
     ) as cluster:
-        args, slices = anon.prepare_runner(
+        args, slices = scaffold.prepare_runner(
             ["--runner", "DaskRunner", "--dask_client_address", cluster.scheduler_address], 0
         )
-        assert anon.DASK_RUNNER in args and slices == anon.DEFAULT_DASK_PARTITIONS
+        assert scaffold.DASK_RUNNER in args and slices == scaffold.DEFAULT_DASK_PARTITIONS
         assert f"--dask_npartitions={slices}" in args
         out = tmp_path / "out"
         records, workers, _ = run_with(dataset, out, "dask", args, slices)
@@ -120,10 +120,10 @@ def test_dask_runner_two_workers(dataset, reference, tmp_path):
 
 
 def test_prepare_runner_leaves_other_runners_alone():
-    assert anon.prepare_runner(["--direct_num_workers=2"], 0) == (["--direct_num_workers=2"], 1)
-    args, slices = anon.prepare_runner(["--runner=DaskRunner", "--dask_npartitions", "6"], 0)
+    assert scaffold.prepare_runner(["--direct_num_workers=2"], 0) == (["--direct_num_workers=2"], 1)
+    args, slices = scaffold.prepare_runner(["--runner=DaskRunner", "--dask_npartitions", "6"], 0)
     assert slices == 6 and args.count("--dask_npartitions") == 1
-    assert anon.prepare_runner(["--runner", "PortableRunner"], 3)[1] == 3
+    assert scaffold.prepare_runner(["--runner", "PortableRunner"], 3)[1] == 3
 
 
 def _free_port() -> int:
@@ -185,7 +185,7 @@ def test_sigterm_while_waiting_cancels_the_job():
 
     result = FakeResult()
     before = signal.getsignal(signal.SIGTERM)
-    restore = anon._cancel_on_sigterm(result)
+    restore = scaffold.cancel_on_sigterm(result)
     try:
         with pytest.raises(SystemExit) as exit_info:
             os.kill(os.getpid(), signal.SIGTERM)

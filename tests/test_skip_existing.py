@@ -11,10 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from test_shards import face_image, plain_image, run_pipeline
 
-from blurbeam.pipelines.anonymize import DEFAULT_DETECTOR
 from blurbeam.pipelines.cli import main as cli_main
-from blurbeam.report import OWN_FILES, load_audit
+from blurbeam.pipelines.scaffold import DEFAULT_DETECTOR
+from blurbeam.report import load_audit
 from blurbeam.schemas.audit import AUDIT_SCHEMA
+from blurbeam.schemas.layout import OWN_FILES
 from blurbeam.shards import tar as tarfmt
 
 

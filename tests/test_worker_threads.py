@@ -8,13 +8,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from blurbeam.detectors import DetectorSpec, create
 from blurbeam.pipelines import anonymize as anon
+from blurbeam.pipelines import scaffold
 
 
 def resolve(*argv: str, cores: int = 2, monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(anon, "available_cores", lambda: cores)
+    monkeypatch.setattr(scaffold, "available_cores", lambda: cores)
     args = ["--input", "in", "--output", "out", *argv]
     opts = PipelineOptions(args).view_as(anon.AnonymizeOptions)
-    return anon.worker_threads(opts, opts.worker_threads)
+    return scaffold.worker_threads(opts, opts.worker_threads)
 
 
 @pytest.mark.parametrize(
@@ -43,7 +44,7 @@ def test_worker_threads_resolution(argv, cores, expected, monkeypatch):
 
 
 def test_available_cores_is_at_least_one_and_at_most_the_machine():
-    assert 1 <= anon.available_cores() <= (anon.os.cpu_count() or 1)
+    assert 1 <= scaffold.available_cores() <= (scaffold.os.cpu_count() or 1)
 
 
 def test_negative_worker_threads_is_a_clear_error(tmp_path, capsys):

@@ -13,6 +13,7 @@ import zlib
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from blurbeam.schemas import layout
 from blurbeam.schemas.audit import AUDIT_SCHEMA, STATUSES, validate_record
 from blurbeam.shards import check_target, join_output, write_bytes
 from blurbeam.task import ImageTask, RunContext
@@ -105,7 +106,7 @@ class _WriteAuditShardFn(beam.DoFn):
         with pq.ParquetWriter(buf, AUDIT_SCHEMA) as writer:
             for i in range(0, len(rows), 10_000):
                 writer.write_table(pa.Table.from_pylist(rows[i : i + 10_000], schema=AUDIT_SCHEMA))
-        uri = f"{self._prefix}-{shard:05d}-of-{self._num_shards:05d}.parquet"
+        uri = layout.part_files(self._prefix, shard, self._num_shards)
         write_bytes(uri, buf.getvalue())
         yield uri
 
@@ -123,7 +124,7 @@ class WriteAudit(beam.PTransform):
         super().__init__()
         if num_shards < 1:
             raise ValueError("audit shards must be >= 1")
-        self._prefix = join_output(output, f"audit/run-{run_id}")
+        self._prefix = layout.audit_prefix(output, run_id)
         self._num_shards = num_shards
 
     def expand(self, records):

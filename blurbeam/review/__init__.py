@@ -32,7 +32,6 @@ import fsspec
 from blurbeam import __version__
 from blurbeam.review import svg
 
-REVIEW_DIR = "review"
 THUMB_SIDE = 240
 #: Larger images are shown scaled down (boxes stay in the source frame); keeps the site small.
 MAX_SIDE = 2048
@@ -133,9 +132,9 @@ class _Writer:
     """Writes files under ``OUTPUT/review`` through fsspec and counts what it wrote."""
 
     def __init__(self, output: str) -> None:
-        from blurbeam.shards import join_output
+        from blurbeam.schemas import layout
 
-        self.root = join_output(output, REVIEW_DIR)
+        self.root = layout.review_site(output)
         self.files = 0
         self.bytes = 0
 

@@ -35,12 +35,13 @@ from apache_beam.options.pipeline_options import (
 
 from blurbeam.attest import ErrorRateExceeded
 from blurbeam.pipelines import anonymize as anon
+from blurbeam.pipelines import scaffold
 
 TRUE = ("true", "1", "yes")
 #: Environment variable holding the worker image (set by deploy/Dockerfile).
 WORKER_IMAGE_ENV = "BLURBEAM_WORKER_IMAGE"
 #: Run ids name audit files (``audit/run-<run_id>-*.parquet``): no path separators, no globs.
-RUN_ID_PATTERN = f"^{anon.RUN_ID_PATTERN.pattern}$"  # the template's regex for anonymize's rule
+RUN_ID_PATTERN = f"^{scaffold.RUN_ID_PATTERN.pattern}$"  # the template's regex for the rule
 DATAFLOW_RUNNERS = ("DataflowRunner", "dataflow")
 
 
@@ -100,23 +101,22 @@ def check_run_id(run_id: str | None) -> None:
 
 
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    command = anon.COMMAND
     parser = argparse.ArgumentParser(prog="blurbeam-flex-template")
-    anon.add_arguments(parser)
+    command.add_arguments(parser)
     argv = normalize(list(sys.argv[1:] if argv is None else argv), boolean_flags(parser))
     args, beam_args = parser.parse_known_args(argv)
     try:
         check_run_id(args.run_id)
         beam_args = with_worker_image(beam_args, os.environ if env is None else env)
-        beam_args, slices = anon.prepare_runner(beam_args, args.input_slices)
-        options = PipelineOptions(beam_args, **vars(args))
-        rp = anon.plan(options.view_as(anon.AnonymizeOptions))
+        launch = command.launch(args, beam_args)
+        rp = anon.plan(launch.options.view_as(command.options_class), launch.input_slices)
     except ValueError as exc:
         print(f"blurbeam-flex-template: error: {exc}", file=sys.stderr)
         return 2
-    rp.input_slices = slices
-    p = beam.Pipeline(options=options)
+    p = beam.Pipeline(options=launch.options)
     anon.build(p, rp, fail_on_error_rate=True)
-    image = options.view_as(WorkerOptions).sdk_container_image
+    image = launch.options.view_as(WorkerOptions).sdk_container_image
     try:
         result = p.run()
     except ErrorRateExceeded as exc:  # runners that execute in this process (DirectRunner)

@@ -31,7 +31,6 @@ DESCRIPTION = (
     "TFRecord shards on GCS, S3 or Azure) and write one Parquet audit record per image under "
     "the output. Workers run the image the template was built from."
 )
-REQUIRED = ("input", "output")
 #: Flags that do nothing in a template, with the reason.
 EXCLUDED = {
     "progress": "a live progress line on the launcher's terminal: the template launcher returns "
@@ -45,7 +44,7 @@ TEMPLATE_NOTES = {
 BOOLEAN = r"^(true|false)$"
 NON_NEGATIVE_INT = r"^[0-9]+$"
 NON_NEGATIVE_FLOAT = r"^[0-9]*\.?[0-9]+$"
-#: Regexes by the name of a flag's argparse type (the parsing functions of anonymize.py). A plain
+#: Regexes by the name of a flag's argparse type (the parsing functions of scaffold.py). A plain
 #: float or int is taken as non-negative: no flag of the pipeline takes a negative number.
 BY_TYPE = {
     "int": NON_NEGATIVE_INT,
@@ -133,7 +132,7 @@ def metadata() -> dict[str, Any]:
             "name": action.dest,
             "label": label(action),
             "helpText": help_text(parser, action),
-            "isOptional": action.dest not in REQUIRED,
+            "isOptional": action.dest not in anon.COMMAND.required,
         }
         rx = regex(action)
         if rx is not None:

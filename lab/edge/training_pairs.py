@@ -1,7 +1,7 @@
 """Training pairs for the learned anonymizer: an image and what blurbeam's default makes of it.
 
 Targets come from blurbeam itself: the image's faces found by the anonymize default detector
-(``pipelines.anonymize.DEFAULT_DETECTOR`` at its default threshold) and blurred by the default
+(``pipelines.scaffold.DEFAULT_DETECTOR`` at its default threshold) and blurred by the default
 ``BlurConfig`` (Gaussian, strength 0.25, on the 1.6x ellipse mask). The detections are cached
 (``detect_folder``), so that tiles can be cut again without detecting again.
 

@@ -37,7 +37,7 @@ from blurbeam.detectors import DetectorSpec
 from blurbeam.geometry import MASK_SHAPES
 from blurbeam.lab.detection.blur_recall import PrivacyConfig
 from blurbeam.lab.detection.wider_ap import LEVELS, WiderFormatError, WiderGroundTruth
-from blurbeam.pipelines.anonymize import _option, add_detection_arguments, detector_spec
+from blurbeam.pipelines.scaffold import add_detector_options, detector_spec, option
 
 DEFAULT_AP_MIN_SCORE = 0.02
 
@@ -47,42 +47,42 @@ BEAM_OPTIONS = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    _option(parser, "images", required=True, help="directory of <event>/<name>.jpg images")
-    _option(parser, "gt", required=True, help="WIDER gt.txt (e.g. .../widerface/dev305/gt.txt)")
-    _option(
+    option(parser, "images", required=True, help="directory of <event>/<name>.jpg images")
+    option(parser, "gt", required=True, help="WIDER gt.txt (e.g. .../widerface/dev305/gt.txt)")
+    option(
         parser,
         "mat-dir",
         default=None,
         help="folder of wider_{easy,medium,hard}_val.mat (default: ground_truth/ beside --gt)",
     )
-    _option(parser, "output", required=True, help="output directory")
-    add_detection_arguments(parser)
-    _option(
+    option(parser, "output", required=True, help="output directory")
+    add_detector_options(parser)
+    option(
         parser,
         "ap-min-score",
         type=float,
         default=DEFAULT_AP_MIN_SCORE,
         help=f"detector threshold for the AP predictions (default {DEFAULT_AP_MIN_SCORE})",
     )
-    _option(
+    option(
         parser,
         "every",
         type=int,
         default=1,
         help="evaluate every K-th labelled image, sorted by name (default 1: all)",
     )
-    _option(
+    option(
         parser, "mask-scale", type=float, default=DEFAULT_MASK_SCALE, help="anonymizer mask scale"
     )
-    _option(parser, "mask-shape", default="ellipse", choices=MASK_SHAPES)
-    _option(
+    option(parser, "mask-shape", default="ellipse", choices=MASK_SHAPES)
+    option(
         parser,
         "min-blur-face",
         type=float,
         default=10.0,
         help="blur recall counts valid faces whose larger side is at least this (px)",
     )
-    _option(
+    option(
         parser,
         "min-coverage",
         type=float,
