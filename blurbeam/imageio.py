@@ -28,6 +28,8 @@ import numpy as np
 from PIL import Image, ImageFile, JpegImagePlugin
 from PIL.TiffImagePlugin import IFDRational
 
+from blurbeam.errors import one_line
+
 # We check the pixel count ourselves (clear message, configurable limit) before any decoding.
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -79,11 +81,6 @@ class DecodedImage:
     @property
     def width(self) -> int:
         return int(self.pixels.shape[1])
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] if text else type(exc).__name__
 
 
 def _png_bit_depth(data: bytes) -> int | None:
@@ -241,7 +238,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     except Image.UnidentifiedImageError:
         raise ImageError("not a recognised image format") from None
     except Exception as exc:  # header parsing of a hostile file
-        raise ImageError(f"unreadable image header: {_one_line(exc)}") from None
+        raise ImageError(f"unreadable image header: {one_line(exc, with_type=False)}") from None
     fmt = (im.format or "").upper()
     if fmt == "MPO":  # multi-picture JPEG: we would keep only the first picture
         fmt = "JPEG" if getattr(im, "n_frames", 1) == 1 else fmt
@@ -276,7 +273,9 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     except ImageError:
         raise
     except Exception as exc:
-        raise ImageError(f"corrupt or truncated image data: {_one_line(exc)}") from None
+        raise ImageError(
+            f"corrupt or truncated image data: {one_line(exc, with_type=False)}"
+        ) from None
     if pixels.shape[0] != h or pixels.shape[1] != w:
         raise ImageError(
             f"decoded size {pixels.shape[1]}x{pixels.shape[0]} differs from header {w}x{h}"
@@ -641,7 +640,7 @@ def encode(src: DecodedImage, pixels: np.ndarray, policy: MetadataPolicy | None 
     try:
         im.save(buf, format=fmt, **params)
     except Exception as exc:
-        raise ImageError(f"{fmt} encoding failed: {_one_line(exc)}") from None
+        raise ImageError(f"{fmt} encoding failed: {one_line(exc, with_type=False)}") from None
     return buf.getvalue()
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from blurbeam import __version__
 from blurbeam.detectors.base import Face
+from blurbeam.errors import one_line
 from blurbeam.imageio import DecodedImage
 from blurbeam.shards import ImageRecord
 
@@ -43,15 +44,6 @@ def config_hash(config: dict[str, Any]) -> str:
     """A stable hash of everything that decides the output (not the paths)."""
     blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def one_line(exc: BaseException | str, limit: int = 300) -> str:
-    if isinstance(exc, BaseException):
-        text = " ".join(str(exc).split())
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    else:
-        text = " ".join(exc.split())
-    return text[:limit]
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ from typing import Any, BinaryIO, Generic, TypeVar
 
 import fsspec
 
+from blurbeam.errors import one_line
+
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 
@@ -385,11 +387,6 @@ def file_sha256(uri: str) -> str | None:
         return None
 
 
-def one_line_error(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:300]
-
-
 def _temporary_name(path: str) -> str:
     """A temporary file beside ``path``, hidden (a dot name: coverage and cleanup ignore it)."""
     directory, base = os.path.split(path)
@@ -583,7 +580,7 @@ def stream_shard(
             sink.commit()
             published = True
         except Exception as exc:
-            write_error = one_line_error(exc)
+            write_error = one_line(exc)
     elif isinstance(sink, AtomicWriter):
         sink.discard()
     elif produced:

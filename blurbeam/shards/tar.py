@@ -46,6 +46,7 @@ from typing import IO, BinaryIO, TypeVar
 
 import fsspec
 
+from blurbeam.errors import one_line
 from blurbeam.imageio import OPAQUE_SNIFF_BYTES, find_media, sniff_format
 from blurbeam.shards import (
     ImageRecord,
@@ -57,7 +58,6 @@ from blurbeam.shards import (
     ShardRef,
     UnsafePathError,
     container_record,
-    one_line_error,
     register_format,
     safe_relpath,
     shard_record,
@@ -288,7 +288,7 @@ class TarFormat(ShardFormat):
         except FileNotFoundError:
             raise
         except _BROKEN as exc:
-            reason = f"not a valid {_kind_name(path)} shard: {one_line_error(exc)}"
+            reason = f"not a valid {_kind_name(path)} shard: {one_line(exc)}"
             return [shard_record(ref, reason)]
         return records or [shard_record(ref, NO_IMAGE)]
 
@@ -317,7 +317,7 @@ class TarFormat(ShardFormat):
         except FileNotFoundError:
             raise
         except _BROKEN as exc:
-            reason = f"not a valid {_kind_name(ref.uri)} shard: {one_line_error(exc)}"
+            reason = f"not a valid {_kind_name(ref.uri)} shard: {one_line(exc)}"
             raise ShardReadError(reason) from None
         finally:
             if gz:

@@ -26,6 +26,7 @@ from typing import BinaryIO, TypeVar
 import fsspec
 import google_crc32c
 
+from blurbeam.errors import one_line
 from blurbeam.imageio import find_media
 from blurbeam.shards import (
     ImageRecord,
@@ -36,7 +37,6 @@ from blurbeam.shards import (
     ShardReadError,
     ShardRef,
     container_record,
-    one_line_error,
     register_format,
     shard_record,
     stray_image_error,
@@ -295,7 +295,7 @@ class TFRecordFormat(ShardFormat):
                 rec.data = None
                 outcomes.append(outcome)
         except TFRecordError as exc:
-            raise ShardReadError(one_line_error(exc)) from None
+            raise ShardReadError(one_line(exc)) from None
         return outcomes or [Outcome(shard_record(ref, NO_IMAGE))]
 
 

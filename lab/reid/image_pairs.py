@@ -81,9 +81,9 @@ def audit_pair(
     anonymized after each applicable attacker (only ``attackers`` when given), with ``models``
     (``face_features.AuditModels``). An image that cannot be read, or whose two files differ in
     size, is skipped with a one-line reason, and so are faces without landmarks."""
+    from blurbeam.errors import one_line
     from blurbeam.lab.reid.attackers import attackers_for
     from blurbeam.lab.reid.face_features import attacked_features, original_features
-    from blurbeam.task import one_line
 
     uri = task.source_uri
     try:
