@@ -11,9 +11,9 @@ from __future__ import annotations
 #: Why ``--method learned`` needs ``--allow-weak-anonymization`` (``BlurConfig.weakness``): the
 #: privacy measurement of the packaged model (docs/PRIVACY.md, "Learned edge anonymizer").
 LEARNED_WEAKNESS = (
-    "the learned anonymizer failed the privacy audit: 86% of faces identified (target 3%), "
-    "86.6% re-identified by verification (target 5%), blur recall 0.70 on WIDER dev305; it runs "
-    "no detector and faces it misses keep most of their detail"
+    "the learned anonymizer failed the privacy audit and changes too few faces on WIDER FACE "
+    '(docs/PRIVACY.md and docs/BENCHMARKS.md, "Learned edge anonymizer"); it runs no detector '
+    "and faces it misses keep most of their detail"
 )
 
 
