@@ -60,7 +60,9 @@ class _DropBeamImportNoise(logging.Filter):
 
 
 def _beam_parser(args: list[str]) -> argparse.ArgumentParser:
-    """A parser that knows every flag of every PipelineOptions subclass, as Beam builds it."""
+    """A parser that knows every flag of every PipelineOptions subclass, as Beam builds it,
+    except blurbeam's own: a command's flags are its own parser's, and another command's flag
+    is as unknown to it as a misspelled one."""
     from apache_beam.options import pipeline_options as po
 
     if any("dask" in a.lower() for a in args):
@@ -69,7 +71,8 @@ def _beam_parser(args: list[str]) -> argparse.ArgumentParser:
     parser = po._BeamArgumentParser(allow_abbrev=False)
     subset: dict[str, type] = {}
     for cls in po.PipelineOptions.__subclasses__():
-        subset.setdefault(str(cls), cls)
+        if not cls.__module__.startswith("blurbeam."):
+            subset.setdefault(str(cls), cls)
     for cls in subset.values():
         cls._add_argparse_args(parser)
     return parser

@@ -485,8 +485,9 @@ class Outcome:
     summary_uri: str | None
     #: printed on stderr, one line each
     lines: tuple[str, ...] = ()
-    #: a one-line reason to exit 1 (an error rate above --max-error-rate ...)
+    #: a one-line reason the run failed (an error rate above --max-error-rate ...)
     error: str | None = None
+    #: the exit code (with ``error``: 1 unless set)
     exit_code: int = 0
 
 
@@ -537,7 +538,7 @@ class Command(ABC, Generic[PlanT]):
         try:
             plan = self.plan(opts, launch)
         except (ValueError, OSError) as exc:
-            self.error(str(exc) if isinstance(exc, ValueError) else one_line(exc))
+            self.error(" ".join(str(exc).split()) if isinstance(exc, ValueError) else one_line(exc))
             return 2
         total = self.total(plan)
         for line in self.announce(plan, launch):
@@ -579,7 +580,7 @@ class Command(ABC, Generic[PlanT]):
             print(line, file=sys.stderr)
         if outcome.error is not None:
             self.error(outcome.error)
-            return 1
+            return outcome.exit_code or 1
         return outcome.exit_code
 
     # the steps a command implements

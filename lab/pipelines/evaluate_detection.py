@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,59 +37,71 @@ from blurbeam.blur import DEFAULT_MASK_SCALE
 from blurbeam.detectors import DetectorSpec
 from blurbeam.geometry import MASK_SHAPES
 from blurbeam.lab.detection.blur_recall import PrivacyConfig
-from blurbeam.lab.detection.wider_ap import LEVELS, WiderFormatError, WiderGroundTruth
-from blurbeam.pipelines.scaffold import add_detector_options, detector_spec, option
+from blurbeam.lab.detection.wider_ap import LEVELS, WiderGroundTruth
+from blurbeam.pipelines.scaffold import (
+    Command,
+    Launch,
+    Outcome,
+    add_detector_options,
+    detector_spec,
+    option,
+    score_threshold,
+)
 
 DEFAULT_AP_MIN_SCORE = 0.02
 
 
-#: Arguments the command does not declare go to Beam (runner flags); unknown ones are an error.
-BEAM_OPTIONS = True
+class EvaluateOptions(PipelineOptions):
+    """The flags of ``blurbeam evaluate``."""
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    option(parser, "images", required=True, help="directory of <event>/<name>.jpg images")
-    option(parser, "gt", required=True, help="WIDER gt.txt (e.g. .../widerface/dev305/gt.txt)")
-    option(
-        parser,
-        "mat-dir",
-        default=None,
-        help="folder of wider_{easy,medium,hard}_val.mat (default: ground_truth/ beside --gt)",
-    )
-    option(parser, "output", required=True, help="output directory")
-    add_detector_options(parser)
-    option(
-        parser,
-        "ap-min-score",
-        type=float,
-        default=DEFAULT_AP_MIN_SCORE,
-        help=f"detector threshold for the AP predictions (default {DEFAULT_AP_MIN_SCORE})",
-    )
-    option(
-        parser,
-        "every",
-        type=int,
-        default=1,
-        help="evaluate every K-th labelled image, sorted by name (default 1: all)",
-    )
-    option(
-        parser, "mask-scale", type=float, default=DEFAULT_MASK_SCALE, help="anonymizer mask scale"
-    )
-    option(parser, "mask-shape", default="ellipse", choices=MASK_SHAPES)
-    option(
-        parser,
-        "min-blur-face",
-        type=float,
-        default=10.0,
-        help="blur recall counts valid faces whose larger side is at least this (px)",
-    )
-    option(
-        parser,
-        "min-coverage",
-        type=float,
-        default=0.8,
-        help="a face counts as blurred when this fraction of its box is masked",
-    )
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        option(parser, "images", help="directory of <event>/<name>.jpg images")
+        option(parser, "gt", help="WIDER gt.txt (e.g. .../widerface/dev305/gt.txt)")
+        option(
+            parser,
+            "mat-dir",
+            default=None,
+            help="folder of wider_{easy,medium,hard}_val.mat (default: ground_truth/ beside --gt)",
+        )
+        option(parser, "output", help="output directory")
+        add_detector_options(parser)
+        option(
+            parser,
+            "ap-min-score",
+            type=float,
+            default=DEFAULT_AP_MIN_SCORE,
+            help=f"detector threshold for the AP predictions (default {DEFAULT_AP_MIN_SCORE})",
+        )
+        option(
+            parser,
+            "every",
+            type=int,
+            default=1,
+            help="evaluate every K-th labelled image, sorted by name (default 1: all)",
+        )
+        option(
+            parser,
+            "mask-scale",
+            type=float,
+            default=DEFAULT_MASK_SCALE,
+            help="anonymizer mask scale",
+        )
+        option(parser, "mask-shape", default="ellipse", choices=MASK_SHAPES)
+        option(
+            parser,
+            "min-blur-face",
+            type=float,
+            default=10.0,
+            help="blur recall counts valid faces whose larger side is at least this (px)",
+        )
+        option(
+            parser,
+            "min-coverage",
+            type=float,
+            default=0.8,
+            help="a face counts as blurred when this fraction of its box is masked",
+        )
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -200,109 +213,131 @@ def _in_sample(task: Any, keys: frozenset[str]) -> bool:
     return image_key(task.rel) in keys
 
 
-def _fail(msg: str) -> int:
-    print(f"blurbeam evaluate: error: {msg}", file=sys.stderr)
-    return 2
+@dataclass(frozen=True)
+class EvaluatePlan:
+    """What an evaluate run reads, detects with and scores, resolved at launch."""
+
+    images: str
+    output: str
+    spec: DetectorSpec
+    gt: WiderGroundTruth
+    score_cfg: Any
+    meta: dict[str, Any]
+    max_pixels: int
+    max_bytes: int
+    keep: list[str] | None
+    found: int
+    labelled: int
 
 
-def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from blurbeam.detectors import create, get_class
-    from blurbeam.lab.detection.wider_ap import image_key, load_ground_truth
-    from blurbeam.lab.transforms.score_detections import ScoreConfig
-    from blurbeam.shards import InputError, canonical, expand_input, join_output, write_bytes
+class Evaluate(Command[EvaluatePlan]):
+    name = "evaluate"
+    options_class = EvaluateOptions
+    required = ("images", "gt", "output")
 
-    if not Path(args.images).is_dir():
-        return _fail(f"--images {args.images} is not a directory")
-    try:
-        gt = load_ground_truth(args.gt, args.mat_dir)
-    except WiderFormatError as exc:
-        return _fail(str(exc))
-    try:
-        base = detector_spec(args)
-        det_cls = get_class(base.name)
-    except ValueError as exc:
-        return _fail(str(exc))
-    anon_threshold = (
-        base.score_threshold
-        if base.score_threshold is not None
-        else det_cls.default_score_threshold
-    )
-    ap_min = min(args.ap_min_score, anon_threshold)
-    spec = DetectorSpec(base.name, ap_min, base.min_face_size, base.options)
-    try:  # load once here, so a missing model or a bad option is one clear line, not a traceback
-        create(spec)
-    except (ValueError, RuntimeError, ImportError, OSError) as exc:
-        return _fail(f"detector {spec.name}: {exc}")
-    output = canonical(args.output)
-    try:
-        found = [image_key(ref.rel) for ref in expand_input(args.images, exclude=output)]
-    except InputError as exc:
-        return _fail(str(exc))
-    labelled = sorted(k for k in found if k in gt.images)
-    if not labelled:
-        return _fail(
-            f"none of the {len(found)} images under {args.images} is in {args.gt} "
-            "(expected <event>/<name>.jpg as in the ground truth)"
+    def plan(self, opts: EvaluateOptions, launch: Launch) -> EvaluatePlan:
+        from blurbeam.detectors import create
+        from blurbeam.lab.detection.wider_ap import image_key, load_ground_truth
+        from blurbeam.lab.transforms.score_detections import ScoreConfig
+        from blurbeam.shards import InputError, canonical, expand_input, join_output
+
+        if not Path(opts.images).is_dir():
+            raise ValueError(f"--images {opts.images} is not a directory")
+        gt = load_ground_truth(opts.gt, opts.mat_dir)
+        base = detector_spec(opts)
+        anon_threshold = score_threshold(base)
+        ap_min = min(opts.ap_min_score, anon_threshold)
+        spec = DetectorSpec(base.name, ap_min, base.min_face_size, base.options)
+        try:  # load once here, so a missing model or a bad option is one line, not a traceback
+            create(spec)
+        except (ValueError, RuntimeError, ImportError, OSError) as exc:
+            raise ValueError(f"detector {spec.name}: {exc}") from None
+        output = canonical(opts.output)
+        try:
+            found = [image_key(ref.rel) for ref in expand_input(opts.images, exclude=output)]
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        labelled = sorted(k for k in found if k in gt.images)
+        if not labelled:
+            raise ValueError(
+                f"none of the {len(found)} images under {opts.images} is in {opts.gt} "
+                "(expected <event>/<name>.jpg as in the ground truth)"
+            )
+        if opts.every < 1:
+            raise ValueError(f"--every must be >= 1, got {opts.every}")
+        keep = labelled[:: opts.every] if opts.every > 1 else None
+        if keep is not None:
+            found, labelled = keep, keep
+        privacy = PrivacyConfig(
+            mask_scale=opts.mask_scale,
+            mask_shape=opts.mask_shape,
+            min_face=opts.min_blur_face,
+            min_coverage=opts.min_coverage,
         )
-    if args.every < 1:
-        return _fail(f"--every must be >= 1, got {args.every}")
-    keep = labelled[:: args.every] if args.every > 1 else None
-    if keep is not None:
-        found, labelled = keep, keep
-    privacy = PrivacyConfig(
-        mask_scale=args.mask_scale,
-        mask_shape=args.mask_shape,
-        min_face=args.min_blur_face,
-        min_coverage=args.min_coverage,
-    )
-    meta = {
-        "package_version": __version__,
-        "command": "blurbeam evaluate " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else []),
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "detector": {
-            "name": spec.name,
-            "options": dict(spec.options),
-            "min_face_size": spec.min_face_size,
-        },
-        "anonymize_threshold": anon_threshold,
-        "ap_min_score": ap_min,
-        "privacy_config": privacy.__dict__,
-        "gt": str(args.gt),
-        "every": args.every,
-    }
-    score_cfg = ScoreConfig(join_output(output, "predictions"), anon_threshold, privacy)
-    print(
-        f"blurbeam {__version__} evaluate: {len(labelled)} labelled images of {len(found)}, "
-        f"detector {spec.name} (AP scores >= {ap_min:g}, anonymize threshold {anon_threshold:g})",
-        file=sys.stderr,
-    )
-    options = PipelineOptions(beam_args)
-    t0 = time.monotonic()
-    with beam.Pipeline(options=options) as p:
-        build(
-            p, args.images, output, spec, gt, score_cfg, meta, args.max_pixels, args.max_bytes, keep
+        meta = {
+            "package_version": __version__,
+            "command": "blurbeam evaluate " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else []),
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "detector": {
+                "name": spec.name,
+                "options": dict(spec.options),
+                "min_face_size": spec.min_face_size,
+            },
+            "anonymize_threshold": anon_threshold,
+            "ap_min_score": ap_min,
+            "privacy_config": privacy.__dict__,
+            "gt": str(opts.gt),
+            "every": opts.every,
+        }
+        score_cfg = ScoreConfig(join_output(output, "predictions"), anon_threshold, privacy)
+        return EvaluatePlan(
+            opts.images, output, spec, gt, score_cfg, meta, opts.max_pixels, opts.max_bytes,
+            keep, len(found), len(labelled),
+        )  # fmt: skip
+
+    def announce(self, ep: EvaluatePlan, launch: Launch) -> list[str]:
+        return [
+            f"blurbeam {__version__} evaluate: {ep.labelled} labelled images of {ep.found}, "
+            f"detector {ep.spec.name} (AP scores >= {ep.meta['ap_min_score']:g}, anonymize "
+            f"threshold {ep.meta['anonymize_threshold']:g})"
+        ]
+
+    def build(self, p: beam.Pipeline, ep: EvaluatePlan, progress_dir: str | None) -> Any:
+        return build(
+            p, ep.images, ep.output, ep.spec, ep.gt, ep.score_cfg, ep.meta, ep.max_pixels,
+            ep.max_bytes, ep.keep,
+        )  # fmt: skip
+
+    def finish(self, ep: EvaluatePlan, launch: Launch, result: Any, wall_s: float) -> Outcome:
+        from blurbeam.shards import join_output
+
+        metrics_path = join_output(ep.output, "metrics.json")
+        try:
+            with fsspec.open(metrics_path, "rb") as fh:
+                m = json.loads(fh.read())
+        except FileNotFoundError:
+            return Outcome(
+                {}, None, error=f"the pipeline finished without writing {metrics_path}", exit_code=2
+            )
+        m["wall_s"] = round(wall_s, 2)
+        ap, pv = m["ap"], m["privacy"]
+        t = {k: (v if v is not None else float("nan")) for k, v in m["timing_ms"].items()}
+        br = pv["blur_recall"]
+        lines = (
+            f"AP easy {ap['easy']:.4f}  medium {ap['medium']:.4f}  hard {ap['hard']:.4f}",
+            f"blur recall {'n/a' if br is None else f'{br:.4f}'} ({pv['faces_covered']}/"
+            f"{pv['faces']} faces >= {ep.meta['privacy_config']['min_face']:g} px at score >= "
+            f"{ep.meta['anonymize_threshold']:g}), false positives "
+            f"{pv['false_positives_per_image'] or 0:.3f}/image",
+            f"detect median {t['detect_median']:.0f} ms/image (p90 {t['detect_p90']:.0f}), "
+            f"{m['errors']} errors, {wall_s:.1f} s wall",
+            f"wrote {metrics_path}, pr_*.png and predictions/ under {ep.output}",
         )
-    wall = time.monotonic() - t0
-    metrics_path = join_output(output, "metrics.json")
-    try:
-        with fsspec.open(metrics_path, "rb") as fh:
-            m = json.loads(fh.read())
-    except FileNotFoundError:
-        return _fail(f"the pipeline finished without writing {metrics_path}")
-    m["wall_s"] = round(wall, 2)
-    write_bytes(metrics_path, json.dumps(m, indent=2).encode())
-    ap = m["ap"]
-    pv = m["privacy"]
-    t = {k: (v if v is not None else float("nan")) for k, v in m["timing_ms"].items()}
-    br = pv["blur_recall"]
-    print(
-        f"AP easy {ap['easy']:.4f}  medium {ap['medium']:.4f}  hard {ap['hard']:.4f}\n"
-        f"blur recall {'n/a' if br is None else f'{br:.4f}'} ({pv['faces_covered']}/{pv['faces']} "
-        f"faces >= {args.min_blur_face:g} px at score >= {anon_threshold:g}), "
-        f"false positives {pv['false_positives_per_image'] or 0:.3f}/image\n"
-        f"detect median {t['detect_median']:.0f} ms/image (p90 {t['detect_p90']:.0f}), "
-        f"{m['errors']} errors, {wall:.1f} s wall\n"
-        f"wrote {metrics_path}, pr_*.png and predictions/ under {output}",
-        file=sys.stderr,
-    )
-    return 1 if m["errors"] else 0
+        return Outcome(m, metrics_path, lines, exit_code=1 if m["errors"] else 0)
+
+
+COMMAND = Evaluate()
+#: Arguments the command does not declare go to Beam (runner flags); unknown ones are an error.
+BEAM_OPTIONS = True
+add_arguments = COMMAND.add_arguments
+run = COMMAND.run

@@ -21,75 +21,84 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
+from typing import Any
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from blurbeam.pipelines.scaffold import Command, Launch, Outcome, option
 
 DEFAULT_MIN_FACE = 40.0
 
 
-#: Arguments the command does not declare go to Beam (runner flags); unknown ones are an error.
-BEAM_OPTIONS = True
+class PrivacyAuditOptions(PipelineOptions):
+    """The flags of ``blurbeam privacy-audit`` (audit and sweep modes)."""
 
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        from blurbeam.blur import METHODS
+        from blurbeam.lab.reid.attackers import ATTACKERS
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from blurbeam.blur import METHODS
-    from blurbeam.lab.reid.attackers import ATTACKERS
-
-    parser.add_argument("--output", required=True, help="directory for the report and Parquet")
-    parser.add_argument("--original", help="folder of the original images (audit: to re-map paths)")
-    parser.add_argument(
-        "--anonymized", help="the anonymize run's output directory (holds audit/*.parquet)"
-    )
-    parser.add_argument(
-        "--audit", help="audit Parquet file, glob or directory (default: ANONYMIZED)"
-    )
-    parser.add_argument("--run-id", help="only this anonymize run's records")
-    parser.add_argument(
-        "--no-audit-record",
-        action="store_true",
-        help="pair images by relative path and re-detect faces on the originals",
-    )
-    parser.add_argument(
-        "--method", choices=METHODS, default="gaussian", help="with --no-audit-record"
-    )
-    parser.add_argument("--strength", type=float, default=None, help="with --no-audit-record")
-    parser.add_argument(
-        "--min-face-size",
-        type=float,
-        default=DEFAULT_MIN_FACE,
-        help=f"audit faces whose larger side is at least this (default {DEFAULT_MIN_FACE:g} px)",
-    )
-    parser.add_argument(
-        "--attackers",
-        default=None,
-        help=f"comma-separated subset of {','.join(ATTACKERS)} (default: all that apply)",
-    )
-    parser.add_argument(
-        "--deblur",
-        action="store_true",
-        help="add the deblur-model attacker (needs its packaged weights)",
-    )
-    parser.add_argument("--title", default="Privacy audit", help="report title")
-    sweep = parser.add_argument_group("sweep")
-    sweep.add_argument("--sweep", action="store_true", help="run the methods x strengths sweep")
-    sweep.add_argument("--shared", help="the shared data folder (default ../shared)")
-    sweep.add_argument(
-        "--settings",
-        default=None,
-        help="comma-separated METHOD:STRENGTH[:MASK_SCALE] list (mask scale default: the "
-        "anonymize default; default list: the built-in grid)",
-    )
-    sweep.add_argument(
-        "--all-faces",
-        action="store_true",
-        help="also WIDER faces labelled blurry or heavily occluded (default: clear faces only)",
-    )
-    sweep.add_argument(
-        "--workers", type=int, default=1, help="sweep worker processes (DirectRunner)"
-    )
-    sweep.add_argument(
-        "--report-only",
-        action="store_true",
-        help="compute nothing: report the settings and attackers already cached in --output",
-    )
+        option(parser, "output", help="directory for the report and Parquet")
+        option(parser, "original", help="folder of the original images (audit: to re-map paths)")
+        option(
+            parser,
+            "anonymized",
+            help="the anonymize run's output directory (holds audit/*.parquet)",
+        )
+        option(parser, "audit", help="audit Parquet file, glob or directory (default: ANONYMIZED)")
+        option(parser, "run-id", help="only this anonymize run's records")
+        option(
+            parser,
+            "no-audit-record",
+            action="store_true",
+            help="pair images by relative path and re-detect faces on the originals",
+        )
+        option(parser, "method", choices=METHODS, default="gaussian", help="with --no-audit-record")
+        option(parser, "strength", type=float, default=None, help="with --no-audit-record")
+        option(
+            parser,
+            "min-face-size",
+            type=float,
+            default=DEFAULT_MIN_FACE,
+            help=f"audit faces whose larger side is at least this (default {DEFAULT_MIN_FACE:g} px)",
+        )
+        option(
+            parser,
+            "attackers",
+            default=None,
+            help=f"comma-separated subset of {','.join(ATTACKERS)} (default: all that apply)",
+        )
+        option(
+            parser,
+            "deblur",
+            action="store_true",
+            help="add the deblur-model attacker (needs its packaged weights)",
+        )
+        option(parser, "title", default="Privacy audit", help="report title")
+        sweep = parser.add_argument_group("sweep")
+        option(sweep, "sweep", action="store_true", help="run the methods x strengths sweep")
+        option(sweep, "shared", help="the shared data folder (default ../shared)")
+        option(
+            sweep,
+            "settings",
+            default=None,
+            help="comma-separated METHOD:STRENGTH[:MASK_SCALE] list (mask scale default: the "
+            "anonymize default; default list: the built-in grid)",
+        )
+        option(
+            sweep,
+            "all-faces",
+            action="store_true",
+            help="also WIDER faces labelled blurry or heavily occluded (default: clear faces only)",
+        )
+        option(sweep, "workers", type=int, default=1, help="sweep worker processes (DirectRunner)")
+        option(
+            sweep,
+            "report-only",
+            action="store_true",
+            help="compute nothing: report the settings and attackers already cached in --output",
+        )
 
 
 def _fail(msg: str) -> int:
@@ -172,61 +181,95 @@ def run_sweep_command(
     return 0
 
 
-def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from blurbeam.lab.reid.image_pairs import AuditInputError
+@dataclass(frozen=True)
+class AuditPlan:
+    """The image pairs an audit compares and how (``reid_audit.build`` reads these fields)."""
 
-    try:
-        attackers = _attackers(args.attackers)
-        if args.deblur:
+    tasks: list[Any]
+    skipped: list[Any]
+    attackers: list[str] | None
+    min_face_size: float
+    deblur: bool
+    output: str
+    title: str
+
+
+class PrivacyAudit(Command[AuditPlan]):
+    name = "privacy-audit"
+    options_class = PrivacyAuditOptions
+    required = ("output",)
+
+    def run(self, args: argparse.Namespace, beam_args: list[str]) -> int:
+        if not args.sweep:
+            return super().run(args, beam_args)
+        try:
+            attackers = self._attackers(args)
+        except ValueError as exc:
+            return _fail(" ".join(str(exc).split()))
+        return run_sweep_command(args, attackers, beam_args)
+
+    @staticmethod
+    def _attackers(opts: Any) -> list[str] | None:
+        attackers = _attackers(opts.attackers)
+        if opts.deblur:
             from blurbeam.lab.reid.attackers import load_deblur
 
             if load_deblur() is None:
-                return _fail("--deblur: the deblur model or its packaged weights are not available")
-        if args.sweep:
-            return run_sweep_command(args, attackers, beam_args)
-        return run_audit(args, beam_args, attackers)
-    except (AuditInputError, ValueError) as exc:
-        return _fail(" ".join(str(exc).split()))
+                raise ValueError(
+                    "--deblur: the deblur model or its packaged weights are not available"
+                )
+        return attackers
 
-
-def run_audit(args: argparse.Namespace, beam_args: list[str], attackers: list[str] | None) -> int:
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from blurbeam.blur import BlurConfig
-    from blurbeam.lab.reid.image_pairs import (
-        AuditInputError,
-        read_audit,
-        tasks_from_audit,
-        tasks_from_folders,
-    )
-    from blurbeam.lab.transforms.reid_audit import build
-
-    if args.no_audit_record:
-        if not (args.original and args.anonymized):
-            raise AuditInputError("--no-audit-record needs --original and --anonymized")
-        cfg = BlurConfig(args.method, args.strength)
-        tasks, skipped = [], []
-        for t in tasks_from_folders(args.original, args.anonymized, cfg):
-            (skipped if isinstance(t, tuple) else tasks).append(t)
-    else:
-        source = args.audit or args.anonymized
-        if not source:
-            raise AuditInputError("give --anonymized (the anonymize output) or --audit")
-        records = read_audit(source, args.run_id)
-        tasks, skipped = tasks_from_audit(records, args.original, args.anonymized)
-    if not tasks:
-        raise AuditInputError(
-            f"nothing to audit ({len(skipped)} image(s) skipped"
-            + (f"; first: {skipped[0][1]}" if skipped else "")
-            + ")"
+    def plan(self, opts: PrivacyAuditOptions, launch: Launch) -> AuditPlan:
+        from blurbeam.blur import BlurConfig
+        from blurbeam.lab.reid.image_pairs import (
+            AuditInputError,
+            read_audit,
+            tasks_from_audit,
+            tasks_from_folders,
         )
-    args.attackers = attackers
-    print(f"auditing {len(tasks)} image(s)", flush=True)
-    with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
-        build(p, tasks, skipped, args)
-    from blurbeam.lab.reid.audit_report import OUTPUT_FILES
-    from blurbeam.shards import join_output
 
-    print(f"report: {join_output(args.output, OUTPUT_FILES['report'])}")
-    return 0
+        attackers = self._attackers(opts)
+        if opts.no_audit_record:
+            if not (opts.original and opts.anonymized):
+                raise AuditInputError("--no-audit-record needs --original and --anonymized")
+            cfg = BlurConfig(opts.method, opts.strength)
+            tasks, skipped = [], []
+            for t in tasks_from_folders(opts.original, opts.anonymized, cfg):
+                (skipped if isinstance(t, tuple) else tasks).append(t)
+        else:
+            source = opts.audit or opts.anonymized
+            if not source:
+                raise AuditInputError("give --anonymized (the anonymize output) or --audit")
+            records = read_audit(source, opts.run_id)
+            tasks, skipped = tasks_from_audit(records, opts.original, opts.anonymized)
+        if not tasks:
+            raise AuditInputError(
+                f"nothing to audit ({len(skipped)} image(s) skipped"
+                + (f"; first: {skipped[0][1]}" if skipped else "")
+                + ")"
+            )
+        return AuditPlan(
+            tasks, skipped, attackers, opts.min_face_size, opts.deblur, opts.output, opts.title
+        )
+
+    def announce(self, ap: AuditPlan, launch: Launch) -> list[str]:
+        return [f"auditing {len(ap.tasks)} image(s)"]
+
+    def build(self, p: Any, ap: AuditPlan, progress_dir: str | None) -> Any:
+        from blurbeam.lab.transforms.reid_audit import build
+
+        return build(p, ap.tasks, ap.skipped, ap)
+
+    def finish(self, ap: AuditPlan, launch: Launch, result: Any, wall_s: float) -> Outcome:
+        from blurbeam.lab.reid.audit_report import OUTPUT_FILES
+        from blurbeam.shards import join_output
+
+        return Outcome({}, None, (f"report: {join_output(ap.output, OUTPUT_FILES['report'])}",))
+
+
+COMMAND = PrivacyAudit()
+#: Arguments the command does not declare go to Beam (runner flags); unknown ones are an error.
+BEAM_OPTIONS = True
+add_arguments = COMMAND.add_arguments
+run = COMMAND.run
