@@ -27,13 +27,14 @@ import sys
 
 import apache_beam
 
-import blurbeam.pipelines.anonymize as anonymize
+import blurbeam.pipelines.anonymize  # the pipeline imports in the installed package
 from blurbeam.detectors import DetectorSpec, create
 from blurbeam.detectors.centerface import MODEL_FILE
+from blurbeam.pipelines.scaffold import DEFAULT_DETECTOR
 
 assert apache_beam.__version__ == sys.argv[1], (apache_beam.__version__, sys.argv[1])
-assert anonymize.DEFAULT_DETECTOR == "multiscale"
-create(DetectorSpec(anonymize.DEFAULT_DETECTOR))  # loads the packaged model, checks its sha256
+assert DEFAULT_DETECTOR == "multiscale"
+create(DetectorSpec(DEFAULT_DETECTOR))  # loads the packaged model, checks its sha256
 print(f"apache-beam {apache_beam.__version__}; CenterFace model {MODEL_FILE}")
 PY
 blurbeam --version
