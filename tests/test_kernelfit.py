@@ -97,5 +97,5 @@ def test_the_notebook_pairs_are_a_circular_blur_and_a_stretch(shared):
         assert fit.fit_psnr > 40, n
         assert border_psnr(c, b, fit, "wrap") > border_psnr(c, b, fit, "reflect") + 10, n
         assert fit.gain.mean() >= 0.99 and fit.extent() >= 9, n
-        # and one pixel up and to the left (degrade.NotebookDegradation.shift)
+        # and one pixel up and to the left (degrade.CircularDegradation.shift)
         np.testing.assert_allclose(fit.centre(), (1.0, 1.0), atol=0.15, err_msg=n)

@@ -2,7 +2,7 @@
 
 ``build_unet`` is ours: a small residual U-Net (four scales, one residual block per scale, a
 global skip so the network predicts a correction to its input). With ``kernel_size > 0`` (the
-default since the second weights) it first estimates the blur kernel of its input from blur
+default) it first estimates the blur kernel of its input from blur
 statistics of the luma (``kernel.py``: difference autocorrelations and the cepstrum, then a few
 convolutions and a softmax) and Wiener-deconvolves the luma with that estimate; the U-Net
 restores the face from the blurry RGB plus those deconvolutions. Still blind: the kernel comes
@@ -28,9 +28,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 WEIGHTS_PACKAGE = "blurbeam.deblur.weights"
 # packaged networks by name: "default" restores photographs (camera shake, motion blur);
-# "notebook" restores 64x64 faces blurred as the original notebook made its pairs (a circular,
-# FFT blur and a min-max stretch: ``degrade.NotebookDegradation``), and nothing else well
-PRESETS = {"default": "deblur_unet", "notebook": "deblur_notebook"}
+# "circular64" restores 64x64 faces blurred circularly (an FFT motion blur, a one-pixel shift and
+# a min-max stretch: ``blurbeam.lab.deblur.degrade.CircularDegradation``), and nothing else well
+PRESETS = {"default": "deblur_unet", "circular64": "deblur_circular64"}
 
 
 @dataclass(frozen=True)

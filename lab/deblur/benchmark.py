@@ -134,14 +134,14 @@ def run_benchmark(
     limit: int | None = None,
     skip_classical: bool = False,
     reuse_original: str | None = None,
-    notebook_weights: str | None = None,
+    circular64_weights: str | None = None,
     log=print,
 ) -> dict:
     """``reuse_original``: instead of running the original network again (about 3 s per face on
     2 cores), take its rows from an earlier ``results.json`` of this benchmark; refused unless
     that run's protocol (seed, split, number of crops, degradation) is this one's.
-    ``notebook_weights``: the notebook preset's weights (default: the packaged ones, when
-    installed), scored on the 10 pairs and on the held-out crops blurred the notebook's way."""
+    ``circular64_weights``: the circular64 preset's weights (default: the packaged ones, when
+    installed), scored on the 10 pairs and on the held-out crops blurred by its recipe."""
     from blurbeam.deblur.kernel import fft_flops
     from blurbeam.deblur.model import Restorer, build_unet, conv_macs
 
@@ -242,19 +242,19 @@ def run_benchmark(
     }
     log(json.dumps(model_info))
 
-    notebook = load_notebook(notebook_weights)
-    notebook_rows = None
-    if notebook is not None:
-        notebook_rows = notebook_benchmark(data, ours, notebook, seed, val_fraction, limit)
-        log(json.dumps(notebook_rows))
+    circular64 = load_circular64(circular64_weights)
+    circular64_rows = None
+    if circular64 is not None:
+        circular64_rows = circular64_benchmark(data, ours, circular64, seed, val_fraction, limit)
+        log(json.dumps(circular64_rows))
     pairs = pair_fits = None
     if seed_pairs and Path(seed_pairs).is_dir():
-        pairs, pair_fits = seed_pair_benchmark(seed_pairs, ours, orig, notebook)
+        pairs, pair_fits = seed_pair_benchmark(seed_pairs, ours, orig, circular64)
         if reused is not None and reused.get("seed_pairs") is not None:
             pairs["original"] = reused["seed_pairs"]
         log(json.dumps(pairs))
     return {"held_out": results, "sharp": sharp, "model": model_info, "seed_pairs": pairs,
-            "seed_pair_fits": pair_fits, "notebook_held_out": notebook_rows,
+            "seed_pair_fits": pair_fits, "circular64_held_out": circular64_rows,
             "protocol": protocol(seed, val_fraction, len(cases))}  # fmt: skip
 
 
@@ -267,30 +267,30 @@ def restore_resized(restorer, img: np.ndarray) -> np.ndarray:
     return cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA)
 
 
-def load_notebook(weights: str | None = None):
-    """The notebook preset's Restorer: ``weights``, else the packaged ones (None when this
+def load_circular64(weights: str | None = None):
+    """the circular64 preset's Restorer: ``weights``, else the packaged ones (None when this
     installation has none)."""
     from blurbeam.deblur.model import Restorer, packaged_weights
 
     if weights is None:
-        weights = str(packaged_weights("notebook")[0])
+        weights = str(packaged_weights("circular64")[0])
         if not Path(weights).is_file():
             return None
     return Restorer(weights)
 
 
-def notebook_benchmark(
-    data: str, ours, notebook, seed: int = 0, val_fraction: float = 0.1, limit: int | None = None
+def circular64_benchmark(
+    data: str, ours, circular64, seed: int = 0, val_fraction: float = 0.1, limit: int | None = None
 ) -> dict:
-    """The held-out crops at the notebook preset's size, each blurred once the notebook's way
-    (``degrade.NotebookDegradation``, seed ``seed + 5000``; the target is the stretched face):
-    the input, the default network (resized to its size and back) and the notebook preset.
+    """The held-out crops at the circular64 preset's size, each blurred once by its recipe
+    (``degrade.CircularDegradation``, seed ``seed + 5000``; the target is the stretched face):
+    the input, the default network (resized to its size and back) and the circular64 preset.
     More faces than the 10 pairs, from the same recipe."""
-    s = notebook.size
+    s = circular64.size
     _, test_files = split(list_images(data), seed, val_fraction)
     if limit:
         test_files = test_files[:limit]
-    deg = degrade.NotebookDegradation(size=s)
+    deg = degrade.CircularDegradation(size=s)
     rng = np.random.default_rng(seed + 5000)
     cases = []
     for face in load_stack(test_files, s).astype(np.float32) / 255.0:
@@ -305,13 +305,13 @@ def notebook_benchmark(
             cases,
             False,
         ),
-        "notebook": _score(
-            MethodResult(f"ours, notebook preset ({s}x{s})"),
-            lambda b, k: notebook.restore(b),
+        "circular64": _score(
+            MethodResult(f"ours, circular64 preset ({s}x{s})"),
+            lambda b, k: circular64.restore(b),
             cases,
         ),
     }
-    rows["notebook"].note = f"weights sha256 {notebook.weights_sha256[:12]}"
+    rows["circular64"].note = f"weights sha256 {circular64.weights_sha256[:12]}"
     return {k: v.summary() for k, v in rows.items()}
 
 
@@ -341,10 +341,10 @@ def load_reused_original(path: str | Path, expected_protocol: dict) -> dict:
 ORACLE_BALANCES = (0.001, 0.003, 0.01, 0.03, 0.1)
 
 
-def seed_pair_benchmark(folder: str, ours, orig=None, notebook=None) -> tuple[dict, list[dict]]:
+def seed_pair_benchmark(folder: str, ours, orig=None, circular64=None) -> tuple[dict, list[dict]]:
     """The original notebook's 10 CelebA pairs (64x64). Ours runs as the pipeline does on a face
-    of another size: resized to the model size (128), restored, resized back; the notebook
-    preset (``notebook``, when given) runs on them as they are.
+    of another size: resized to the model size (128), restored, resized back; the circular64
+    preset (``circular64``, when given) runs on them as they are.
 
     Also what the pairs are made of (``kernelfit``): each pair's blur kernel, contrast gain and
     offset fitted from its clean image, which boundary rule reproduces the border band, Wiener
@@ -360,9 +360,11 @@ def seed_pair_benchmark(folder: str, ours, orig=None, notebook=None) -> tuple[di
             "ours_native": MethodResult("ours at 64x64")}  # fmt: skip
     if orig is not None:
         rows["original"] = MethodResult("original 15-layer CNN, retrained (64x64)")
-    if notebook is not None:
-        rows["notebook"] = MethodResult("ours, notebook preset (trained on the notebook's blur)")
-        rows["notebook"].note = f"weights sha256 {notebook.weights_sha256[:12]}"
+    if circular64 is not None:
+        rows["circular64"] = MethodResult(
+            "ours, circular64 preset (trained on the pairs' circular blur)"
+        )
+        rows["circular64"].note = f"weights sha256 {circular64.weights_sha256[:12]}"
     oracle = {b: {bal: MethodResult("") for bal in ORACLE_BALANCES} for b in ("wrap", "reflect")}
     rows["physical_input"] = MethodResult("clean re-blurred by the fitted kernel, reflected: input")
     rows["physical_ours"] = MethodResult("clean re-blurred by the fitted kernel, reflected: ours")
@@ -382,8 +384,8 @@ def seed_pair_benchmark(folder: str, ours, orig=None, notebook=None) -> tuple[di
                 "physical_input": physical, "physical_ours": restore_resized(ours, physical)}  # fmt: skip
         if orig is not None:
             outs["original"] = orig(b)
-        if notebook is not None:
-            outs["notebook"] = notebook.restore(b)
+        if circular64 is not None:
+            outs["circular64"] = circular64.restore(b)
         for boundary, by_balance in oracle.items():
             for bal, res in by_balance.items():
                 o = degrade.quantize(np.clip(kernelfit.oracle_wiener(b, fit, bal, boundary), 0, 1))
@@ -430,9 +432,9 @@ def check_targets(r: dict) -> list[tuple[str, bool, str]]:
     if r.get("seed_pairs"):
         pairs = r["seed_pairs"]
         v = pairs["ours_resized"]["psnr"]
-        if "notebook" in pairs:
-            nb = pairs["notebook"]["psnr"]
-            checks.append(("10 original pairs >= 25 dB (notebook preset)", nb >= 25,
+        if "circular64" in pairs:
+            nb = pairs["circular64"]["psnr"]
+            checks.append(("10 original pairs >= 25 dB (circular64 preset)", nb >= 25,
                            f"{nb:.2f} dB; default network {v:.2f} dB"))  # fmt: skip
         else:
             checks.append(("10 original pairs >= 25 dB", v >= 25, f"{v:.2f} dB"))
@@ -483,11 +485,11 @@ def to_markdown(r: dict) -> str:
             lines.append(f"| {v['method']} | {v['psnr']:.2f} | {v['ssim']:.3f} |")
         if r.get("seed_pair_fits"):
             lines += ["", fit_summary(r["seed_pair_fits"])]
-    if r.get("notebook_held_out"):
-        n = r["notebook_held_out"]["input"]["n"]
-        lines += ["", f"| held-out crops blurred the notebook's way ({n}) | PSNR (dB) | SSIM "
+    if r.get("circular64_held_out"):
+        n = r["circular64_held_out"]["input"]["n"]
+        lines += ["", f"| held-out crops blurred the circular64 way ({n}) | PSNR (dB) | SSIM "
                   "| ms / face (median) |", "|---|---|---|---|"]  # fmt: skip
-        for v in r["notebook_held_out"].values():
+        for v in r["circular64_held_out"].values():
             ms = "" if v["ms_per_face_median"] is None else f"{v['ms_per_face_median']:.1f}"
             lines.append(f"| {v['method']} | {v['psnr']:.2f} | {v['ssim']:.3f} | {ms} |")
     m = r["model"]

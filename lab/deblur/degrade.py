@@ -234,11 +234,11 @@ def minmax(img: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class NotebookDegradation:
-    """The original notebook's synthetic blur, as ``kernelfit`` recovers it from its 10 pairs
-    (docs/BENCHMARKS.md): 64x64 faces, both images min-max stretched to [0, 1]; a motion trail
+class CircularDegradation:
+    """The circular64 recipe: the original notebook's synthetic blur, as ``kernelfit`` recovers
+    it from its 10 pairs (docs/BENCHMARKS.md): 64x64 faces, both images min-max stretched to [0, 1]; a motion trail
     a ninth to a fifth of the face long, a little thick and bent, that also moves the image by
-    one pixel up and to the left; convolved circularly, by an FFT. The "notebook" preset is
+    one pixel up and to the left; convolved circularly, by an FFT. The "circular64" preset is
     trained on it and restores images made this way; nothing of the 10 pairs themselves is
     used but these fitted properties. Photographs are the default network's work."""
 
@@ -279,7 +279,7 @@ class NotebookDegradation:
         """(degraded image, the kernel that blurred it or None) for a clean face ``img`` of
         ``size`` x ``size`` (stretch it with ``clean_target`` for the training target)."""
         if img.shape[:2] != (self.size, self.size):
-            raise ValueError(f"the notebook blur is made on {self.size}x{self.size} faces")
+            raise ValueError(f"the circular64 blur is made on {self.size}x{self.size} faces")
         clean = minmax(img)
         k = self.kernel(rng)
         out = circular_blur(clean, k) if k is not None else clean.copy()
@@ -291,12 +291,12 @@ class NotebookDegradation:
 # keeps every degradation of the issue but gives straight motion blur, the benchmark's blur, a
 # larger share (0.55 straight, 0.12 softened) at the expense of shake, Gaussian, no-blur and
 # half-size faces (a 10-minute pilot: +0.54 dB on the motion validation set; PROVENANCE.md).
-# "notebook" is another kind of data altogether (``NotebookDegradation``).
-MIXES: dict[str, TrainDegradation | NotebookDegradation] = {
+# "circular64" is another kind of data altogether (``CircularDegradation``).
+MIXES: dict[str, TrainDegradation | CircularDegradation] = {
     "default": TrainDegradation(),
     "motion": TrainDegradation(
         p_motion=0.55, p_shake=0.15, p_gauss=0.08, p_motion_gauss=0.12, p_lowres=0.10
     ),
-    # the original notebook's FFT blur on 64x64 faces: the "notebook" preset's training data
-    "notebook": NotebookDegradation(),
+    # the original notebook's FFT blur on 64x64 faces: the "circular64" preset's training data
+    "circular64": CircularDegradation(),
 }

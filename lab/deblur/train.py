@@ -65,21 +65,21 @@ class TrainConfig:
         if self.mix not in degrade.MIXES:
             raise ValueError(f"unknown mix {self.mix!r}; known: {', '.join(degrade.MIXES)}")
         deg = degrade.MIXES[self.mix]
-        if isinstance(deg, degrade.NotebookDegradation):
+        if isinstance(deg, degrade.CircularDegradation):
             if self.arch != "unet":
-                raise ValueError("the notebook mix trains our network only")
+                raise ValueError("the circular64 mix trains our network only")
             if self.patch != deg.size:  # a circular blur is a property of the whole image
-                raise ValueError(f"the notebook mix trains on whole {deg.size}x{deg.size} faces: "
+                raise ValueError(f"the circular64 mix trains on whole {deg.size}x{deg.size} faces: "
                                  f"--patch {deg.size}")  # fmt: skip
 
 
 def network_config(mix: str):
-    """The network a mix trains: the default one, or for the notebook's FFT blur the notebook
+    """The network a mix trains: the default one, or for the circular64 mix (an FFT blur) the
     preset (its face size, a kernel window for its trails, circular Wiener deconvolution)."""
     from blurbeam.deblur.model import UNetConfig
 
     deg = degrade.MIXES[mix]
-    if isinstance(deg, degrade.NotebookDegradation):
+    if isinstance(deg, degrade.CircularDegradation):
         return UNetConfig(size=deg.size, kernel_size=21, wiener_boundary="wrap")
     return UNetConfig()
 
@@ -170,11 +170,11 @@ class BatchMaker:
 
 def validation_set(stack: np.ndarray, n: int, seed: int, mix: str = "default"):
     """(blurry, clean) of the first ``n`` held-out crops, seeded: the benchmark's motion blur
-    (``degrade.eval_motion``), or for the notebook mix that mix's own blur."""
+    (``degrade.eval_motion``), or for the circular64 mix that mix's own blur."""
     rng = np.random.default_rng(seed + 1000)
     faces = stack[:n].astype(np.float32) / 255.0
     deg = degrade.MIXES[mix]
-    if isinstance(deg, degrade.NotebookDegradation):
+    if isinstance(deg, degrade.CircularDegradation):
         return np.stack([deg.sample(f, rng)[0] for f in faces]), np.stack(
             [deg.clean_target(f) for f in faces]
         )

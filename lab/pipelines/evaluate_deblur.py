@@ -24,9 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--original-weights", default=None, help="the retrained original network's weights"
     )
     p.add_argument(
-        "--notebook-weights",
+        "--circular64-weights",
         default=None,
-        help="the notebook preset's weights (default: the packaged ones, when installed)",
+        help="the circular64 preset's weights (default: the packaged ones, when installed)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             limit=args.limit,
             skip_classical=args.skip_classical,
             reuse_original=args.reuse_original,
-            notebook_weights=args.notebook_weights,
+            circular64_weights=args.circular64_weights,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -34,8 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--mix", choices=list(MIXES), default="default",
                    help="degradation mix (degrade.MIXES; motion: more straight motion blur; "
-                   "notebook: the original notebook's FFT blur on whole 64x64 faces, the "
-                   "notebook preset's training data: needs --patch 64)")  # fmt: skip
+                   "circular64: the original notebook's FFT blur on whole 64x64 faces, the "
+                   "circular64 preset's training data: needs --patch 64)")  # fmt: skip
     p.add_argument("--kernel-weight", type=float, default=1.0,
                    help="weight of the blur-kernel estimate's loss (default 1)")  # fmt: skip
     p.add_argument(
