@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from blurbeam.deblur.model import Restorer, build_unet, conv_macs
+    from blurbeam.deblur.model import Restorer, build_unet
+    from blurbeam.lab.deblur.baseline import conv_macs
 
     restorer = Restorer(args.weights)
     gmac = conv_macs(build_unet(restorer.config), 128, 128) / 1e9

@@ -125,7 +125,8 @@ def test_blur_features_see_the_direction_of_the_blur():
 
 
 def test_the_network_estimates_a_kernel_and_stays_in_budget():
-    from blurbeam.deblur.model import UNetConfig, build_unet, conv_macs
+    from blurbeam.deblur.model import UNetConfig, build_unet
+    from blurbeam.lab.deblur.baseline import conv_macs
 
     cfg = UNetConfig()
     assert cfg.kernel_size == 27

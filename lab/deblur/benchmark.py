@@ -96,7 +96,7 @@ class OriginalNet:
     def __init__(self, weights: str | Path):
         import tensorflow as tf
 
-        from blurbeam.deblur.model import build_original
+        from blurbeam.lab.deblur.baseline import build_original
 
         self.model = build_original()
         self.model.load_weights(str(weights))
@@ -143,7 +143,8 @@ def run_benchmark(
     ``circular64_weights``: the circular64 preset's weights (default: the packaged ones, when
     installed), scored on the 10 pairs and on the held-out crops blurred by its recipe."""
     from blurbeam.deblur.kernel import fft_flops
-    from blurbeam.deblur.model import Restorer, build_unet, conv_macs
+    from blurbeam.deblur.model import Restorer, build_unet
+    from blurbeam.lab.deblur.baseline import conv_macs
 
     train_files, clean, cases = held_out_cases(data, seed, val_fraction, limit)
     rng_sharp = np.random.default_rng(seed + 3000)

@@ -227,7 +227,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
             log(f"TensorFlow already initialised: --threads {cfg.threads} not applied")
     import keras
 
-    from blurbeam.deblur.model import build_original, build_unet
+    from blurbeam.deblur.model import build_unet
+    from blurbeam.lab.deblur.baseline import build_original
 
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
