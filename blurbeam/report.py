@@ -35,14 +35,16 @@ from blurbeam.shards import (
 )
 
 
-def audit_files(output: str, run_id: str = "*") -> list[str]:
+def audit_files(output: str, run_id: str | None = None) -> list[str]:
     """The audit Parquet files of ``run_id`` under ``output`` (every run's by default), as URIs."""
     fs, path = fsspec.core.url_to_fs(output)
     files = sorted(fs.glob(layout.audit_glob(path, run_id)))
     return [f if "://" not in output else fs.unstrip_protocol(f) for f in files]
 
 
-def load_audit(output: str, columns: list[str] | None = None, run_id: str = "*") -> pa.Table:
+def load_audit(
+    output: str, columns: list[str] | None = None, run_id: str | None = None
+) -> pa.Table:
     """The audit records of ``run_id`` under ``output`` (every run's by default); an empty
     table when there are none."""
     schema = (

@@ -53,8 +53,11 @@ def audit_prefix(root: str, run_id: str) -> str:
     return under(root, f"{AUDIT_DIR}/run-{run_id}")
 
 
-def audit_glob(root: str, run_id: str = "*") -> str:
-    """Glob of the audit part files of ``run_id`` (every run's by default)."""
+def audit_glob(root: str, run_id: str | None = None) -> str:
+    """Glob of the audit part files of ``run_id``; without it, of every run (any
+    ``run-*.parquet``, also files named before the part numbering)."""
+    if run_id is None:
+        return under(root, f"{AUDIT_DIR}/run-*.parquet")
     return f"{audit_prefix(root, run_id)}-*.parquet"
 
 
@@ -62,7 +65,7 @@ def deblur_records_prefix(root: str, run_id: str) -> str:
     return under(root, f"{DEBLUR_RECORDS_DIR}/run-{run_id}")
 
 
-def deblur_records_glob(root: str, run_id: str = "*") -> str:
+def deblur_records_glob(root: str, run_id: str) -> str:
     return f"{deblur_records_prefix(root, run_id)}-*.parquet"
 
 
