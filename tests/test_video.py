@@ -471,3 +471,24 @@ def test_missing_extra_is_one_line(monkeypatch):
         extras.MissingExtra, match=r"^video input needs av: pip install 'blurbeam\[video\]'$"
     ):
         media.load_av()
+
+
+# ---------------------------------------------------------------- the benchmark's scoring
+
+
+def test_bench_video_scoring():
+    from benchload import load_bench
+
+    ev = load_bench("video_eval")
+    # face 1: covered, missed 3 frames in a row, covered, missed once; face 2 always covered
+    states = [True, False, False, False, True, False]
+    covered = {(i, 1): s for i, s in enumerate(states)}
+    covered.update({(i, 2): True for i in range(6)})
+    got = ev.score(covered, 6)
+    assert got["face_frames"] == 12 and got["missed"] == 4
+    assert got["recall"] == pytest.approx(8 / 12)
+    assert got["longest_miss_run_max"] == 3
+    assert ev.counted([1, 620, 0, 30, 20, 0], 640, 360, 10)  # 2/3 inside the frame
+    assert not ev.counted([1, 630, 0, 30, 20, 0], 640, 360, 10)  # 1/3 inside
+    assert not ev.counted([1, 10, 10, 9, 8, 0], 640, 360, 10)  # too small
+    assert not ev.counted([1, 10, 10, 30, 30, 1], 640, 360, 10)  # invalid

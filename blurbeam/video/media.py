@@ -172,6 +172,8 @@ def probe(
         if stream is None:
             raise VideoError("no video stream (only cover images)")
         ctx = stream.codec_context
+        if ctx is None:
+            raise VideoError("no decoder for the video codec")
         width, height = int(ctx.width or 0), int(ctx.height or 0)
         if width <= 0 or height <= 0:
             raise VideoError("video stream has no frame size")
