@@ -70,6 +70,7 @@ SHARED = ROOT.parent / "shared" / "data"
 PARTS = ("recall", "speed", "deface", "real", "segments")
 MIN_FACES = (10, 40)
 MIN_COVERAGE = 0.8
+#: The detector every part uses (``--detector-option`` adds options), set by ``main``.
 DETECTOR = DetectorSpec("multiscale")
 
 
@@ -457,7 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--speed-clips", type=int, default=0, help="speed on the first N clips only (0: all)"
     )
+    parser.add_argument(
+        "--detector-option", action="append", default=[], help="K=V option of multiscale"
+    )
     args = parser.parse_args(argv)
+    global DETECTOR
+    options = tuple(sorted(tuple(o.split("=", 1)) for o in args.detector_option))
+    DETECTOR = DetectorSpec("multiscale", options=options)
     parts = [p for p in args.parts.split(",") if p]
     unknown = set(parts) - set(PARTS)
     if unknown:
@@ -468,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics_path = args.output / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     detector = create(DETECTOR) if {"recall", "speed", "real"} & set(parts) else None
+    if detector is not None:
+        metrics["detector"] = {"spec": repr(DETECTOR), "model_sha256": detector.model_sha256}
     for part in parts:
         if part == "recall":
             metrics["recall"] = run_recall(args.testset, args.images, detector, args.output)

@@ -75,19 +75,21 @@ def make_clip(
     fmt: str | None = None,
     metadata: dict[str, str] | None = None,
     data_stream: bool = False,
+    vcodec: str = "libx264",
 ) -> list[tuple]:
     """Write the clip; return each frame's face box (upright pixels)."""
     patch = _face_patch(astronaut)
     out = av.open(str(path), "w", format=fmt)
     if metadata:
         out.metadata.update(metadata)
-    vs = out.add_stream("libx264", rate=30)
+    vs = out.add_stream(vcodec, rate=30)
     w, h = size
     vs.width, vs.height = (h, w) if rotation in (90, 270) else (w, h)
     vs.pix_fmt = "yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p"
     vs.time_base = fractions.Fraction(1, 15360)
     vs.codec_context.gop_size = gop
-    vs.options = {"crf": "20", "preset": "fast", "bf": str(bframes), "sc_threshold": "0"}
+    if vcodec == "libx264":
+        vs.options = {"crf": "20", "preset": "fast", "bf": str(bframes), "sc_threshold": "0"}
     if rotation:
         vs.set_display_rotation(rotation)
     ast = None
@@ -261,6 +263,20 @@ def test_mkv_pcm_odd_size(tmp_path, astronaut, no_faces):
     assert (b.width, b.height, b.frame_count) == (321, 241, 12)
     assert b.frame_pts == a.frame_pts
     assert result.join.audio_streams == 1
+    assert media.packet_digest(str(src), 1) == media.packet_digest(str(out), 1)
+
+
+@pytest.mark.parametrize(
+    "name, vcodec, acodec, codec_out",
+    [("in.avi", "mpeg4", "pcm_s16le", "mpeg4"), ("in.webm", "libvpx-vp9", "libopus", "vp9")],
+)
+def test_avi_and_webm(tmp_path, astronaut, no_faces, name, vcodec, acodec, codec_out):
+    src, out = tmp_path / name, tmp_path / f"out{Path(name).suffix}"
+    make_clip(src, astronaut, frames=12, audio=acodec, vfr=False, bframes=0, vcodec=vcodec)
+    result = anonymize_video(str(src), str(out), no_faces, BlurConfig(), VideoOptions(0.2, 2))
+    a, b = media.probe(str(src)), media.probe(str(out))
+    assert b.codec == result.join.codec == codec_out
+    assert (b.frame_count, b.frame_pts, b.time_base) == (12, a.frame_pts, a.time_base)
     assert media.packet_digest(str(src), 1) == media.packet_digest(str(out), 1)
 
 

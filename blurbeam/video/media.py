@@ -20,6 +20,7 @@ it into an error record and writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import os
@@ -43,9 +44,10 @@ MUXERS = {
 }
 VIDEO_EXTENSIONS = tuple(MUXERS)
 
-#: Encoder per output muxer: H.264 everywhere it may be stored, VP9 in WebM (which holds only
-#: VP8/VP9/AV1).
-ENCODERS = {"webm": "libvpx-vp9"}
+#: Encoder per output muxer: H.264 where it is stored with timestamps, VP9 in WebM (which holds
+#: only VP8/VP9/AV1), MPEG-4 Part 2 in AVI (AVI stores no presentation timestamps, and its
+#: demuxer gives H.264 frames a reorder delay that shifts them by one frame).
+ENCODERS = {"webm": "libvpx-vp9", "avi": "mpeg4"}
 DEFAULT_ENCODER = "libx264"
 
 #: Container metadata keys ``join(keep_metadata=True)`` copies. Location keys never pass
@@ -354,10 +356,15 @@ class EncodeSettings:
     """How segments are encoded; recorded in the audit as ``as_dict()``."""
 
     codec: str = DEFAULT_ENCODER
-    crf: int = 18
-    preset: str = "veryfast"
+    crf: int = 18  # libx264 and libvpx-vp9
+    preset: str = "veryfast"  # libx264
+    qscale: int = 3  # mpeg4 (AVI): the quantizer, 2 (best) to 31
 
     def as_dict(self) -> dict[str, Any]:
+        if self.codec == "mpeg4":
+            return {"codec": self.codec, "qscale": self.qscale, "bframes": 0}
+        if self.codec == "libvpx-vp9":
+            return {"codec": self.codec, "crf": self.crf, "bframes": 0}
         return {"codec": self.codec, "crf": self.crf, "preset": self.preset, "bframes": 0}
 
     def options(self) -> dict[str, str]:
@@ -366,17 +373,16 @@ class EncodeSettings:
             opts["preset"] = self.preset
         if self.codec == "libvpx-vp9":
             opts.update({"b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"})
+        if self.codec == "mpeg4":  # a constant quantizer: qmin = qmax, a bit rate never reached
+            q = str(self.qscale)
+            opts = {"bf": "0", "qmin": q, "qmax": q, "b": "200M"}
         return opts
 
 
 def encoder_for(muxer: str, settings: EncodeSettings) -> EncodeSettings:
     """``settings`` with the codec the output container can hold."""
     codec = ENCODERS.get(muxer, settings.codec)
-    return (
-        settings
-        if codec == settings.codec
-        else EncodeSettings(codec, settings.crf, settings.preset)
-    )
+    return dataclasses.replace(settings, codec=codec)
 
 
 class SegmentWriter:
