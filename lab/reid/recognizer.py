@@ -21,7 +21,6 @@ MODEL_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 #: OpenCV's published SFace cosine threshold: at or above it, two faces are the same person.
 COSINE_THRESHOLD = 0.363
 ALIGNED_SIZE = 112
-FEATURE_DIM = 128
 
 Landmarks = Sequence[tuple[float, float]]
 
