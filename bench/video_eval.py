@@ -3,7 +3,8 @@ face-frames, runs of consecutive misses, frames/s, deface on the same clips, rea
 long video cut into segments on 1 and 2 worker processes.
 
     python bench/video_eval.py [--testset DIR] [--output DIR] [--parts NAME,NAME...]
-        [--deface auto|skip] [--videos DIR]
+        [--deface auto|skip] [--videos DIR] [--real-videos NAME,...] [--speed-clips N]
+        [--detect-every K] [--long-clips N] [--detector-option K=V ...]
 
 Parts (all by default):
 
@@ -220,13 +221,16 @@ def run_recall(testset: Path, images: Path, detector: Detector, output: Path) ->
     return out
 
 
-def run_speed(testset: Path, detector: Detector, output: Path, limit: int = 0) -> dict[str, Any]:
+def run_speed(
+    testset: Path, detector: Detector, output: Path, limit: int = 0, every: int = 1
+) -> dict[str, Any]:
     frames = seconds = 0.0
     work = output / "blurbeam"
     work.mkdir(parents=True, exist_ok=True)
     per_clip = {}
     for path, _ in clips(testset)[: limit or None]:
-        result = anonymize_video(str(path), str(work / path.name), detector, BlurConfig())
+        options = VideoOptions(detect_every=every)
+        result = anonymize_video(str(path), str(work / path.name), detector, BlurConfig(), options)
         frames += result.info.frame_count
         seconds += result.seconds
         per_clip[path.name] = result.info.frame_count / result.seconds
@@ -275,14 +279,14 @@ def blacked_coverage(src: np.ndarray, out: np.ndarray, face: Sequence[float]) ->
     return float((black & bright).sum() / bright.sum())
 
 
-def run_deface(testset: Path, output: Path) -> dict[str, Any]:
+def run_deface(testset: Path, output: Path, limit: int = 0) -> dict[str, Any]:
     exe, why = deface_exe(output)
     if exe is None:
         return {"status": "skipped", "reason": why}
     work = output / "deface"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    items = clips(testset)
+    items = clips(testset)[: limit or None]
     for path, _ in items:
         os.symlink(path, work / path.name)
     inputs = [str(work / p.name) for p, _ in items]
@@ -408,15 +412,15 @@ def _worker_segment(args: tuple) -> str:
     return dest
 
 
-def long_video(testset: Path, dest: Path) -> None:
-    """The test clips, one after another, re-encoded as one video."""
+def long_video(testset: Path, dest: Path, limit: int = 0) -> None:
+    """The test clips (the first ``limit``), one after another, re-encoded as one video."""
     av = media.load_av()
     with av.open(str(dest), "w") as out:
         stream = out.add_stream("libx264", rate=30)
         stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
         stream.codec_context.gop_size = 60
         stream.options = {"crf": "23", "preset": "veryfast"}
-        for path, _ in clips(testset):
+        for path, _ in clips(testset)[: limit or None]:
             for rgb in frames_rgb(path):
                 for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                     out.mux(packet)
@@ -424,9 +428,9 @@ def long_video(testset: Path, dest: Path) -> None:
             out.mux(packet)
 
 
-def run_segments(testset: Path, output: Path) -> dict[str, Any]:
+def run_segments(testset: Path, output: Path, limit: int = 0) -> dict[str, Any]:
     source = output / "long.mp4"
-    long_video(testset, source)
+    long_video(testset, source, limit)
     info = media.probe(str(source))
     segments = media.plan_segments(info, 4.0, VideoOptions().overlap)
     result: dict[str, Any] = {"frames": info.frame_count, "segments": len(segments)}
@@ -456,7 +460,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deface", choices=("auto", "skip"), default="auto")
     parser.add_argument("--real-videos", default="", help="names (no extension) to run; all: ''")
     parser.add_argument(
-        "--speed-clips", type=int, default=0, help="speed on the first N clips only (0: all)"
+        "--speed-clips", type=int, default=0, help="speed and deface on the first N clips (0: all)"
+    )
+    parser.add_argument(
+        "--detect-every", type=int, default=1, help="speed: search every k-th frame"
     )
     parser.add_argument(
         "--detector-option", action="append", default=[], help="K=V option of multiscale"
@@ -481,16 +488,21 @@ def main(argv: list[str] | None = None) -> int:
         if part == "recall":
             metrics["recall"] = run_recall(args.testset, args.images, detector, args.output)
         elif part == "speed":
-            metrics["speed"] = run_speed(args.testset, detector, args.output, args.speed_clips)
+            key = f"speed_first_{args.speed_clips}" if args.speed_clips else "speed"
+            key += f"_every_{args.detect_every}" if args.detect_every > 1 else ""
+            metrics[key] = run_speed(
+                args.testset, detector, args.output, args.speed_clips, args.detect_every
+            )
         elif part == "deface" and args.deface != "skip":
-            metrics["deface"] = run_deface(args.testset, args.output)
+            key = f"deface_first_{args.speed_clips}" if args.speed_clips else "deface"
+            metrics[key] = run_deface(args.testset, args.output, args.speed_clips)
         elif part == "real":
             names = [n for n in args.real_videos.split(",") if n]
             metrics["real"] = run_real(args.videos, detector, args.output, names)
         elif part == "segments":
-            metrics["segments"] = run_segments(args.testset, args.output)
+            metrics["segments"] = run_segments(args.testset, args.output, args.long_clips)
         metrics_path.write_text(json.dumps(metrics, indent=2))
-        print(json.dumps({part: metrics.get(part)}, indent=2), flush=True)
+        print(f"{part} done", flush=True)
     return 0
 
 
