@@ -17,7 +17,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from blurbeam.pipelines.anonymize import _option, add_detection_arguments
+from blurbeam.pipelines.scaffold import add_detector_options as add_detection_arguments
+from blurbeam.pipelines.scaffold import option as _option
 
 #: Arguments the command does not declare go to Beam (runner flags); unknown ones are an error.
 BEAM_OPTIONS = True
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     _option(parser, "preset", default="default", choices=tuple(PRESETS),
             help="packaged network: default (photographs: camera shake, motion blur) or "
-            "notebook (64x64 faces blurred as the original notebook's pairs: a circular FFT "
+            "circular64 (64x64 faces blurred as the original notebook's pairs: a circular FFT "
             "blur and a min-max stretch)")  # fmt: skip
     _option(
         parser,
@@ -84,11 +85,11 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from blurbeam.detectors import get_class
     from blurbeam.detectors.base import file_sha256
     from blurbeam.imageio import MetadataPolicy
-    from blurbeam.pipelines.anonymize import _Progress, detector_spec, query_counters
+    from blurbeam.pipelines.scaffold import Progress as _Progress
+    from blurbeam.pipelines.scaffold import detector_spec, query_counters
     from blurbeam.shards import InputError, expand_input, join_output, write_bytes
     from blurbeam.task import RunContext, config_hash
-    from blurbeam.transforms.anonymize import DetectFaces, ReadImages
-    from blurbeam.transforms.deblur import RestoreAndWrite, WholeImageFaceFn
+    from blurbeam.transforms.deblur import Deblur
 
     prog = "blurbeam deblur"
     spec = detector_spec(args)
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         metadata_policy=json.dumps(config["metadata"], sort_keys=True),
         config_hash=config_hash(config),
     )
-    from blurbeam.pipelines.anonymize import check_locations
+    from blurbeam.pipelines.scaffold import check_locations
 
     try:
         output = check_locations(args.input, args.output)
@@ -168,23 +169,19 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     t0 = time.monotonic()
     with _Progress(total, enabled=show and local) as progress:
         p = beam.Pipeline(options=options)
-        tasks = p | "ReadImages" >> ReadImages(
-            args.input, args.max_pixels, args.max_bytes, exclude=output
-        )
-        if args.whole_image:
-            detected = tasks | "WholeImage" >> beam.ParDo(WholeImageFaceFn())
-        else:
-            detected = tasks | "DetectFaces" >> DetectFaces(spec)
-        _ = detected | "RestoreAndWrite" >> RestoreAndWrite(
-            output,
-            ctx,
-            args.weights,
-            args.margin,
-            args.feather,
-            args.whole_image,
-            policy,
-            progress.dir,
+        _ = p | "Deblur" >> Deblur(
+            input_spec=args.input,
+            output=output,
+            ctx=ctx,
+            detector=None if args.whole_image else spec,
+            weights=args.weights,
+            margin=args.margin,
+            feather=args.feather,
+            policy=policy,
+            max_pixels=args.max_pixels,
+            max_bytes=args.max_bytes,
             preset=args.preset,
+            progress_dir=progress.dir,
         )
         result = p.run()
         result.wait_until_finish()

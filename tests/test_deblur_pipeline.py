@@ -110,10 +110,17 @@ def test_detected_faces_are_restored_in_place(astronaut, tmp_path):
     )
 
 
+def tar_names(path: Path) -> list[str]:
+    import tarfile
+
+    with tarfile.open(path) as tf:
+        return tf.getnames()
+
+
 def test_deblur_never_writes_over_a_tar_shard_or_the_input(tmp_path, astronaut, capsys):
-    """A container shard's members share the shard's output path: deblur (which writes plain
-    files) refuses them with an error record instead of writing a bare image over the shard, and
-    an output that is the input's folder is refused before anything runs."""
+    """A container shard's members share the shard's output path: deblur writes the restored
+    shard whole, as a tar (never a bare image over it; tests/test_deblur_shards.py checks its
+    contents), and an output that is the input's folder is refused before anything runs."""
     import io
 
     from blurbeam.shards import tar as tarfmt
@@ -129,8 +136,8 @@ def test_deblur_never_writes_over_a_tar_shard_or_the_input(tmp_path, astronaut, 
     argv = ["deblur", "--input", str(src), "--output", str(out), "--whole-image"]
     assert cli_main([*argv, "--max-error-rate", "1", "--progress", "off"]) == 0
     [rec] = _records(out).values()
-    assert rec["status"] == "error" and "container shard" in rec["error"]
-    assert not (out / "shard.tar").exists()
+    assert rec["status"] == "ok" and rec["output_uri"] == f"{out / 'shard.tar'}#s0.png"
+    assert sorted(tar_names(out / "shard.tar")) == ["s0.json", "s0.png"]
     assert (src / "shard.tar").read_bytes() == shard
 
     capsys.readouterr()

@@ -119,7 +119,8 @@ class Anonymize(beam.PTransform):
 
     ``refs``: the ShardRefs to process, when they are already known (the launcher's listing on
     a local runner, or the shards of a corrections run); without it the pipeline lists
-    ``input_spec`` itself (in ``input_slices`` pieces). ``corrections`` (input URI ->
+    ``input_spec`` itself (in ``input_slices`` pieces); with it only the paths its refs need are
+    built (an input of shards only loads no per-file detector). ``corrections`` (input URI ->
     ``Correction``), ``drop_false_positives`` and ``stored_corrections`` add the reviewer's
     boxes (``blurbeam.stages.ReviewerBoxes``). The other arguments are those of ``ReadImages``,
     ``DetectFaces`` (``detector``, ``detector_threads``, ``expected_model_sha256``) and of the
@@ -184,33 +185,60 @@ class Anonymize(beam.PTransform):
 
     def expand(self, pbegin):
         refs = pbegin | "ListInput" >> ExpandInput(*self._input)
-        files_out = (
+        known = self._input[4]  # the ShardRefs when they are known before the pipeline runs
+        records, done = [], []
+        if known is None or any(not is_container(r) for r in known):
+            file_records, files_done = self._plain_files(refs)
+            records.append(file_records)
+            done.append(files_done)
+        if known is None or any(is_container(r) for r in known):
+            shard_records, shards_done = self._container_shards(refs)
+            records.append(shard_records)
+            done.append(shards_done)
+        self.already_done = (
+            tuple(done) | "AlreadyDone" >> beam.Flatten()
+            if done
+            else pbegin | "NothingDone" >> beam.Create([])
+        )
+        records = (
+            tuple(records) | "AllRecords" >> beam.Flatten()
+            if records
+            else pbegin | "NoRecords" >> beam.Create([])
+        )
+        self.audit_files = records | "WriteAudit" >> WriteAudit(
+            self._output, self._ctx.run_id, self._audit_shards
+        )
+        return records
+
+    def _plain_files(self, refs):
+        """Plain image files, one by one: (audit records, done-index rows)."""
+        out = (
             refs
             | "PlainFiles" >> beam.Filter(lambda r: not is_container(r))
             | "ReadFiles" >> beam.ParDo(self._read)
         )
-        shards_out = (
-            refs
-            | "ContainerShards" >> beam.Filter(is_container)
-            | "SkipDoneShards" >> beam.ParDo(self._skip)
-        )
-        self.already_done = (
-            files_out | "FilesDone" >> beam.Filter(_not_task),
-            shards_out | "ShardsDone" >> beam.Filter(lambda x: isinstance(x, dict)),
-        ) | "AlreadyDone" >> beam.Flatten()
         detected = (
-            files_out
+            out
             | "FileTasks" >> beam.Filter(_is_task)
             | "Decode" >> beam.ParDo(DecodeFn(self._max_pixels))
             | "Detect" >> Infer(self._detector)
         )
         if self._boxes is not None:
             detected = detected | "ReviewerBoxes" >> beam.Map(self._boxes)
-        file_records = (
+        records = (
             detected
             | "Anonymize" >> beam.ParDo(AnonymizeFn(self._blur))
             | "Encode" >> beam.ParDo(EncodeFn(self._policy))
             | "WriteImages" >> beam.ParDo(WriteImageFn(self._output, self._ctx, self._progress_dir))
+        )
+        return records, out | "FilesDone" >> beam.Filter(_not_task)
+
+    def _container_shards(self, refs):
+        """Container shards, each streamed whole: (audit records, done-index rows)."""
+        out = (
+            refs
+            | "ContainerShards" >> beam.Filter(is_container)
+            | "SkipDoneShards" >> beam.ParDo(self._skip)
         )
         image_fn = AnonymizeImage(
             self._detector,
@@ -220,18 +248,12 @@ class Anonymize(beam.PTransform):
             correct=self._boxes,
             opencv_threads=self._opencv_threads,
         )
-        shard_records = (
-            shards_out
+        stream = StreamShardFn(
+            self._output, self._ctx, image_fn, self._shard_options, self._progress_dir
+        )
+        records = (
+            out
             | "ShardsToDo" >> beam.Filter(lambda x: not isinstance(x, dict))
-            | "StreamShards"
-            >> beam.ParDo(
-                StreamShardFn(
-                    self._output, self._ctx, image_fn, self._shard_options, self._progress_dir
-                )
-            )
+            | "StreamShards" >> beam.ParDo(stream)
         )
-        records = (file_records, shard_records) | "AllRecords" >> beam.Flatten()
-        self.audit_files = records | "WriteAudit" >> WriteAudit(
-            self._output, self._ctx.run_id, self._audit_shards
-        )
-        return records
+        return records, out | "ShardsDone" >> beam.Filter(lambda x: isinstance(x, dict))
