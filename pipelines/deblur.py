@@ -11,59 +11,155 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
-import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
-from blurbeam.pipelines.scaffold import add_detector_options as add_detection_arguments
-from blurbeam.pipelines.scaffold import option as _option
+from apache_beam.options.pipeline_options import PipelineOptions
 
-#: Arguments the command does not declare go to Beam (runner flags); unknown ones are an error.
-BEAM_OPTIONS = True
+from blurbeam import __version__
+from blurbeam.detectors import DetectorSpec
+from blurbeam.imageio import MetadataPolicy
+from blurbeam.pipelines.scaffold import (
+    Command,
+    Launch,
+    Outcome,
+    add_detector_options,
+    add_io_options,
+    check_locations,
+    check_run_id,
+    detector_params,
+    detector_spec,
+    new_run_id,
+    option,
+    query_counters,
+)
+from blurbeam.schemas import layout
+from blurbeam.task import RunContext
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from blurbeam.deblur.apply import DEFAULT_FEATHER, DEFAULT_MARGIN
+class DeblurOptions(PipelineOptions):
+    """Every flag of ``blurbeam deblur``."""
 
-    _option(parser, "input", required=True, help="image file, directory, glob or fsspec URL")
-    _option(parser, "output", required=True, help="output directory or fsspec URL")
-    add_detection_arguments(parser)
-    _option(parser, "whole-image", action="store_true",
-            help="each input is one pre-cropped face: restore it whole, no detection")  # fmt: skip
-    from blurbeam.deblur.model import PRESETS
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        from blurbeam.deblur.apply import DEFAULT_FEATHER, DEFAULT_MARGIN
+        from blurbeam.deblur.model import PRESETS
 
-    _option(parser, "preset", default="default", choices=tuple(PRESETS),
-            help="packaged network: default (photographs: camera shake, motion blur) or "
-            "circular64 (64x64 faces blurred as the original notebook's pairs: a circular FFT "
-            "blur and a min-max stretch)")  # fmt: skip
-    _option(
-        parser,
-        "weights",
-        default=None,
-        help="restoration weights (default: the packaged network of --preset)",
+        add_io_options(parser)
+        add_detector_options(parser)
+        # fmt: off
+        option(parser, "whole-image", action="store_true",
+               help="each input is one pre-cropped face: restore it whole, no detection")
+        option(parser, "preset", default="default", choices=tuple(PRESETS),
+               help="packaged network: default (photographs: camera shake, motion blur) or "
+               "circular64 (64x64 faces blurred as the original notebook's pairs: a circular FFT "
+               "blur and a min-max stretch)")
+        option(parser, "weights", default=None,
+               help="restoration weights (default: the packaged network of --preset)")
+        option(parser, "margin", type=float, default=DEFAULT_MARGIN,
+               help="face crop side = margin x the larger box side")
+        option(parser, "feather", type=float, default=DEFAULT_FEATHER,
+               help="fraction of the crop side over which the restoration fades out")
+        option(parser, "keep-metadata", action="store_true", help="keep EXIF (without GPS)")
+        option(parser, "keep-gps", action="store_true", help="with --keep-metadata, keep GPS too")
+        option(parser, "max-error-rate", type=float, default=0.0,
+               help="exit non-zero above this error fraction")
+        option(parser, "run-id", default=None,
+               help="identifier of this run (default: time + random)")
+        option(parser, "progress", default="auto", choices=("auto", "on", "off"),
+               help="live progress line")
+        # fmt: on
+
+
+@dataclass(frozen=True)
+class DeblurPlan:
+    """Everything the pipeline needs, resolved from options once at launch."""
+
+    input: str
+    output: str
+    ctx: RunContext
+    spec: DetectorSpec | None  # None: --whole-image
+    weights: str | None
+    preset: str
+    margin: float
+    feather: float
+    policy: MetadataPolicy
+    config: dict[str, Any]
+    max_pixels: int
+    max_bytes: int
+    max_error_rate: float
+    total: int | None = None  # the inputs the launcher listed (local runners)
+
+
+def plan(opts: DeblurOptions) -> DeblurPlan:
+    """The run ``opts`` ask for, resolved and checked (ValueError: one line)."""
+    from blurbeam.deblur.model import packaged_weights, weights_config
+    from blurbeam.detectors.base import file_sha256
+    from blurbeam.task import config_hash
+
+    spec = None if opts.whole_image else detector_spec(opts)
+    det_params = detector_params(spec) if spec is not None else {}
+    weights = opts.weights or str(packaged_weights(opts.preset)[0])
+    try:
+        weights_sha = file_sha256(weights)
+    except OSError as exc:
+        raise ValueError(f"cannot read weights: {exc}") from None
+    policy = MetadataPolicy(keep_metadata=opts.keep_metadata, keep_gps=opts.keep_gps)
+    method_params = {
+        "margin": opts.margin,
+        "feather": opts.feather,
+        "whole_image": opts.whole_image,
+        "preset": None if opts.weights else opts.preset,
+        "weights_sha256": weights_sha,
+        "model": weights_config(weights).to_dict(),
+    }
+    config = {
+        "detector": None if spec is None else {"name": spec.name, **det_params},
+        "deblur": method_params,
+        "metadata": {"keep_metadata": policy.keep_metadata, "keep_gps": policy.keep_gps},
+        "max_pixels": opts.max_pixels,
+        "max_bytes": opts.max_bytes,
+    }
+    check_run_id(opts.run_id)
+    run_id = opts.run_id or new_run_id()
+    ctx = RunContext(
+        run_id=run_id,
+        detector="none" if spec is None else spec.name,
+        detector_params=json.dumps(det_params, sort_keys=True),
+        method="deblur",
+        method_params=json.dumps(method_params, sort_keys=True),
+        metadata_policy=json.dumps(config["metadata"], sort_keys=True),
+        config_hash=config_hash(config),
     )
-    _option(parser, "margin", type=float, default=DEFAULT_MARGIN,
-            help="face crop side = margin x the larger box side")  # fmt: skip
-    _option(parser, "feather", type=float, default=DEFAULT_FEATHER,
-            help="fraction of the crop side over which the restoration fades out")  # fmt: skip
-    _option(parser, "keep-metadata", action="store_true", help="keep EXIF (without GPS)")
-    _option(parser, "keep-gps", action="store_true", help="with --keep-metadata, keep GPS too")
-    _option(
-        parser,
-        "max-error-rate",
-        type=float,
-        default=0.0,
-        help="exit non-zero above this error fraction",
-    )
-    _option(parser, "run-id", default=None, help="identifier of this run (default: time + random)")
-    _option(
-        parser, "progress", default="auto", choices=("auto", "on", "off"), help="live progress line"
+    output = check_locations(opts.input, opts.output)
+    return DeblurPlan(
+        opts.input, output, ctx, spec, opts.weights, opts.preset, opts.margin, opts.feather,
+        policy, config, opts.max_pixels, opts.max_bytes, opts.max_error_rate,
+    )  # fmt: skip
+
+
+def build(p: Any, dp: DeblurPlan, progress_dir: str | None = None) -> Any:
+    """The deblur pipeline on ``p``; returns the record PCollection."""
+    from blurbeam.transforms.deblur import Deblur
+
+    return p | "Deblur" >> Deblur(
+        input_spec=dp.input,
+        output=dp.output,
+        ctx=dp.ctx,
+        detector=dp.spec,
+        weights=dp.weights,
+        margin=dp.margin,
+        feather=dp.feather,
+        policy=dp.policy,
+        max_pixels=dp.max_pixels,
+        max_bytes=dp.max_bytes,
+        preset=dp.preset,
+        progress_dir=progress_dir,
     )
 
 
-def read_records(output: str, run_id: str):
+def read_records(output: str, run_id: str) -> Any:
+    """This run's deblur records as an Arrow table."""
     import fsspec
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -71,122 +167,13 @@ def read_records(output: str, run_id: str):
     from blurbeam.schemas.deblur import DEBLUR_SCHEMA
 
     fs, path = fsspec.core.url_to_fs(output)
-    files = sorted(fs.glob(f"{path.rstrip('/')}/records/run-{run_id}*.parquet"))
+    files = sorted(fs.glob(layout.deblur_records_glob(path, run_id)))
     tables = [pq.read_table(f, filesystem=fs, schema=DEBLUR_SCHEMA) for f in files]
     return pa.concat_tables(tables) if tables else DEBLUR_SCHEMA.empty_table()
 
 
-def run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-    from blurbeam import __version__
-    from blurbeam.deblur.model import packaged_weights, weights_config
-    from blurbeam.detectors import get_class
-    from blurbeam.detectors.base import file_sha256
-    from blurbeam.imageio import MetadataPolicy
-    from blurbeam.pipelines.scaffold import Progress as _Progress
-    from blurbeam.pipelines.scaffold import detector_spec, query_counters
-    from blurbeam.shards import InputError, expand_input, join_output, write_bytes
-    from blurbeam.task import RunContext, config_hash
-    from blurbeam.transforms.deblur import Deblur
-
-    prog = "blurbeam deblur"
-    spec = detector_spec(args)
-    det_params: dict[str, Any] = {}
-    if not args.whole_image:
-        try:
-            det_cls = get_class(spec.name)
-        except ValueError as exc:
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-            return 2
-        det_params = {
-            "score_threshold": spec.score_threshold
-            if spec.score_threshold is not None
-            else det_cls.default_score_threshold,
-            "min_face_size": spec.min_face_size,
-            **dict(spec.options),
-        }
-    weights = args.weights or str(packaged_weights(args.preset)[0])
-    try:
-        weights_sha = file_sha256(weights)
-    except OSError as exc:
-        print(f"{prog}: error: cannot read weights: {exc}", file=sys.stderr)
-        return 2
-    policy = MetadataPolicy(keep_metadata=args.keep_metadata, keep_gps=args.keep_gps)
-    method_params = {
-        "margin": args.margin,
-        "feather": args.feather,
-        "whole_image": args.whole_image,
-        "preset": None if args.weights else args.preset,
-        "weights_sha256": weights_sha,
-        "model": weights_config(weights).to_dict(),
-    }
-    config = {
-        "detector": None if args.whole_image else {"name": spec.name, **det_params},
-        "deblur": method_params,
-        "metadata": {"keep_metadata": policy.keep_metadata, "keep_gps": policy.keep_gps},
-        "max_pixels": args.max_pixels,
-        "max_bytes": args.max_bytes,
-    }
-    run_id = (
-        args.run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    )
-    ctx = RunContext(
-        run_id=run_id,
-        detector="none" if args.whole_image else spec.name,
-        detector_params=json.dumps(det_params, sort_keys=True),
-        method="deblur",
-        method_params=json.dumps(method_params, sort_keys=True),
-        metadata_policy=json.dumps(config["metadata"], sort_keys=True),
-        config_hash=config_hash(config),
-    )
-    from blurbeam.pipelines.scaffold import check_locations
-
-    try:
-        output = check_locations(args.input, args.output)
-    except ValueError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    options = PipelineOptions(beam_args)
-    runner = options.view_as(StandardOptions).runner or "DirectRunner"
-    local = runner in ("DirectRunner", "direct", "FnApiRunner")
-    total = None
-    if local:
-        try:
-            total = sum(1 for _ in expand_input(args.input, exclude=output))
-        except InputError as exc:
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-            return 2
-    print(
-        f"blurbeam {__version__}: deblur run {run_id}, "
-        + ("whole images" if args.whole_image else f"detector {spec.name}")
-        + f", runner {runner}"
-        + (f", {total} inputs" if total is not None else ""),
-        file=sys.stderr,
-    )
-    show = args.progress == "on" or (args.progress == "auto" and local)
-    t0 = time.monotonic()
-    with _Progress(total, enabled=show and local) as progress:
-        p = beam.Pipeline(options=options)
-        _ = p | "Deblur" >> Deblur(
-            input_spec=args.input,
-            output=output,
-            ctx=ctx,
-            detector=None if args.whole_image else spec,
-            weights=args.weights,
-            margin=args.margin,
-            feather=args.feather,
-            policy=policy,
-            max_pixels=args.max_pixels,
-            max_bytes=args.max_bytes,
-            preset=args.preset,
-            progress_dir=progress.dir,
-        )
-        result = p.run()
-        result.wait_until_finish()
-    wall = time.monotonic() - t0
-    table = read_records(output, run_id)
+def summarize(table: Any, dp: DeblurPlan, wall_s: float, runner: str, metrics: dict[str, int]):
+    """run.json: the run's counts, sharpness before and after, rate and config."""
     status = table.column("status").to_pylist()
     counts = {s: status.count(s) for s in ("ok", "no_faces", "error")}
     n = len(status)
@@ -197,12 +184,12 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     before = [v for row in table.column("sharpness_before").to_pylist() if row for v in row]
     after = [v for row in table.column("sharpness_after").to_pylist() if row for v in row]
     blur = sorted(v for row in table.column("blur_length_px").to_pylist() if row for v in row)
-    summary = {
-        "run_id": run_id,
+    return {
+        "run_id": dp.ctx.run_id,
         "package_version": __version__,
         "runner": runner,
-        "input": args.input,
-        "output": output,
+        "input": dp.input,
+        "output": dp.output,
         "images": n,
         "status_counts": counts,
         "faces": sum(x or 0 for x in table.column("num_faces").to_pylist()),
@@ -213,27 +200,67 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
         "median_blur_length_px": round(blur[len(blur) // 2], 2) if blur else None,
         "error_rate": counts["error"] / n if n else 0.0,
         "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:20]),
-        "wall_s": round(wall, 3),
-        "images_per_s": round(n / wall, 3) if wall > 0 else None,
-        "metrics": query_counters(result),
-        "config_hash": ctx.config_hash,
-        "config": config,
+        "wall_s": round(wall_s, 3),
+        "images_per_s": round(n / wall_s, 3) if wall_s > 0 else None,
+        "metrics": metrics,
+        "config_hash": dp.ctx.config_hash,
+        "config": dp.config,
     }
-    write_bytes(join_output(output, "run.json"), json.dumps(summary, indent=2).encode())
-    print(
-        f"done: {n} images ({counts['ok']} with faces, {counts['no_faces']} without, "
-        f"{counts['error']} errors), {summary['faces_restored']} faces restored, sharpness "
-        f"{summary['mean_sharpness_before']} -> {summary['mean_sharpness_after']}, {wall:.1f} s",
-        file=sys.stderr,
-    )
-    print(
-        f"images and records under {output} (run.json, records/run-{run_id}-*.parquet)",
-        file=sys.stderr,
-    )
-    for reason, k in list(errors.items())[:5]:
-        print(f"  error x{k}: {reason}", file=sys.stderr)
-    if summary["error_rate"] > args.max_error_rate:
-        print(f"{prog}: error rate {summary['error_rate']:.3f} exceeds --max-error-rate {args.max_error_rate}",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    return 0
+
+
+class DeblurCommand(Command[DeblurPlan]):
+    name = "deblur"
+    options_class = DeblurOptions
+    required = ("input", "output")
+
+    def plan(self, opts: DeblurOptions, launch: Launch) -> DeblurPlan:
+        dp = plan(opts)
+        if not launch.local:
+            return dp
+        from dataclasses import replace
+
+        from blurbeam.shards import InputError, expand_input
+
+        try:
+            total = sum(1 for _ in expand_input(dp.input, exclude=dp.output))
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        return replace(dp, total=total)
+
+    def total(self, dp: DeblurPlan) -> int | None:
+        return dp.total
+
+    def announce(self, dp: DeblurPlan, launch: Launch) -> list[str]:
+        return [
+            f"blurbeam {__version__}: deblur run {dp.ctx.run_id}, "
+            + ("whole images" if dp.spec is None else f"detector {dp.spec.name}")
+            + f", runner {launch.runner}"
+            + (f", {dp.total} inputs" if dp.total is not None else "")
+        ]
+
+    def build(self, p: Any, dp: DeblurPlan, progress_dir: str | None) -> Any:
+        return build(p, dp, progress_dir)
+
+    def finish(self, dp: DeblurPlan, launch: Launch, result: Any, wall_s: float) -> Outcome:
+        table = read_records(dp.output, dp.ctx.run_id)
+        s = summarize(table, dp, wall_s, launch.runner, query_counters(result))
+        c = s["status_counts"]
+        lines = [
+            f"done: {s['images']} images ({c['ok']} with faces, {c['no_faces']} without, "
+            f"{c['error']} errors), {s['faces_restored']} faces restored, sharpness "
+            f"{s['mean_sharpness_before']} -> {s['mean_sharpness_after']}, {wall_s:.1f} s",
+            f"images and records under {dp.output} ({layout.RUN_SUMMARY}, "
+            f"{layout.deblur_records_glob('', dp.ctx.run_id)})",
+        ]
+        lines += [f"  error x{k}: {reason}" for reason, k in list(s["errors"].items())[:5]]
+        error = None
+        if s["error_rate"] > dp.max_error_rate:
+            error = f"error rate {s['error_rate']:.3f} exceeds --max-error-rate {dp.max_error_rate}"
+        return Outcome(s, layout.run_summary(dp.output), tuple(lines), error)
+
+
+COMMAND = DeblurCommand()
+#: Arguments the command does not declare go to Beam (runner flags); unknown ones are an error.
+BEAM_OPTIONS = True
+add_arguments = COMMAND.add_arguments
+run = COMMAND.run
