@@ -65,3 +65,12 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys) -> None:
     assert "audit" in err
     assert cli_main([*argv, "--attackers", "none,magic"]) == 2
     assert "magic" in capsys.readouterr().err
+
+
+def test_sweep_report_without_results_is_one_line(tmp_path: Path, capsys) -> None:
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    argv = ["privacy-audit", "--sweep", "--report-only", "--shared", str(tmp_path / "shared")]
+    assert cli_main([*argv, "--output", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("blurbeam privacy-audit: error:") and "\n" not in err
+    assert "no sweep results" in err and "Traceback" not in err

@@ -203,10 +203,9 @@ class PrivacyAudit(Command[AuditPlan]):
         if not args.sweep:
             return super().run(args, beam_args)
         try:
-            attackers = self._attackers(args)
+            return run_sweep_command(args, self._attackers(args), beam_args)
         except ValueError as exc:
             return _fail(" ".join(str(exc).split()))
-        return run_sweep_command(args, attackers, beam_args)
 
     @staticmethod
     def _attackers(opts: Any) -> list[str] | None:
