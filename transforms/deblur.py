@@ -135,8 +135,8 @@ class Deblur(beam.PTransform):
         self._progress_dir = progress_dir
 
     def expand(self, pbegin):
+        from blurbeam.schemas import layout
         from blurbeam.schemas.deblur import DEBLUR_SCHEMA
-        from blurbeam.shards import join_output
         from blurbeam.transforms.image import DecodeFn, EncodeFn
 
         refs = pbegin | "ListInput" >> ExpandInput(self._input_spec, self._output)
@@ -173,7 +173,7 @@ class Deblur(beam.PTransform):
         )
         records = (file_records, shard_records) | "AllRecords" >> beam.Flatten()
         _ = records | "WriteRecords" >> beam.io.WriteToParquet(
-            join_output(self._output, f"records/run-{self._ctx.run_id}"),
+            layout.deblur_records_prefix(self._output, self._ctx.run_id),
             DEBLUR_SCHEMA,
             file_name_suffix=".parquet",
         )
