@@ -266,7 +266,7 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
     output = check_locations(opts.input, opts.output)
     policy = MetadataPolicy(keep_metadata=opts.keep_metadata, keep_gps=opts.keep_gps)
     from blurbeam.detectors import model_fingerprint
-    from blurbeam.task import one_line
+    from blurbeam.errors import one_line
 
     try:
         model_sha = model_fingerprint(spec)

@@ -81,8 +81,8 @@ def _run_json(output: str) -> dict:
 
 def has_audit(output: str, prog: str) -> bool:
     """Whether ``output`` holds audit files; else says why on one line (the caller exits 2)."""
+    from blurbeam.errors import one_line
     from blurbeam.report import audit_files
-    from blurbeam.task import one_line
 
     try:
         files = audit_files(output)

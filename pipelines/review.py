@@ -34,9 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from blurbeam.errors import one_line
     from blurbeam.pipelines.report import has_audit
     from blurbeam.review import build_review
-    from blurbeam.task import one_line
 
     output = args.output.rstrip("/") or "/"
     if not has_audit(output, "blurbeam review"):

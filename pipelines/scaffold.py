@@ -536,7 +536,7 @@ class Command(ABC, Generic[PlanT]):
         return Launch(options, runner_name(options), slices)
 
     def run(self, args: argparse.Namespace, beam_args: list[str]) -> int:
-        from blurbeam.task import one_line
+        from blurbeam.errors import one_line
 
         launch = self.launch(args, beam_args)
         opts = launch.options.view_as(self.options_class)
