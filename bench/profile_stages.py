@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -42,6 +43,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+#: A detector pass's stage name, e.g. "pass 0.5x".
+PASS = re.compile(r"pass [0-9.]+x")
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "widerface" / "dev305" / "images"
 
 
@@ -64,7 +67,7 @@ class Clock:
 
     def pass_name(self) -> str:
         for name in reversed(self.current):
-            if name.startswith("pass "):
+            if PASS.fullmatch(name):
                 return name
         return "pass 1x"
 
@@ -141,7 +144,7 @@ def profile_blurbeam(paths: list[Path], options: dict[str, Any], repeat: int) ->
                     blob = imageio.encode(img, out, policy)
                 with clock.stage("write"):
                     Path(tmp, f"{i}.bin").write_bytes(blob)
-            passes = sorted({" ".join(k.split(" ")[:2]) for k in clock.ms if k.startswith("pass ")})
+            passes = sorted(k for k in clock.ms if PASS.fullmatch(k))
             per = {k: v / len(paths) for k, v in blurbeam_stages(clock.ms, passes).items()}
             runs.append(per)
     return {

@@ -37,6 +37,8 @@ from blurbeam.detectors.base import file_sha256  # noqa: E402
 from blurbeam.detectors.centerface import INPUT_NAME, MODEL_FILE, SOURCE_SHA256  # noqa: E402
 
 DEFAULT_OUTPUT = MODEL_FILE.with_name("centerface_int8.onnx")
+#: The network's four output convolutions (before the heatmap's sigmoid).
+HEAD_OUTPUTS = {"536", "538", "539", "540"}
 
 
 def padded_blob(rgb: np.ndarray) -> np.ndarray:
@@ -80,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", default=str(DEFAULT_OUTPUT))
     ap.add_argument("--count", type=int, default=96, help="photos used for calibration")
     ap.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax")
+    ap.add_argument(
+        "--keep-head-fp32",
+        action="store_true",
+        help="leave the four output convolutions (heatmap, sizes, offsets, landmarks) in fp32",
+    )
     args = ap.parse_args(argv)
 
     import onnx
@@ -124,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
             "percentile": CalibrationMethod.Percentile,
             "entropy": CalibrationMethod.Entropy,
         }[args.method]
+        exclude = []
+        if args.keep_head_fp32:
+            exclude = [
+                n.name for n in onnx.load(str(prepped)).graph.node if set(n.output) & HEAD_OUTPUTS
+            ]
         quantize_static(
             str(prepped),
             args.output,
@@ -133,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
+            nodes_to_exclude=exclude,
             extra_options={"CalibMaxIntermediateOutputs": flush_every(3 * len(paths))},
         )
     names = "\n".join(p.name for p in every).encode()
@@ -142,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "source_model_sha256": SOURCE_SHA256,
         "packaged_fp32_sha256": file_sha256(MODEL_FILE),
         "opset": 13,
+        "fp32_nodes": exclude,
         "format": "QDQ, weights int8 per channel, activations uint8",
         "calibration": {
             "method": args.method,

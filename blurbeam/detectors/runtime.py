@@ -3,9 +3,12 @@
 :func:`resolve` turns the ``runtime`` and ``precision`` options (each may be ``auto``) into what
 runs on this CPU: ``precision=auto`` is ``int8`` where the CPU has VNNI (``avx512_vnni``,
 ``avx_vnni`` or AMX: int8 dot products in one instruction) and ``fp32`` elsewhere, where int8
-kernels gain little and fp32 keeps the published model's exact weights; ``runtime=auto`` is
-OpenVINO when its Python package is installed and onnxruntime otherwise. Both come from PyPI and
-run the model file packaged with blurbeam; nothing is downloaded or compiled to disk.
+kernels gain little and fp32 keeps the published model's exact weights. ``runtime=auto`` is
+onnxruntime: on the AVX-512 VNNI CPU measured (docs/BENCHMARKS.md, "Detector runtime and
+precision") OpenVINO ran the int8 network about 10% faster on a shape it had seen but slower over
+real images, each a new input shape that it re-plans, so it is an option
+(``runtime=openvino``, ``pip install openvino``), not the default. Both run the model files
+packaged with blurbeam; nothing is downloaded or compiled to disk.
 
 Both runtimes run in fp32 arithmetic around the int8 convolutions (OpenVINO's inference
 precision is pinned to f32: left to itself it picks bf16 on CPUs that have it, and bf16 moves
@@ -74,7 +77,7 @@ def resolve(runtime: str = "auto", precision: str = "auto") -> tuple[str, str]:
     if precision == "auto":
         precision = "int8" if has_vnni() else "fp32"
     if runtime == "auto":
-        runtime = "openvino" if openvino_available() else "onnxruntime"
+        runtime = "onnxruntime"
     elif runtime == "openvino" and not openvino_available():
         raise RuntimeError("runtime=openvino needs the openvino package: pip install openvino")
     return runtime, precision
