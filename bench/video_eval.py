@@ -35,7 +35,7 @@ Parts (all by default):
     (``OUTPUT/contact_sheet.jpg``, before above after) of four frames per video.
 ``segments``
     the test clips joined into one long video (re-encoded, a keyframe every 2 s), cut into
-    segments of 4 s, processed by a pool of 1 and then 2 worker processes (one detector each,
+    segments of 2 s, processed by a pool of 1 and then 2 worker processes (one detector each,
     one inference thread each), joined; wall time of each.
 
 Writes ``OUTPUT/metrics.json`` (default output ``bench/out/video_eval``) and prints a summary.
@@ -432,7 +432,7 @@ def run_segments(testset: Path, output: Path, limit: int = 0) -> dict[str, Any]:
     source = output / "long.mp4"
     long_video(testset, source, limit)
     info = media.probe(str(source))
-    segments = media.plan_segments(info, 4.0, VideoOptions().overlap)
+    segments = media.plan_segments(info, 2.0, VideoOptions().overlap)
     result: dict[str, Any] = {"frames": info.frame_count, "segments": len(segments)}
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:
@@ -465,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--detect-every", type=int, default=1, help="speed: search every k-th frame"
     )
+    parser.add_argument("--long-clips", type=int, default=0, help="segments: the first N clips")
     parser.add_argument(
         "--detector-option", action="append", default=[], help="K=V option of multiscale"
     )
