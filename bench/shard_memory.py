@@ -15,6 +15,7 @@ another checkout of blurbeam (a folder holding a ``blurbeam`` package, with its 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -81,10 +82,8 @@ def measure(cmd: list[str], env: dict[str, str], poll_s: float = 0.1) -> dict:
             procs = [top, *top.children(recursive=True)]
             rss = []
             for p in procs:
-                try:
+                with contextlib.suppress(psutil.Error):  # a child that just exited
                     rss.append(p.memory_info().rss)
-                except psutil.Error:
-                    pass
             peak_proc = max(peak_proc, max(rss, default=0))
             peak_tree = max(peak_tree, sum(rss))
         except psutil.Error:

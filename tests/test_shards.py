@@ -463,3 +463,89 @@ def test_parquet_rewrite_keeps_the_codec(codec, tmp_path):
     new = pq.ParquetFile(io.BytesIO(out))
     assert new.metadata.row_group(0).column(1).compression == src_codec.compression
     assert new.read().to_pylist() == [{"image": b"z", "x": 1}]
+
+
+# ---------------------------------------------------------------- streaming and atomic writes
+
+
+class _CountingReader(io.RawIOBase):
+    def __init__(self, fh):
+        self._fh, self.bytes_read = fh, 0
+
+    def readable(self):
+        return True
+
+    def read(self, size=-1):
+        data = self._fh.read(size)
+        self.bytes_read += len(data)
+        return data
+
+
+@pytest.mark.parametrize("kind", ["tar", "tfrecord"])
+def test_shards_are_streamed_sample_by_sample(tmp_path, kind):
+    """Each image is handed over as soon as its sample is read, before the rest of the shard,
+    and written out before the next one is read."""
+    path = tmp_path / f"big.{kind}"
+    images = [face_image(i % 3) for i in range(12)]
+    if kind == "tar":
+        path.write_bytes(
+            tarfmt.write_samples({f"s{i:02d}": {"jpg": b} for i, b in enumerate(images)})
+        )
+    else:
+        path.write_bytes(
+            tfr.write_records([tfr.encode_example({"image/encoded": b}) for b in images])
+        )
+    ref = ShardRef(kind, str(path), path.name)
+    sink = io.BytesIO()
+    with open(path, "rb") as fh:
+        src = _CountingReader(fh)
+        progress = []
+
+        def process(rec):
+            progress.append((src.bytes_read, sink.tell()))
+            return rec.key, b"x"
+
+        get_format(kind).transform(ref, src, sink, ShardOptions(), process)
+    size = path.stat().st_size
+    assert len(progress) == 12
+    assert progress[0][0] < size / 4  # the first image before most of the shard was read
+    assert all(
+        b[1] > a[1] for a, b in zip(progress, progress[1:], strict=False)
+    )  # written as it goes
+
+
+def test_atomic_writer_publishes_whole_or_not_at_all(tmp_path):
+    from blurbeam.shards import AtomicWriter
+
+    target = tmp_path / "out" / "s.tar"
+    w = AtomicWriter(str(target))
+    w.write(b"half")
+    assert not target.exists()  # nothing at the target before commit
+    w.commit()
+    assert target.read_bytes() == b"half" and sorted(p.name for p in target.parent.iterdir()) == [
+        "s.tar"
+    ]
+    w = AtomicWriter(str(target))
+    w.write(b"other")
+    w.discard()
+    assert target.read_bytes() == b"half" and len(list(target.parent.iterdir())) == 1
+    # an object store: nothing visible before commit, the whole object after
+    import fsspec
+
+    mem = fsspec.filesystem("memory")
+    w = AtomicWriter("memory://bucket/out/s.tar")
+    w.write(b"abc")
+    w.write(b"def")
+    assert not mem.exists("/bucket/out/s.tar")
+    w.commit()
+    assert mem.cat_file("/bucket/out/s.tar") == b"abcdef"
+    # a failed write is kept, later writes ignored, and commit raises it: nothing published
+    w = AtomicWriter(str(tmp_path / "out" / "f.tar"))
+    w.write(b"ok")
+    w._fh.close()  # the next write fails
+    w.write(b"more")
+    assert isinstance(w.error, ValueError)
+    with pytest.raises(ValueError):
+        w.commit()
+    assert not (tmp_path / "out" / "f.tar").exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["s.tar"]
