@@ -42,6 +42,7 @@ from blurbeam.pipelines.scaffold import (
     plural,
     positive_int,
     query_counters,
+    run_summary,
     worker_threads,
 )
 from blurbeam.schemas import layout
@@ -417,34 +418,11 @@ def summarize(
     table: Any, rp: RunPlan, wall_s: float, runner: str, metrics: dict[str, int]
 ) -> dict[str, Any]:
     """run.json: the run's counts (from its audit records ``table``), rate and config."""
-    status = table.column("status").to_pylist()
-    counts = {s: status.count(s) for s in STATUSES}
-    n = len(status)
-    attempted = n - counts["skipped"]  # the error rate is over the images, not skipped files
-    faces = sum(x or 0 for x in table.column("num_faces").to_pylist())
-    errors: dict[str, int] = {}
-    for e in table.column("error").to_pylist():
-        if e:
-            errors[e] = errors.get(e, 0) + 1
-    return {
-        "run_id": rp.run_id,
-        "package_version": __version__,
-        "runner": runner,
-        "input": rp.input,
-        "output": rp.output,
-        "images": n,
-        "status_counts": counts,
-        "faces": faces,
-        "error_rate": counts["error"] / attempted if attempted else 0.0,
-        "weak_anonymization": rp.blur.weakness,
-        "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:20]),
-        "wall_s": round(wall_s, 3),
-        "images_per_s": round(n / wall_s, 3) if wall_s > 0 else None,
-        "metrics": metrics,
-        "worker_threads": rp.worker_threads,
-        "config_hash": rp.ctx.config_hash,
-        "config": rp.config,
-    }
+    return run_summary(
+        table, STATUSES, run_id=rp.run_id, runner=runner, input=rp.input, output=rp.output,
+        wall_s=wall_s, metrics=metrics, config_hash=rp.ctx.config_hash, config=rp.config,
+        weak_anonymization=rp.blur.weakness, worker_threads=rp.worker_threads,
+    )  # fmt: skip
 
 
 class AnonymizeCommand(Command[RunPlan]):

@@ -32,6 +32,7 @@ from blurbeam.pipelines.scaffold import (
     new_run_id,
     option,
     query_counters,
+    run_summary,
 )
 from blurbeam.schemas import layout
 from blurbeam.task import RunContext
@@ -174,38 +175,18 @@ def read_records(output: str, run_id: str) -> Any:
 
 def summarize(table: Any, dp: DeblurPlan, wall_s: float, runner: str, metrics: dict[str, int]):
     """run.json: the run's counts, sharpness before and after, rate and config."""
-    status = table.column("status").to_pylist()
-    counts = {s: status.count(s) for s in ("ok", "no_faces", "error")}
-    n = len(status)
-    errors: dict[str, int] = {}
-    for e in table.column("error").to_pylist():
-        if e:
-            errors[e] = errors.get(e, 0) + 1
     before = [v for row in table.column("sharpness_before").to_pylist() if row for v in row]
     after = [v for row in table.column("sharpness_after").to_pylist() if row for v in row]
     blur = sorted(v for row in table.column("blur_length_px").to_pylist() if row for v in row)
-    return {
-        "run_id": dp.ctx.run_id,
-        "package_version": __version__,
-        "runner": runner,
-        "input": dp.input,
-        "output": dp.output,
-        "images": n,
-        "status_counts": counts,
-        "faces": sum(x or 0 for x in table.column("num_faces").to_pylist()),
-        "faces_restored": len(after),
-        "mean_sharpness_before": round(sum(before) / len(before), 2) if before else None,
-        "mean_sharpness_after": round(sum(after) / len(after), 2) if after else None,
+    return run_summary(
+        table, ("ok", "no_faces", "error"), run_id=dp.ctx.run_id, runner=runner, input=dp.input,
+        output=dp.output, wall_s=wall_s, metrics=metrics, config_hash=dp.ctx.config_hash,
+        config=dp.config, faces_restored=len(after),
+        mean_sharpness_before=round(sum(before) / len(before), 2) if before else None,
+        mean_sharpness_after=round(sum(after) / len(after), 2) if after else None,
         # the network's estimate of the blur it undid (source pixels), median over faces
-        "median_blur_length_px": round(blur[len(blur) // 2], 2) if blur else None,
-        "error_rate": counts["error"] / n if n else 0.0,
-        "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:20]),
-        "wall_s": round(wall_s, 3),
-        "images_per_s": round(n / wall_s, 3) if wall_s > 0 else None,
-        "metrics": metrics,
-        "config_hash": dp.ctx.config_hash,
-        "config": dp.config,
-    }
+        median_blur_length_px=round(blur[len(blur) // 2], 2) if blur else None,
+    )  # fmt: skip
 
 
 class DeblurCommand(Command[DeblurPlan]):

@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
@@ -456,6 +457,51 @@ class Progress:
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def run_summary(
+    table: Any,
+    statuses: tuple[str, ...],
+    *,
+    run_id: str,
+    runner: str,
+    input: str,
+    output: str,
+    wall_s: float,
+    metrics: dict[str, int],
+    config_hash: str,
+    config: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """run.json of a run whose records (``table``: status, error, num_faces) are one per input:
+    counts per status, faces, the error rate (over the inputs not ``skipped``: files that are
+    not images), the 20 commonest errors, rate, metrics and config, plus the command's
+    ``extra`` fields."""
+    from blurbeam import __version__
+
+    status = table.column("status").to_pylist()
+    counts = {s: status.count(s) for s in statuses}
+    n = len(status)
+    attempted = n - counts.get("skipped", 0)
+    errors = Counter(e for e in table.column("error").to_pylist() if e)
+    return {
+        "run_id": run_id,
+        "package_version": __version__,
+        "runner": runner,
+        "input": input,
+        "output": output,
+        "images": n,
+        "status_counts": counts,
+        "faces": sum(x or 0 for x in table.column("num_faces").to_pylist()),
+        "error_rate": counts.get("error", 0) / attempted if attempted else 0.0,
+        "errors": dict(errors.most_common(20)),
+        "wall_s": round(wall_s, 3),
+        "images_per_s": round(n / wall_s, 3) if wall_s > 0 else None,
+        "metrics": metrics,
+        **extra,
+        "config_hash": config_hash,
+        "config": config,
+    }
 
 
 def write_json(uri: str, doc: dict[str, Any]) -> None:
