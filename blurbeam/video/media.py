@@ -8,10 +8,12 @@ it into an error record and writes nothing.
 - ``plan_segments`` cuts the frames at keyframes into segments of about N seconds, each with a
   few frames of context before and after for tracking across the cut.
 - ``iter_frames`` decodes a run of frames (by frame index, presentation order) from the keyframe
-  at or before it; it fails when a frame is corrupt, missing, or not the one the probe found.
-- ``SegmentWriter`` encodes one segment (H.264 by default) with each frame's original
-  timestamp into a NUT file (NUT keeps the stream's time base exactly). B-frames are off, so
-  every packet's decoding timestamp is its presentation timestamp and segments join in order.
+  at or before it, with the decoder set to fail on bitstream errors instead of concealing
+  them; it fails when a frame is corrupt, missing, resized, or not one the probe found.
+- ``SegmentWriter`` encodes one segment (H.264; VP9 for WebM, MPEG-4 Part 2 for AVI) with each
+  frame's source timestamp into a NUT file; ``join`` checks that every timestamp maps back
+  exactly to a source frame. B-frames are off, so every packet's decoding timestamp is its
+  presentation timestamp and segments join in order.
 - ``join`` remuxes the segments' packets (stream copy), in order, with the source's frame
   durations and rotation, plus the source's audio packets copied bit-exact, into the output
   container. Subtitle, data and attachment streams and any further video stream are dropped;
@@ -282,7 +284,7 @@ class Segment:
     context_stop: int
 
 
-def plan_segments(info: VideoInfo, seconds: float = 10.0, overlap: int = 8) -> list[Segment]:
+def plan_segments(info: VideoInfo, seconds: float = 10.0, overlap: int = 10) -> list[Segment]:
     """Cut the video at keyframes into segments of at least ``seconds`` (the last may be
     shorter; a video with no keyframe after its first is one segment)."""
     if seconds <= 0:
