@@ -3,13 +3,14 @@
 Builds a synthetic shard of about ``--mb`` MB (JPEGs of 1-2 MB, each scikit-image's astronaut
 scaled and pasted onto a different noise background, so that every member differs, plus a
 ``.json`` and a ``.txt`` member per sample), runs ``blurbeam anonymize`` on it with the default
-detector in a subprocess (DirectRunner, in_memory, one worker: the worker is that process) and
+detector in a subprocess (DirectRunner, one worker: ``--mode in_memory``, the default, runs it in
+the launcher's process; ``multi_processing`` in a worker process of its own, as on a cluster) and
 polls the process tree with psutil: peak RSS of the largest process and of the whole tree, wall
 time and images/s. ``--pythonpath DIR`` puts DIR first on the subprocess's PYTHONPATH, to measure
 another checkout of blurbeam (a folder holding a ``blurbeam`` package, with its ``pipelines``,
 ``transforms`` and ``schemas`` folders inside it, as the installed package maps them).
 
-    nice -n 10 python bench/shard_memory.py --work /tmp/shard-bench [--mb 200] [--json out.json]
+    nice -n 10 python bench/shard_memory.py --work /tmp/shard-bench [--mb 200] [--mode M] [--json F]
 """
 
 from __future__ import annotations
@@ -104,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", required=True, help="folder for the shard and the outputs")
     ap.add_argument("--mb", type=float, default=200.0, help="shard size in MB")
     ap.add_argument("--pythonpath", default=None, help="another checkout's package folder")
+    ap.add_argument(
+        "--mode",
+        default="in_memory",
+        choices=("in_memory", "multi_processing"),
+        help="DirectRunner running mode: in_memory (the launcher is the worker) or "
+        "multi_processing (one worker process of its own, as on a cluster)",
+    )
     ap.add_argument("--label", default="this checkout")
     ap.add_argument("--json", default=None, help="append the result as one JSON line here")
     args = ap.parse_args(argv)
@@ -130,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "--progress",
         "off",
         "--direct_running_mode",
-        "in_memory",
+        args.mode,
         "--direct_num_workers",
         "1",
     ]
