@@ -12,6 +12,8 @@ fails comes back as a failed task (an error record), the rest of its batch is un
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -39,6 +41,11 @@ class _Loaded:
         self.counted = False
 
 
+#: The models loaded in this process by ``model_id``, alive while a shared handle holds them.
+_LOADED: weakref.WeakValueDictionary[str, _Loaded] = weakref.WeakValueDictionary()
+_LOADING = threading.Lock()
+
+
 class TaskModelHandler(ModelHandler[ImageTask, ImageTask, _Loaded], Generic[ModelT]):
     """Base of blurbeam's handlers: ``load`` builds the model, ``infer_one`` turns one task into
     the next (a failed task on error: ``ImageTask.stage`` does that), ``model_id`` names the
@@ -61,7 +68,14 @@ class TaskModelHandler(ModelHandler[ImageTask, ImageTask, _Loaded], Generic[Mode
 
     # ModelHandler
     def load_model(self) -> _Loaded:
-        return _Loaded(self.load())
+        """The process's model of this handler: loaded once per ``model_id`` and process, so
+        that ``RunInference`` and ``SharedModel`` (each a ``shared.Shared`` handle of its own,
+        which Beam keys by handle, not by tag) hold the same model, not two copies."""
+        with _LOADING:
+            loaded = _LOADED.get(self.model_id())
+            if loaded is None:
+                loaded = _LOADED[self.model_id()] = _Loaded(self.load())
+        return loaded
 
     def run_inference(
         self,
