@@ -1,9 +1,10 @@
 """Deblur: restore the faces of the input's images; write the restored images and deblur records.
 
 ``Deblur`` is the whole pipeline, applied to the pipeline root. Plain image files reuse the
-anonymize chain's reading, ``DetectFaces`` and ``EncodeFn`` (which encodes ``task.output_pixels``:
-here, the restored pixels), the restorer running through ``RunInference`` behind
-``RestorerHandler`` (``blurbeam.transforms.models``): one model per worker process. Container
+anonymize chain's reading (``ExpandInput``, ``ReadImagesFn``, ``DecodeFn``) and ``EncodeFn`` (which
+encodes ``task.output_pixels``: here, the restored pixels); the detector and the restorer run
+through ``RunInference`` behind ``DetectorHandler`` and ``RestorerHandler``
+(``blurbeam.transforms.models``): one model each per worker process. Container
 shards (tar, Parquet, TFRecord) are streamed whole by ``RestoreShardFn`` (the anonymize
 pipeline's ``StreamShardFn`` with ``RestoreImage`` per image): a restored shard in the input's
 format, one deblur record per image.
