@@ -19,7 +19,8 @@ Parts (all by default):
     inside the anonymizer's mask (each box scaled 1.6x, an ellipse: ``blurbeam.geometry``), the
     rule of ``blurbeam evaluate``'s blur recall. The *still-image* figure runs the same detector
     on each source photo and scores the same faces there, each weighted by the number of frames
-    it is counted in.
+    it is counted in. *Collateral* is the mask's share of the pixels outside every labelled face
+    (each box enlarged 1.7x), over all frames: what tracking costs in needlessly blurred area.
 ``speed``
     ``blurbeam.video.process.anonymize_video`` end to end on every clip (decode twice, detect,
     track, blur, encode, join, check): frames/s = frames / wall time, model already loaded.
@@ -71,6 +72,9 @@ SHARED = ROOT.parent / "shared" / "data"
 PARTS = ("recall", "speed", "deface", "real", "segments")
 MIN_FACES = (10, 40)
 MIN_COVERAGE = 0.8
+#: Collateral: the mask's share of the pixels outside every labelled face, each box enlarged
+#: this much about its centre (bench/compare.py's rule).
+COLLATERAL_SCALE = 1.7
 #: The detector every part uses (``--detector-option`` adds options), set by ``main``.
 DETECTOR = DetectorSpec("multiscale")
 
@@ -86,11 +90,6 @@ def counted(face: Sequence[float], width: int, height: int, min_face: float) -> 
     if invalid or roi is None or max(w, h) < min_face:
         return False
     return (roi[2] - roi[0]) * (roi[3] - roi[1]) >= 0.5 * w * h
-
-
-def covered_by_mask(boxes: Sequence[tuple], faces: Sequence[Sequence[float]], size: tuple) -> list:
-    mask = faces_mask(boxes, size[0], size[1], DEFAULT_MASK_SCALE, "ellipse")
-    return [box_coverage(mask, tuple(f[1:5])) >= MIN_COVERAGE for f in faces]
 
 
 def score(covered: dict[tuple[int, int], bool], frames: int) -> dict[str, Any]:
@@ -172,6 +171,7 @@ def run_recall(testset: Path, images: Path, detector: Detector, output: Path) ->
     """The scores; each clip's detections are kept under ``OUTPUT/detections`` and reused."""
     per_variant: dict[str, dict[int, list]] = {v: {m: [] for m in MIN_FACES} for v in VARIANTS}
     still = {m: [0, 0] for m in MIN_FACES}
+    collateral = {v: [0, 0] for v in VARIANTS}
     detect_s = frames_total = 0.0
     for path, meta in clips(testset):
         info = media.probe(str(path))
@@ -190,16 +190,26 @@ def run_recall(testset: Path, images: Path, detector: Detector, output: Path) ->
                 json.dumps([[[f.x, f.y, f.w, f.h, f.score] for f in fr] for fr in detections])
             )
         size = info.upright_size
+        outside = [
+            ~faces_mask([tuple(f[1:5]) for f in meta["faces"][i]], *size, COLLATERAL_SCALE, "rect")
+            for i in range(n)
+        ]
         for name, (every, cfg) in VARIANTS.items():
             dets = [d if i % every == 0 else [] for i, d in enumerate(detections)]
             boxes = track(dets, cfg)
+            masks = [
+                faces_mask([(b.x, b.y, b.w, b.h) for b in boxes[i]], *size, DEFAULT_MASK_SCALE)
+                for i in range(n)
+            ]
+            collateral[name][0] += sum(int((masks[i] & outside[i]).sum()) for i in range(n))
+            collateral[name][1] += sum(int(outside[i].sum()) for i in range(n))
             for m in MIN_FACES:
                 cov: dict[tuple[int, int], bool] = {}
                 for i in range(n):
-                    faces = [f for f in meta["faces"][i] if counted(f, *size, m)]
-                    frame_boxes = [(b.x, b.y, b.w, b.h) for b in boxes[i]]
-                    for f, ok in zip(faces, covered_by_mask(frame_boxes, faces, size), strict=True):
-                        cov[(i, int(f[0]))] = ok
+                    for f in meta["faces"][i]:
+                        if counted(f, *size, m):
+                            ok = box_coverage(masks[i], tuple(f[1:5])) >= MIN_COVERAGE
+                            cov[(i, int(f[0]))] = ok
                 per_variant[name][m].append(score(cov, n))
         for m in MIN_FACES:
             counts: dict[int, int] = {}
@@ -212,6 +222,7 @@ def run_recall(testset: Path, images: Path, detector: Detector, output: Path) ->
             still[m][1] += t
         print(f"recall: {path.name} done", flush=True)
     out: dict[str, Any] = {"detect_frames_per_s": frames_total / detect_s if detect_s else None}
+    out["collateral"] = {v: c / t if t else None for v, (c, t) in collateral.items()}
     for m in MIN_FACES:
         out[f"min_face_{m}"] = {v: merge_scores(per_variant[v][m]) for v in VARIANTS}
         out[f"min_face_{m}"]["still-image"] = {

@@ -17,6 +17,7 @@ av = pytest.importorskip("av")
 from blurbeam.blur import BlurConfig  # noqa: E402
 from blurbeam.detectors import DetectorSpec, Face, create  # noqa: E402
 from blurbeam.detectors.base import Detector  # noqa: E402
+from blurbeam.schemas.video import FRAME_FACE_SCHEMA, frame_face_rows, to_table  # noqa: E402
 from blurbeam.video import media  # noqa: E402
 from blurbeam.video.media import VideoError  # noqa: E402
 from blurbeam.video.process import (  # noqa: E402
@@ -31,7 +32,6 @@ from blurbeam.video.tracking import (  # noqa: E402
     TrackConfig,
     track,
 )
-from schemas.video import FRAME_FACE_SCHEMA, frame_face_rows, to_table  # noqa: E402
 
 FACE = 96  # pasted face size (px)
 CODE_BITS = 8  # frame index code: 8 blocks of 8x8 px in the top-left corner (upright)
@@ -352,6 +352,14 @@ def _faces(*boxes: tuple) -> list[Face]:
     return [Face(*b, score=0.9) for b in boxes]
 
 
+def test_track_links_small_boxes_by_centre_distance():
+    # a 12 px face shaking 10 px a frame: IoU 0.09 between frames, one track
+    detections = [_faces((100 + (10 if i % 2 else 0), 50, 12, 12)) for i in range(6)]
+    assert len({b.track_id for f in track(detections, TrackConfig()) for b in f}) == 1
+    unlinked = track(detections, TrackConfig(centre_gate=0.0))
+    assert len({b.track_id for f in unlinked for b in f}) == 2  # one per position
+
+
 def test_track_interpolates_propagates_and_never_removes():
     rng = np.random.default_rng(0)
     detections = []
@@ -365,6 +373,7 @@ def test_track_interpolates_propagates_and_never_removes():
         detections.append(faces)
     cfg = TrackConfig(hold=3)
     out = track(detections, cfg, id_offset=7)
+    held = track(detections, TrackConfig(hold=3, min_detections=1))
     for i, faces in enumerate(detections):
         for f in faces:
             assert any(
@@ -379,6 +388,8 @@ def test_track_interpolates_propagates_and_never_removes():
     assert out[11][0].x == pytest.approx(100 + 4 * 11, abs=6)
     assert {b.track_id for i in range(30) for b in out[i] if b.w > 30} == {7}
     lone = [i for i in range(30) if any(b.w < 40 for b in out[i])]
+    assert lone == [20]  # a lone detection is not propagated by default
+    lone = [i for i in range(30) if any(b.w < 40 for b in held[i])]
     assert lone == [17, 18, 19, 20, 21, 22, 23]  # hold frames both sides
     sizes = {round(b.w, 6) for i in range(13, 17) for b in out[i]}
     assert len(sizes) == 1  # one size over a window: no flicker

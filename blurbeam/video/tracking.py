@@ -1,11 +1,14 @@
 """Temporal coverage: add-only face tracks over per-frame detections. Pure code.
 
 ``track`` links each frame's detections to tracks by IoU with the track's predicted box (its
-last box moved by its recent velocity), then fills every track:
+last box moved by its recent velocity), or for a box of similar size by the distance of their
+centres, then fills every track:
 
 - frames between two of its detections get the linearly interpolated box (``interpolated``);
 - ``hold`` frames before its first and after its last detection get the box carried on at the
-  track's velocity and enlarged by ``growth`` per frame up to ``max_growth`` (``propagated``);
+  track's velocity and enlarged by ``growth`` per frame up to ``max_growth`` (``propagated``),
+  for tracks of at least ``min_detections`` detections (a lone detection is more often a false
+  positive, whose propagation would blur background for ``2 * hold`` frames);
 - every box of a track is widened to the largest width and height of that track within
   ``size_window`` frames, about the same centre, so the mask does not flicker in size.
 
@@ -33,10 +36,12 @@ class TrackConfig:
     iou_threshold: float = 0.2  # min IoU of a detection with a track's predicted box
     max_gap: int = 10  # frames without a detection a track survives (bridged by interpolation)
     hold: int = 10  # frames a box is kept before the first and after the last detection
-    growth: float = 0.05  # enlargement per propagated frame (fraction of the box)
+    growth: float = 0.02  # enlargement per propagated frame (fraction of the box)
     max_growth: float = 1.5  # cap of that enlargement
     size_window: int = 15  # frames either side whose largest box size a frame's box takes
     velocity_frames: int = 5  # detections the track's velocity is measured over
+    min_detections: int = 2  # a track is propagated only with at least this many detections
+    centre_gate: float = 1.0  # centre distance (in box sizes) below which similar boxes link
 
 
 @dataclass(frozen=True)
@@ -89,14 +94,35 @@ def _moved(
     return cx - w / 2, cy - h / 2, w, h
 
 
+def _affinity(pred: tuple, box: tuple, cfg: TrackConfig) -> float:
+    """How well ``box`` continues a track predicted at ``pred``: the IoU when it reaches
+    ``iou_threshold``; else, for boxes of similar size (within 1.5x) whose centres are less
+    than ``centre_gate`` box sizes apart (small faces under camera shake share no pixels from
+    one frame to the next), a score below any IoU match that falls with the distance; else 0."""
+    overlap = iou(pred, box)
+    if overlap >= cfg.iou_threshold:
+        return overlap
+    size_p, size_b = max(pred[2], pred[3]), max(box[2], box[3])
+    if min(size_p, size_b) <= 0 or max(size_p, size_b) > 1.5 * min(size_p, size_b):
+        return 0.0
+    (px, py), (bx, by) = _centre(pred), _centre(box)
+    distance = ((px - bx) ** 2 + (py - by) ** 2) ** 0.5 / max(size_p, size_b)
+    if distance >= cfg.centre_gate:
+        return 0.0
+    return cfg.iou_threshold * (1.0 - distance / cfg.centre_gate)
+
+
 def _associate(tracks: list[_Track], faces: Sequence[Face], frame: int, cfg: TrackConfig):
-    """Greedy one-to-one matching of ``faces`` to live tracks by IoU with their predictions."""
+    """Greedy one-to-one matching of ``faces`` to live tracks by affinity with their predicted
+    or last boxes."""
     pairs = []
     for ti, t in enumerate(tracks):
         pred = _moved(t.boxes[-1], t.velocity(cfg.velocity_frames), frame - t.frames[-1], 1.0)
         for fi, f in enumerate(faces):
-            score = iou(pred, (f.x, f.y, f.w, f.h))
-            if score >= cfg.iou_threshold:
+            box = (f.x, f.y, f.w, f.h)
+            # the last box too: a velocity measured on jitter (camera shake) overshoots
+            score = max(_affinity(pred, box, cfg), _affinity(t.boxes[-1], box, cfg))
+            if score > 0:
                 pairs.append((score, ti, fi))
     pairs.sort(reverse=True)
     used_t: set[int] = set()
@@ -145,6 +171,8 @@ def _fill(t: _Track, n: int, cfg: TrackConfig) -> dict[int, tuple[tuple, float, 
                 u = (g - frame) / (nxt - frame)
                 box = tuple(a[j] + (b[j] - a[j]) * u for j in range(4))
                 out[g] = (box, min(t.scores[k], t.scores[k + 1]), INTERPOLATED)
+    if len(t.frames) < cfg.min_detections:
+        return out
     v_end = t.velocity(cfg.velocity_frames)
     v_start = t.first_velocity(cfg.velocity_frames)
     for d in range(1, cfg.hold + 1):
