@@ -484,6 +484,8 @@ def join(
     (stream copy, each frame's source duration) and the source's audio streams (packets copied
     unchanged). Fails unless the segments hold exactly the source's frames, each once."""
     av = load_av()
+    if not segments:
+        raise VideoError("no segments to join")
     inputs = [_open(av, path) for path in segments]
     src = _open(av, source)
     out = None
