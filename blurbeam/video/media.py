@@ -486,10 +486,12 @@ def join(
     av = load_av()
     if not segments:
         raise VideoError("no segments to join")
-    inputs = [_open(av, path) for path in segments]
-    src = _open(av, source)
-    out = None
+    inputs: list[Any] = []
+    src = out = None
     try:
+        for path in segments:
+            inputs.append(_open(av, path))
+        src = _open(av, source)
         seg_streams = [c.streams.video[0] for c in inputs]
         extradata = {bytes(s.codec_context.extradata or b"") for s in seg_streams}
         if len(extradata) > 1:
@@ -573,11 +575,9 @@ def join(
     except av.error.FFmpegError as exc:
         raise VideoError(f"cannot write video: {one_line(exc)}") from None
     finally:
-        if out is not None:
-            out.close()
-        src.close()
-        for c in inputs:
-            c.close()
+        for container in (out, src, *inputs):
+            if container is not None:
+                container.close()
 
 
 def _audio_iter(container: Any, stream: Any, index: int) -> Iterator[tuple[float, int, Any]]:
