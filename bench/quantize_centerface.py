@@ -132,10 +132,12 @@ def main(argv: list[str] | None = None) -> int:
             "entropy": CalibrationMethod.Entropy,
         }[args.method]
         exclude = []
-        if args.keep_head_fp32:
-            exclude = [
-                n.name for n in onnx.load(str(prepped)).graph.node if set(n.output) & HEAD_OUTPUTS
-            ]
+        if args.keep_head_fp32:  # the converted model's nodes have no names: name them to exclude
+            named = onnx.load(str(prepped))
+            for i, n in enumerate(named.graph.node):
+                n.name = n.name or f"{n.op_type}_{i}"
+            onnx.save(named, str(prepped))
+            exclude = [n.name for n in named.graph.node if set(n.output) & HEAD_OUTPUTS]
         quantize_static(
             str(prepped),
             args.output,

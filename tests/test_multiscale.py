@@ -195,14 +195,21 @@ def test_faces_above_a_score_do_not_depend_on_the_threshold(shared: Path) -> Non
 def test_runtime_and_precision_reach_the_centerface_bases() -> None:
     from blurbeam.detectors import centerface as cf
 
-    for precision, sha in (("int8", cf.INT8_SHA256), ("fp32", cf.SOURCE_SHA256)):
-        det = create(
-            DetectorSpec(
-                "multiscale", options=(("precision", precision), ("runtime", "onnxruntime"))
-            )
-        )
-        assert (det.precision, det.runtime) == (precision, "onnxruntime")
-        assert det.model_sha256 == sha
+    fp32 = create(
+        DetectorSpec("multiscale", options=(("precision", "fp32"), ("runtime", "onnxruntime")))
+    )
+    assert (fp32.precision, fp32.runtime) == ("fp32", "onnxruntime")
+    assert fp32.model_sha256 == cf.SOURCE_SHA256 and fp32._up_base is fp32._base
+    # int8 at 1x and 0.5x, the focus pass in fp32 unless upscale_precision says otherwise; the
+    # audit's model id names both files
+    int8 = create(DetectorSpec("multiscale", options=(("precision", "int8"),)))
+    assert int8.precision == "int8, upscaled fp32"
+    assert int8.model_sha256 == f"{cf.INT8_SHA256}+{cf.SOURCE_SHA256}"
+    assert (int8._base.precision, int8._up_base.precision) == ("int8", "fp32")
+    same = create(
+        DetectorSpec("multiscale", options=(("precision", "int8"), ("upscale_precision", "same")))
+    )
+    assert same.model_sha256 == cf.INT8_SHA256 and same._up_base is same._base
     # the base's own options win over the shared ones
     det = create(
         DetectorSpec(
@@ -211,3 +218,5 @@ def test_runtime_and_precision_reach_the_centerface_bases() -> None:
         )
     )
     assert det.model_sha256 == cf.SOURCE_SHA256
+    with pytest.raises(ValueError, match="unknown upscale_precision 'fp16'"):
+        create(DetectorSpec("multiscale", options=(("upscale_precision", "fp16"),)))

@@ -38,7 +38,10 @@ confident 1x face; how a fused face's score then uses it is ``score_rule``'s bus
 upscaled), ``focus_margin`` (96 image px around them), ``ensemble`` (None, or a second backend
 name run at 1x), ``ensemble_options``, ``fusion`` (vote | nms), ``fusion_iou`` (0.4),
 ``runtime`` and ``precision`` (handed on to the CenterFace bases, see
-:mod:`blurbeam.detectors.runtime`).
+:mod:`blurbeam.detectors.runtime`), ``upscale_precision`` (fp32 | int8 | same: the precision of
+the upscaled passes' CenterFace when no ``upscale_base`` is named; fp32 by default, because on
+WIDER dev305 an int8 focus pass cost hard AP 0.885 -> 0.876 while int8 at 1x and 0.5x cost
+0.002, docs/BENCHMARKS.md "Detector runtime and precision").
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ SCORE_RULES = ("max", "agree", "first")
 SOURCE_1X, SOURCE_ENSEMBLE, SOURCE_UP, SOURCE_DOWN = 0, 1, 2, 3
 #: Options handed on to every CenterFace base (their ``base_options`` win).
 RUNTIME_OPTIONS = ("runtime", "precision")
+UPSCALE_PRECISIONS = ("fp32", "int8", "same")
 
 
 def _pairs(value: Any) -> tuple[tuple[str, Any], ...]:
@@ -284,6 +288,19 @@ class MultiScaleDetector(Detector):
         )
         self._up_base = self._base
         up_name = o.get("upscale_base")
+        up_precision = str(o.get("upscale_precision", "fp32"))
+        if up_precision not in UPSCALE_PRECISIONS:
+            raise ValueError(
+                f"unknown upscale_precision {up_precision!r}; choose from {UPSCALE_PRECISIONS}"
+            )
+        base_precision = getattr(self._base, "precision", "")
+        if not up_name and base_precision and up_precision not in ("same", base_precision):
+            pairs = dict(base_pairs(base_name, "base_options"))
+            pairs["precision"] = up_precision
+            self._up_base = create(
+                DetectorSpec(base_name, inner, 0.0, tuple(sorted(pairs.items()))),
+                threads=self.threads,
+            )
         if up_name and (up_name != base_name or o.get("upscale_base_options")):
             if up_name == self.name:
                 raise ValueError("multiscale cannot use itself as upscale_base")
@@ -308,6 +325,9 @@ class MultiScaleDetector(Detector):
         self.model_sha256 = "+".join(parts)
         self.runtime = str(getattr(self._base, "runtime", ""))
         self.precision = str(getattr(self._base, "precision", ""))
+        up_precision_ran = str(getattr(self._up_base, "precision", ""))
+        if up_precision_ran and up_precision_ran != self.precision and 2.0 in self._scales:
+            self.precision += f", upscaled {up_precision_ran}"
 
     def _at_scale(self, rgb: np.ndarray, scale: float) -> list[Face]:
         h, w = rgb.shape[:2]
