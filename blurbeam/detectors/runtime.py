@@ -137,6 +137,10 @@ class OnnxRuntimeSession(Session):
                 return list(i.shape)
         return []
 
+    def get_session_options(self) -> object:
+        """The onnxruntime session's options (its thread counts)."""
+        return self._sess.get_session_options()
+
     def run(self, blob: np.ndarray) -> list[np.ndarray]:
         return list(self._sess.run(self._outputs, {self._input: blob}))
 
