@@ -199,21 +199,30 @@ class SharedModel:
         return out
 
 
+def _one_element_batch(task: ImageTask) -> list[tuple[str, ImageTask]]:
+    return [(task.source_uri, task)]
+
+
 class Infer(beam.PTransform):
     """ImageTasks -> the tasks after ``handler``'s model, through ``RunInference`` with a keyed
-    handler (the key is the task's source URI, so a batch's results stay with their inputs)."""
+    handler (the key is the task's source URI, so a batch's results stay with their inputs).
+
+    A handler whose batches hold one element (every product handler: images differ in size) gets
+    each task as a batch of its own and RunInference skips ``BatchElements``. That batcher emits
+    its last batch from ``finish_bundle``, whose outputs Beam's DaskRunner drops (2.77:
+    ``apply_dofn_to_bundle`` collects a partition's outputs before it finishes the bundle), which
+    lost the last image of every Dask partition."""
 
     def __init__(self, handler: TaskModelHandler) -> None:
         super().__init__()
         self._handler = handler
 
     def expand(self, tasks):
-        return (
-            tasks
-            | "Key" >> beam.Map(lambda t: (t.source_uri, t))
-            | "RunInference"
-            >> RunInference(
-                KeyedModelHandler(self._handler), model_identifier=self._handler.model_id()
-            )
-            | "Tasks" >> beam.Values()
-        )
+        keyed = KeyedModelHandler(self._handler)
+        if self._handler.batch_elements_kwargs()["max_batch_size"] == 1:
+            batches = tasks | "Batch" >> beam.Map(_one_element_batch)
+            infer = RunInference(keyed.with_no_batching(), model_identifier=self._handler.model_id())
+        else:
+            batches = tasks | "Key" >> beam.Map(lambda t: (t.source_uri, t))
+            infer = RunInference(keyed, model_identifier=self._handler.model_id())
+        return batches | "RunInference" >> infer | "Tasks" >> beam.Values()
