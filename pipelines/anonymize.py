@@ -268,9 +268,12 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
     policy = MetadataPolicy(keep_metadata=opts.keep_metadata, keep_gps=opts.keep_gps)
     from blurbeam.detectors import model_fingerprint
     from blurbeam.errors import one_line
+    from blurbeam.extras import MissingExtra
 
     try:
         model_sha = model_fingerprint(spec)
+    except MissingExtra:  # its message names the extra to install
+        raise
     except Exception as exc:
         raise ValueError(
             f"detector {spec.name!r} cannot load its model here: {one_line(exc)}"
