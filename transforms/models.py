@@ -221,7 +221,9 @@ class Infer(beam.PTransform):
         keyed = KeyedModelHandler(self._handler)
         if self._handler.batch_elements_kwargs()["max_batch_size"] == 1:
             batches = tasks | "Batch" >> beam.Map(_one_element_batch)
-            infer = RunInference(keyed.with_no_batching(), model_identifier=self._handler.model_id())
+            infer = RunInference(
+                keyed.with_no_batching(), model_identifier=self._handler.model_id()
+            )
         else:
             batches = tasks | "Key" >> beam.Map(lambda t: (t.source_uri, t))
             infer = RunInference(keyed, model_identifier=self._handler.model_id())
