@@ -91,6 +91,8 @@ class ImageTask:
     skip_reason: str | None = None  # the input is deliberately not processed (not an image...)
     #: Milliseconds per stage; a new mapping for each new task, never changed in place.
     timings_ms: Mapping[str, float] = field(default_factory=dict)
+    #: A video input's facts (``schemas.audit.VIDEO``); None for an image.
+    video: Mapping[str, Any] | None = None
 
     @classmethod
     def from_record(cls, rec: ImageRecord, shard_sha256: str | None = None) -> ImageTask:
@@ -183,4 +185,5 @@ class ImageTask:
             "package_version": __version__,
             "processed_at": datetime.now(UTC),
             "duration_ms": round(sum(self.timings_ms.values()), 3),
+            "video": None if self.video is None else dict(self.video),
         }

@@ -47,6 +47,7 @@ from blurbeam.pipelines.scaffold import (
 )
 from blurbeam.schemas import layout
 from blurbeam.schemas.audit import STATUSES
+from blurbeam.shards.files import DEFAULT_MAX_FRAMES
 from blurbeam.task import RunContext, config_hash
 
 
@@ -106,6 +107,14 @@ class AnonymizeOptions(PipelineOptions):
             "thumbnail or other blobs: docs/SECURITY.md) and printable JPEG comments",
         )
         option(parser, "keep-gps", action="store_true", help="with --keep-metadata, keep GPS too")
+        option(
+            parser,
+            "max-frames",
+            type=positive_int,
+            default=DEFAULT_MAX_FRAMES,
+            help=f"video: reject a video of more frames (default {DEFAULT_MAX_FRAMES:,}); "
+            "--max-pixels applies to each frame",
+        )
         option(
             parser,
             "max-error-rate",
@@ -217,6 +226,7 @@ class RunPlan:
     max_pixels: int
     max_bytes: int
     audit_shards: int = 1
+    max_frames: int = DEFAULT_MAX_FRAMES
     image_column: str | None = None
     skip_existing: bool = False
     input_slices: int = 1
@@ -287,6 +297,8 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
         "max_pixels": opts.max_pixels,
         "max_bytes": opts.max_bytes,
     }
+    if opts.max_frames != DEFAULT_MAX_FRAMES:  # only when set, as image_column
+        config["max_frames"] = opts.max_frames
     if opts.image_column:  # only when set, so that configs without it keep their hash
         config["image_column"] = opts.image_column
     allowed = tuple(sorted(set(opts.allow_image_field or ())))
@@ -342,6 +354,7 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
         opts.max_pixels,
         opts.max_bytes,
         opts.audit_shards,
+        max_frames=opts.max_frames,
         image_column=opts.image_column,
         skip_existing=bool(opts.skip_existing),
         input_slices=max(1, input_slices or opts.input_slices or 1),
@@ -369,6 +382,7 @@ def build(
     ``--max-error-rate`` (for launchers that do not wait for the job)."""
     from blurbeam.transforms.anonymize import Anonymize
     from blurbeam.transforms.finalize import FinalizeRun
+    from blurbeam.transforms.video import video_options
 
     corrected = rp.corrections is not None  # the reviewed inputs only, none skipped
     anonymize = Anonymize(
@@ -399,6 +413,7 @@ def build(
         stored_corrections=rp.stored_corrections,
         progress_dir=progress_dir,
         audit_shards=rp.audit_shards,
+        video=video_options(rp.max_pixels, rp.max_frames, rp.policy),
     )
     records = p | "Anonymize" >> anonymize
     _ = p | "FinalizeRun" >> FinalizeRun(

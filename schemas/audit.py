@@ -1,4 +1,4 @@
-"""The audit record: one row per input image. This module is the one source of truth for its
+"""The audit record: one row per input image or video. This module is the one source of truth for its
 Arrow schema; ``schemas/AUDIT.md`` documents every field."""
 
 from __future__ import annotations
@@ -24,6 +24,29 @@ FACE = pa.struct(
         # "detector" or "reviewer" (a box added by ``anonymize --corrections``); null in audit
         # files written before the field existed (pyarrow reads them with this schema)
         ("source", pa.string()),
+    ]
+)
+
+#: The facts of a video input (null for an image); ``schemas/video.py`` holds its per-frame
+#: face records. Null in audit files written before the field existed (pyarrow reads them with
+#: this schema).
+VIDEO = pa.struct(
+    [
+        ("frames", pa.int64()),  # frames read and written (the same count)
+        ("duration_s", pa.float64()),  # the container's duration
+        ("fps", pa.float64()),  # frames over the time from the first frame to the last's end
+        ("rotation", pa.int16()),  # display rotation, counter-clockwise degrees, kept
+        ("codec_in", pa.string()),
+        ("codec_out", pa.string()),
+        ("encode", pa.string()),  # JSON: the encoder and its quality setting
+        ("audio_streams", pa.int32()),  # audio streams copied packet for packet
+        ("dropped_streams", pa.list_(pa.string())),  # "index:type:codec" of streams left out
+        ("segments", pa.int32()),  # segments encoded and joined
+        ("faces_detected", pa.int64()),  # detections over all frames
+        ("face_boxes", pa.int64()),  # boxes blurred over all frames (tracked ones included)
+        ("tracks", pa.int32()),
+        ("frames_with_faces", pa.int64()),
+        ("frame_faces_uri", pa.string()),  # the per-frame face records (schemas/video.py)
     ]
 )
 
@@ -59,6 +82,7 @@ AUDIT_SCHEMA = pa.schema(
         ("package_version", pa.string()),
         ("processed_at", pa.timestamp("us", tz="UTC")),
         ("duration_ms", pa.float64()),
+        ("video", VIDEO),
     ]
 )
 

@@ -15,9 +15,13 @@ their input's relative paths beside these::
       review/                                      the review site (blurbeam review)
       report.json, report.md                       blurbeam report --write
       records/run-<run_id>-KKKKK-of-NNNNN.parquet  deblur records (schemas/deblur.py)
+      video-faces/run-<run_id>/<id>.parquet         per-frame face records of one video
+                                                   (schemas/video.py; <id> from its source URI)
 """
 
 from __future__ import annotations
+
+import hashlib
 
 AUDIT_DIR = "audit"
 RUNS_DIR = "runs"
@@ -25,6 +29,7 @@ INDEX_DIR = "index"
 CORRECTIONS_DIR = "corrections"
 REVIEW_DIR = "review"
 DEBLUR_RECORDS_DIR = "records"
+VIDEO_FACES_DIR = "video-faces"
 RUN_SUMMARY = "run.json"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -33,7 +38,7 @@ INDEX_FILE = f"{INDEX_DIR}/done.parquet"
 #: What under an anonymize output is blurbeam's own record, not anonymized data.
 OWN_FILES = (
     f"{AUDIT_DIR}/", f"{RUNS_DIR}/", f"{INDEX_DIR}/", f"{CORRECTIONS_DIR}/", f"{REVIEW_DIR}/",
-    RUN_SUMMARY, REPORT_JSON, REPORT_MD,
+    f"{VIDEO_FACES_DIR}/", RUN_SUMMARY, REPORT_JSON, REPORT_MD,
 )  # fmt: skip
 
 
@@ -67,6 +72,17 @@ def deblur_records_prefix(root: str, run_id: str) -> str:
 
 def deblur_records_glob(root: str, run_id: str) -> str:
     return f"{deblur_records_prefix(root, run_id)}-*.parquet"
+
+
+def video_faces(root: str, run_id: str, source_uri: str) -> str:
+    """The per-frame face records of the video ``source_uri`` in run ``run_id`` (one file per
+    video, named by the sha256 of its URI, so a retried step rewrites the same file)."""
+    name = hashlib.sha256(source_uri.encode()).hexdigest()[:32]
+    return under(root, f"{VIDEO_FACES_DIR}/run-{run_id}/{name}.parquet")
+
+
+def video_faces_glob(root: str, run_id: str) -> str:
+    return under(root, f"{VIDEO_FACES_DIR}/run-{run_id}/*.parquet")
 
 
 def run_summary(root: str) -> str:

@@ -264,7 +264,6 @@ def test_image_without_an_image_extension_is_anonymized_by_its_bytes(mixed, name
     "name, reason",
     [
         ("notes.txt", "not an image: unrecognised data"),
-        ("clip.mp4", "not an image: MP4/QuickTime video"),
         (".hidden.jpg", "hidden file"),
         (".cache/c.jpg", "hidden file"),
     ],
@@ -276,6 +275,14 @@ def test_non_image_and_hidden_files_get_a_skipped_record_and_are_not_copied(mixe
     assert reason in rec["skip_reason"]
     assert rec["source_sha256"] == sha(originals[name])
     assert not (root / "out" / name).exists()
+
+
+def test_a_video_name_on_bytes_that_hold_no_video_is_an_error_and_not_copied(mixed):
+    root, _, _, by_name = mixed
+    rec = by_name["clip.mp4"]  # an MP4 header and nothing else
+    assert (rec["status"], rec["error_stage"], rec["output_uri"]) == ("error", "video", None)
+    assert rec["error"].startswith("cannot open video")
+    assert not (root / "out" / "clip.mp4").exists()
 
 
 def test_every_file_gets_exactly_one_record_and_originals_are_untouched(mixed):

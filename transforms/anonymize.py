@@ -5,21 +5,32 @@ The input is listed once (``ExpandInput``), then split: plain image files go one
 read, decode, detect (``RunInference``), the reviewer's boxes, anonymize, encode and write;
 container shards (tar, Parquet, TFRecord) are streamed whole by one DoFn each
 (``transforms.shard.StreamShardFn``: read, anonymize and write member by member, no image bytes
-through a shuffle). Both give one audit record per input image."""
+through a shuffle); video files are anonymized whole by one DoFn each
+(``transforms.video.AnonymizeVideoFn``). Each gives one audit record per input image or video."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import apache_beam as beam
 
 from blurbeam.blur import BlurConfig
 from blurbeam.detectors import DetectorSpec
 from blurbeam.imageio import MetadataPolicy
-from blurbeam.shards import ShardOptions
+from blurbeam.shards import OTHER_KIND, ShardOptions
 from blurbeam.task import ImageTask, RunContext
 from blurbeam.transforms.image import AnonymizeFn, DecodeFn, EncodeFn
 from blurbeam.transforms.models import DetectorHandler, Infer
 from blurbeam.transforms.read import ExpandInput, ReadImagesFn, SkipDoneShardsFn
 from blurbeam.transforms.shard import AnonymizeImage, StreamShardFn, is_container
+from blurbeam.transforms.video import (
+    CONTAINER,
+    FILE,
+    VIDEO,
+    AnonymizeVideoFn,
+    route,
+    video_options,
+)
 from blurbeam.transforms.write import WriteAudit, WriteImageFn
 
 
@@ -153,6 +164,8 @@ class Anonymize(beam.PTransform):
         stored_corrections: dict | None = None,
         progress_dir: str | None = None,
         audit_shards: int = 1,
+        video: Any = None,
+        temp_dir: str | None = None,
     ):
         super().__init__()
         self._input = (input_spec, exclude, input_slices, every_file, refs)
@@ -182,19 +195,27 @@ class Anonymize(beam.PTransform):
 
             self._boxes = ReviewerBoxes(corrections or {}, drop_false_positives, stored_corrections)
         self._audit_shards = audit_shards
+        self._video = (video, temp_dir, max_bytes, expected_model_sha256)
 
     def expand(self, pbegin):
-        refs = pbegin | "ListInput" >> ExpandInput(*self._input)
+        routed = pbegin | "ListInput" >> ExpandInput(*self._input) | "Route" >> beam.Map(route)
         known = self._input[4]  # the ShardRefs when they are known before the pipeline runs
         records, done = [], []
-        if known is None or any(not is_container(r) for r in known):
-            file_records, files_done = self._plain_files(refs)
-            records.append(file_records)
-            done.append(files_done)
-        if known is None or any(is_container(r) for r in known):
-            shard_records, shards_done = self._container_shards(refs)
-            records.append(shard_records)
-            done.append(shards_done)
+        paths = (
+            (FILE, lambda r: not is_container(r), self._plain_files),
+            (CONTAINER, is_container, self._container_shards),
+            (VIDEO, lambda r: r.kind == OTHER_KIND, self._videos),
+        )
+        for name, may_take, build in paths:
+            if known is None or any(may_take(r) for r in known):
+                refs = (
+                    routed
+                    | f"Take{name.title()}" >> beam.Filter(_taken_by, name)
+                    | (f"{name.title()}Refs" >> beam.Values())
+                )
+                path_records, path_done = build(refs)
+                records.append(path_records)
+                done.append(path_done)
         self.already_done = (
             tuple(done) | "AlreadyDone" >> beam.Flatten()
             if done
@@ -212,11 +233,7 @@ class Anonymize(beam.PTransform):
 
     def _plain_files(self, refs):
         """Plain image files, one by one: (audit records, done-index rows)."""
-        out = (
-            refs
-            | "PlainFiles" >> beam.Filter(lambda r: not is_container(r))
-            | "ReadFiles" >> beam.ParDo(self._read)
-        )
+        out = refs | "ReadFiles" >> beam.ParDo(self._read)
         detected = (
             out
             | "FileTasks" >> beam.Filter(_is_task)
@@ -235,11 +252,7 @@ class Anonymize(beam.PTransform):
 
     def _container_shards(self, refs):
         """Container shards, each streamed whole: (audit records, done-index rows)."""
-        out = (
-            refs
-            | "ContainerShards" >> beam.Filter(is_container)
-            | "SkipDoneShards" >> beam.ParDo(self._skip)
-        )
+        out = refs | "SkipDoneShards" >> beam.ParDo(self._skip)
         image_fn = AnonymizeImage(
             self._detector,
             self._blur,
@@ -257,3 +270,30 @@ class Anonymize(beam.PTransform):
             | "StreamShards" >> beam.ParDo(stream)
         )
         return records, out | "ShardsDone" >> beam.Filter(lambda x: isinstance(x, dict))
+
+    def _videos(self, refs):
+        """Video files, each anonymized whole: (audit records, done-index rows)."""
+        options, temp_dir, max_bytes, expected = self._video
+        fn = AnonymizeVideoFn(
+            self._output,
+            self._ctx,
+            self._detector,
+            self._blur,
+            options or video_options(self._max_pixels, policy=self._policy),
+            max_bytes,
+            expected_model_sha256=expected,
+            progress_dir=self._progress_dir,
+            temp_dir=temp_dir,
+            opencv_threads=self._opencv_threads,
+        )
+        out = refs | "SkipDoneVideos" >> beam.ParDo(self._skip)
+        records = (
+            out
+            | "VideosToDo" >> beam.Filter(lambda x: not isinstance(x, dict))
+            | "AnonymizeVideos" >> beam.ParDo(fn)
+        )
+        return records, out | "VideosDone" >> beam.Filter(lambda x: isinstance(x, dict))
+
+
+def _taken_by(routed: tuple[str, object], path: str) -> bool:
+    return routed[0] == path

@@ -8,6 +8,10 @@ first bytes decide: image data (``imageio.sniff_format``) is processed like any 
 whatever the name says; anything else gets a ``skipped`` record naming what it is (``MP4/QuickTime
 video``, ``unrecognised data``) and is not copied to the output.
 
+A video (``video_muxer``) is a file no format claims by name whose name has a video extension
+(and whose bytes are not an image's) or whose bytes start like a video container; the anonymize
+pipeline routes it to ``transforms.video`` before it is read here.
+
 ``skipped``: hidden files (a name in the path starts with "."): a ``skipped`` record, nothing
 copied.
 
@@ -25,7 +29,13 @@ from collections.abc import Iterator
 
 import fsspec
 
-from blurbeam.imageio import IMAGE_EXTENSIONS, OPAQUE_SNIFF_BYTES, sniff_format, sniff_media
+from blurbeam.imageio import (
+    IMAGE_EXTENSIONS,
+    OPAQUE_SNIFF_BYTES,
+    sniff_format,
+    sniff_media,
+    sniff_opaque,
+)
 from blurbeam.shards import (
     OTHER_KIND,
     SKIPPED_KIND,
@@ -105,6 +115,45 @@ def _read_whole(ref: ShardRef, opts: ShardOptions) -> ImageRecord:
     except Exception as exc:
         record.error = _read_error(exc)
     return record
+
+
+#: Output container (FFmpeg muxer) per video file extension.
+VIDEO_MUXERS = {
+    ".mp4": "mp4",
+    ".m4v": "mp4",
+    ".mov": "mov",
+    ".mkv": "matroska",
+    ".webm": "webm",
+    ".avi": "avi",
+}
+#: The most frames a video may have (``--max-frames``).
+DEFAULT_MAX_FRAMES = 1_000_000
+#: The container a video is written back as when its name has no video extension, by what
+#: ``imageio.sniff_opaque`` says its bytes are.
+VIDEO_MEDIA = {
+    "MP4/QuickTime video": "mp4",
+    "Matroska/WebM video": "matroska",
+    "AVI video": "avi",
+}
+
+
+def video_muxer(ref: ShardRef) -> str | None:
+    """The container a file of kind ``other`` is written back as when it is a video, else None:
+    by its name's extension unless its first bytes are an image's (an image is an image by its
+    bytes), or by its first bytes (a video signature) whatever its name. A file that cannot be
+    read is not a video here (the plain-file path gives it its error record)."""
+    if ref.kind != OTHER_KIND:
+        return None
+    try:
+        fs, path = _open_checked(ref.uri, None)
+        with fs.open(path, "rb") as fh:
+            head = fh.read(OPAQUE_SNIFF_BYTES)
+    except Exception:
+        return None
+    if sniff_format(head) is not None:
+        return None
+    by_name = VIDEO_MUXERS.get(posixpath.splitext(ref.rel)[1].lower())
+    return by_name or VIDEO_MEDIA.get(sniff_opaque(head) or "")
 
 
 @register_format

@@ -33,17 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from blurbeam.shards.files import DEFAULT_MAX_FRAMES, VIDEO_MUXERS
 from blurbeam.task import one_line
 
 #: Output container (FFmpeg muxer name) per input file extension.
-MUXERS = {
-    ".mp4": "mp4",
-    ".m4v": "mp4",
-    ".mov": "mov",
-    ".mkv": "matroska",
-    ".webm": "webm",
-    ".avi": "avi",
-}
+MUXERS = VIDEO_MUXERS
 VIDEO_EXTENSIONS = tuple(MUXERS)
 
 #: Encoder per output muxer: H.264 where it is stored with timestamps, VP9 in WebM (which holds
@@ -66,7 +60,6 @@ METADATA_KEYS = (
 )
 LOCATION_KEYS = ("location", "location-eng", "com.apple.quicktime.location.ISO6709")
 
-DEFAULT_MAX_FRAMES = 1_000_000
 DEFAULT_MAX_PIXELS = 100_000_000
 
 

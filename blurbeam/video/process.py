@@ -201,12 +201,14 @@ def anonymize_video(
     blur: BlurConfig,
     options: VideoOptions | None = None,
     workdir: str | None = None,
+    muxer: str | None = None,
 ) -> VideoResult:
-    """Anonymize ``source`` into ``dest`` (local paths; the container follows ``dest``'s
-    extension). Raises :class:`VideoError` and leaves ``dest`` untouched on any failure."""
+    """Anonymize ``source`` into ``dest`` (local paths; the container is ``muxer``, an FFmpeg
+    muxer name, by default the one ``dest``'s extension names). Raises :class:`VideoError` and
+    leaves ``dest`` untouched on any failure."""
     options = options or VideoOptions()
     started = time.perf_counter()
-    muxer = media.muxer_for(dest)
+    muxer = muxer or media.muxer_for(dest)
     encode = media.encoder_for(muxer, options.encode)
     options_used = dataclasses.replace(options, encode=encode)
     info = media.probe(source, max_pixels=options.max_pixels, max_frames=options.max_frames)

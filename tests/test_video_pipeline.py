@@ -1,0 +1,224 @@
+"""Video in ``blurbeam anonymize`` (issue 23): a folder of images and videos (built here with
+PyAV, as tests/test_video.py builds them) through the real CLI: one audit record per input,
+the videos written with their frames, timestamps and audio, every frame's face blurred, the
+per-frame face records, fail closed on a broken video, and --skip-existing."""
+
+from __future__ import annotations
+
+import fractions
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+av = pytest.importorskip("av")
+
+from test_shards import face_image, plain_image  # noqa: E402
+from test_video import blurred_frames, make_clip  # noqa: E402
+
+from blurbeam.pipelines.cli import main as cli_main  # noqa: E402
+from blurbeam.schemas import layout  # noqa: E402
+from blurbeam.schemas.audit import AUDIT_SCHEMA  # noqa: E402
+from blurbeam.schemas.video import FRAME_FACE_SCHEMA  # noqa: E402
+from blurbeam.video import media  # noqa: E402
+
+SIZE = (240, 160)
+
+
+def run(capsys, inp: Path, out: Path, *flags: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    argv = ["anonymize", "--input", str(inp), "--output", str(out), "--progress", "off"]
+    rc = cli_main([*argv, *flags])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def records(out: Path, run_id: str) -> dict[str, dict[str, Any]]:
+    table = pq.read_table(next((out / "audit").glob(f"run-{run_id}-*.parquet")))
+    return {Path(r["source_uri"]).name: r for r in table.to_pylist()}
+
+
+def data_files(out: Path) -> set[str]:
+    return {
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
+        if p.is_file() and not p.relative_to(out).as_posix().startswith(layout.OWN_FILES)
+    }
+
+
+def no_frames(path: Path) -> None:
+    """A Matroska file with a video stream that holds no frame, and a little audio."""
+    out = av.open(str(path), "w")
+    video = out.add_stream("libx264", rate=30)
+    video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+    audio = out.add_stream("pcm_s16le", rate=48000)
+    out.start_encoding()
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.int16), format="s16", layout="mono")
+    frame.sample_rate, frame.pts, frame.time_base = 48000, 0, fractions.Fraction(1, 48000)
+    for packet in [*audio.encode(frame), *audio.encode()]:
+        out.mux(packet)
+    out.close()
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory, astronaut):
+    """2 images, 2 videos (an mp4 with AAC, B-frames and VFR; an mkv with PCM audio) and three
+    broken ones: a truncated mp4, one with zeroed bytes in its middle, an mkv without frames."""
+    root = tmp_path_factory.mktemp("videos")
+    src, out = root / "in", root / "out"
+    (src / "sub").mkdir(parents=True)
+    (src / "face.jpg").write_bytes(face_image(3))
+    (src / "sub" / "plain.png").write_bytes(plain_image(4, "PNG"))
+    boxes = {
+        "walk.mp4": make_clip(src / "walk.mp4", astronaut, frames=24, size=SIZE, gop=8),
+        "sub/pcm.mkv": make_clip(
+            src / "sub" / "pcm.mkv", astronaut, frames=20, size=SIZE, audio="pcm_s16le", bframes=0
+        ),
+    }
+    whole = (src / "walk.mp4").read_bytes()
+    (src / "broken.mp4").write_bytes(whole[: len(whole) // 2])
+    n = len(whole)
+    (src / "mid.mp4").write_bytes(whole[: 2 * n // 5] + bytes(n // 5) + whole[3 * n // 5 :])
+    no_frames(src / "empty.mkv")
+    return src, out, boxes
+
+
+@pytest.fixture(scope="module")
+def first_run(mixed):
+    src, out, _ = mixed
+    rc = cli_main(
+        ["anonymize", "--input", str(src), "--output", str(out), "--progress", "off"]
+        + ["--run-id", "first", "--max-error-rate", "1"]
+    )
+    return rc, records(out, "first")
+
+
+def test_every_input_gets_one_record(mixed, first_run):
+    _, out, _ = mixed
+    rc, by_name = first_run
+    assert rc == 0
+    assert {n: r["status"] for n, r in by_name.items()} == {
+        "broken.mp4": "error",
+        "empty.mkv": "error",
+        "mid.mp4": "error",
+        "face.jpg": "ok",
+        "pcm.mkv": "ok",
+        "plain.png": "no_faces",
+        "walk.mp4": "ok",
+    }
+    assert by_name["face.jpg"]["video"] is None
+    assert data_files(out) == {"face.jpg", "sub/plain.png", "walk.mp4", "sub/pcm.mkv"}
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("broken.mp4", "cannot open video: "),
+        ("mid.mp4", "video decode error: "),
+        ("empty.mkv", "video has no frames"),
+    ],
+)
+def test_broken_video_is_one_error_line_and_no_output(mixed, first_run, name, reason):
+    _, out, _ = mixed
+    rec = first_run[1][name]
+    assert rec["error_stage"] == "video" and "\n" not in rec["error"]
+    assert rec["error"].startswith(reason), rec["error"]
+    assert rec["output_uri"] is None and rec["video"] is None
+    assert not (out / name).exists()
+
+
+@pytest.mark.parametrize("name", ["walk.mp4", "sub/pcm.mkv"])
+def test_video_written_with_its_frames_audio_and_every_face_blurred(mixed, first_run, name):
+    src, out, boxes = mixed
+    rec = first_run[1][Path(name).name]
+    a, b = media.probe(str(src / name)), media.probe(str(out / name))
+    assert b.frame_count == a.frame_count == len(boxes[name])
+    assert [b.seconds(p) for p in b.frame_pts] == pytest.approx([a.seconds(p) for p in a.frame_pts])
+    assert b.duration == pytest.approx(a.duration, abs=1e-6)
+    (ai,), (bi,) = a.audio_indices, b.audio_indices
+    assert media.packet_digest(str(src / name), ai) == media.packet_digest(str(out / name), bi)
+    assert all(blurred_frames(src / name, out / name, boxes[name]))
+    assert rec["output_sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
+    assert rec["source_sha256"] == hashlib.sha256((src / name).read_bytes()).hexdigest()
+    video = rec["video"]
+    assert video["frames"] == a.frame_count and video["frames_with_faces"] == a.frame_count
+    assert video["codec_in"] == a.codec and video["codec_out"] == b.codec
+    assert video["audio_streams"] == 1
+    assert rec["num_faces"] == video["tracks"] >= 1
+    assert '"crf"' in video["encode"] or '"qscale"' in video["encode"]
+
+
+@pytest.mark.parametrize("name", ["walk.mp4", "sub/pcm.mkv"])
+def test_per_frame_face_records(mixed, first_run, name):
+    _, out, boxes = mixed
+    rec = first_run[1][Path(name).name]
+    path = rec["video"]["frame_faces_uri"]
+    assert path == layout.video_faces(str(out), "first", rec["source_uri"])
+    table = pq.read_table(path)
+    assert table.schema == FRAME_FACE_SCHEMA
+    assert set(table.column("source_uri").to_pylist()) == {rec["source_uri"]}
+    assert set(table.column("frame_index").to_pylist()) == set(range(len(boxes[name])))
+    assert table.num_rows == rec["video"]["face_boxes"]
+
+
+def test_audit_schema_and_report_account_for_every_input(mixed, first_run, capsys, tmp_path):
+    _, out, _ = mixed
+    table = pq.read_table(next((out / "audit").glob("run-first-*.parquet")))
+    assert table.schema == AUDIT_SCHEMA
+    capsys.readouterr()
+    rc = cli_main(["report", "--output", str(out), "--verify", "--report-dir", str(tmp_path)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "7 inputs in 7 audit records from 1 run" in text
+    assert "coverage: all 7 inputs have an audit record" in text
+    assert "attestations: 1 chained run" in text and "verified" in text
+
+
+def test_no_temporary_file_under_the_output(mixed, first_run):
+    _, out, _ = mixed
+    hidden = [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert hidden == []
+
+
+def test_skip_existing_does_not_redo_the_videos(mixed, first_run, capsys):
+    src, out, _ = mixed
+    before = {n: (out / n).stat().st_mtime_ns for n in ("walk.mp4", "sub/pcm.mkv")}
+    rc, stdout, err = run(
+        capsys, src, out, "--skip-existing", "--run-id", "second", "--max-error-rate", "1"
+    )
+    assert rc == 0, err
+    assert "skipped 7 inputs already done" in stdout + err
+    assert {n: (out / n).stat().st_mtime_ns for n in before} == before
+
+
+def test_max_frames_and_max_pixels_fail_closed(mixed, tmp_path, capsys):
+    src, _, _ = mixed
+    out = tmp_path / "out"
+    rc, _, err = run(capsys, src, out, "--run-id", "limits", "--max-frames", "21")
+    assert rc == 1  # errors above --max-error-rate 0
+    by_name = records(out, "limits")
+    assert "more than --max-frames 21" in by_name["walk.mp4"]["error"]
+    assert by_name["pcm.mkv"]["status"] == "ok"
+    assert not (out / "walk.mp4").exists()
+    assert "Traceback" not in err
+
+
+def test_without_pyav_a_video_is_an_error_naming_the_extra(mixed, tmp_path, capsys, monkeypatch):
+    import blurbeam.extras as extras
+
+    real = extras.installed
+    monkeypatch.setattr(extras, "installed", lambda module: module != "av" and real(module))
+    src, _, _ = mixed
+    out = tmp_path / "out"
+    rc, _, err = run(capsys, src, out, "--run-id", "noav", "--max-error-rate", "1")
+    assert rc == 0, err
+    by_name = records(out, "noav")
+    for name in ("walk.mp4", "pcm.mkv"):
+        assert by_name[name]["status"] == "error"
+        assert "pip install 'blurbeam[video]'" in by_name[name]["error"]
+        assert "\n" not in by_name[name]["error"]
+    assert by_name["face.jpg"]["status"] == "ok"
+    assert data_files(out) == {"face.jpg", "sub/plain.png"}
