@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    StandardOptions,
+)
 
 from blurbeam import __version__
 from blurbeam.blur import DEFAULT_MASK_SCALE, DEFAULT_STRENGTH, METHODS, BlurConfig
@@ -22,6 +27,7 @@ from blurbeam.detectors import DetectorSpec
 from blurbeam.geometry import MASK_SHAPES
 from blurbeam.imageio import MetadataPolicy
 from blurbeam.pipelines.scaffold import (
+    LOCAL_RUNNERS,
     Command,
     Launch,
     Outcome,
@@ -47,7 +53,7 @@ from blurbeam.pipelines.scaffold import (
 )
 from blurbeam.schemas import layout
 from blurbeam.schemas.audit import STATUSES
-from blurbeam.shards.files import DEFAULT_MAX_FRAMES
+from blurbeam.shards.files import DEFAULT_MAX_FRAMES, DEFAULT_SEGMENT_SECONDS
 from blurbeam.task import RunContext, config_hash
 
 
@@ -114,6 +120,17 @@ class AnonymizeOptions(PipelineOptions):
             default=DEFAULT_MAX_FRAMES,
             help=f"video: reject a video of more frames (default {DEFAULT_MAX_FRAMES:,}); "
             "--max-pixels applies to each frame",
+        )
+        option(
+            parser,
+            "video-segment-seconds",
+            type=non_negative,
+            default=DEFAULT_SEGMENT_SECONDS,
+            help="video: cut each video at keyframes into segments of about this many seconds, "
+            f"processed by any worker and joined (default {DEFAULT_SEGMENT_SECONDS:g}); 0: each "
+            "video whole on one worker. Segments are kept under --temp_location (else a local "
+            "temporary folder on a local runner; a remote runner without --temp_location "
+            "processes each video whole)",
         )
         option(
             parser,
@@ -227,6 +244,7 @@ class RunPlan:
     max_bytes: int
     audit_shards: int = 1
     max_frames: int = DEFAULT_MAX_FRAMES
+    video_segment_seconds: float = DEFAULT_SEGMENT_SECONDS  # 0: each video whole on one worker
     image_column: str | None = None
     skip_existing: bool = False
     input_slices: int = 1
@@ -299,6 +317,8 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
     }
     if opts.max_frames != DEFAULT_MAX_FRAMES:  # only when set, as image_column
         config["max_frames"] = opts.max_frames
+    if opts.video_segment_seconds not in (0, DEFAULT_SEGMENT_SECONDS):  # 0: whole, same output
+        config["video_segment_seconds"] = opts.video_segment_seconds
     if opts.image_column:  # only when set, so that configs without it keep their hash
         config["image_column"] = opts.image_column
     allowed = tuple(sorted(set(opts.allow_image_field or ())))
@@ -355,6 +375,7 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
         opts.max_bytes,
         opts.audit_shards,
         max_frames=opts.max_frames,
+        video_segment_seconds=opts.video_segment_seconds,
         image_column=opts.image_column,
         skip_existing=bool(opts.skip_existing),
         input_slices=max(1, input_slices or opts.input_slices or 1),
@@ -413,7 +434,10 @@ def build(
         stored_corrections=rp.stored_corrections,
         progress_dir=progress_dir,
         audit_shards=rp.audit_shards,
-        video=video_options(rp.max_pixels, rp.max_frames, rp.policy),
+        video=video_options(
+            rp.max_pixels, rp.max_frames, rp.policy, rp.video_segment_seconds or None
+        ),
+        video_segments_dir=video_segments_dir(p.options, rp),
     )
     records = p | "Anonymize" >> anonymize
     _ = p | "FinalizeRun" >> FinalizeRun(
@@ -430,6 +454,23 @@ def build(
         corrections=rp.corrections.stored(rp.run_id) if rp.corrections else None,
     )
     return records
+
+
+def video_segments_dir(options: PipelineOptions, rp: RunPlan) -> str | None:
+    """Where the run keeps its temporary video segments, or None when each video is processed
+    whole on one worker (``--video-segment-seconds 0``, or a remote runner without
+    ``--temp_location``, whose workers share no disk). Never under the output."""
+    if not rp.video_segment_seconds:
+        return None
+    temp = options.view_as(GoogleCloudOptions).temp_location
+    if temp:
+        return f"{temp.rstrip('/')}/blurbeam-video-{rp.run_id}"
+    runner = options.view_as(StandardOptions).runner
+    if runner is None or runner in LOCAL_RUNNERS:
+        import tempfile
+
+        return os.path.join(tempfile.gettempdir(), f"blurbeam-video-{rp.run_id}")
+    return None
 
 
 def summarize(
@@ -487,6 +528,15 @@ class AnonymizeCommand(Command[RunPlan]):
             f"{rp.blur.method}, runner {launch.runner}{what}"
             + (", skipping inputs already done" if rp.skip_existing else "")
         ]
+        if (
+            rp.video_segment_seconds
+            and not launch.local
+            and video_segments_dir(launch.options, rp) is None
+        ):
+            lines.append(
+                f"{self.prog}: note: no --temp_location: each video is processed whole on one "
+                "worker, not in segments across workers"
+            )
         if rp.blur.weakness:
             lines.append(f"{self.prog}: warning: weak anonymization accepted: {rp.blur.weakness}")
         return lines

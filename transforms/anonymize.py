@@ -5,8 +5,9 @@ The input is listed once (``ExpandInput``), then split: plain image files go one
 read, decode, detect (``RunInference``), the reviewer's boxes, anonymize, encode and write;
 container shards (tar, Parquet, TFRecord) are streamed whole by one DoFn each
 (``transforms.shard.StreamShardFn``: read, anonymize and write member by member, no image bytes
-through a shuffle); video files are anonymized whole by one DoFn each
-(``transforms.video.AnonymizeVideoFn``). Each gives one audit record per input image or video."""
+through a shuffle); video files are anonymized in segments across workers, or whole by one
+DoFn call each (``transforms.video.AnonymizeVideos``). Each gives one audit record per input
+image or video."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from blurbeam.transforms.video import (
     CONTAINER,
     FILE,
     VIDEO,
-    AnonymizeVideoFn,
+    AnonymizeVideos,
     route,
     video_options,
 )
@@ -135,7 +136,9 @@ class Anonymize(beam.PTransform):
     ``Correction``), ``drop_false_positives`` and ``stored_corrections`` add the reviewer's
     boxes (``blurbeam.stages.ReviewerBoxes``). The other arguments are those of ``ReadImages``,
     ``DetectFaces`` (``detector``, ``detector_threads``, ``expected_model_sha256``) and of the
-    writers."""
+    writers; ``video`` (``transforms.video.video_options``), ``video_segments_dir`` (segments
+    across workers in that folder; None: each video whole on one worker) and ``temp_dir`` go to
+    ``transforms.video.AnonymizeVideos``."""
 
     def __init__(
         self,
@@ -165,6 +168,7 @@ class Anonymize(beam.PTransform):
         progress_dir: str | None = None,
         audit_shards: int = 1,
         video: Any = None,
+        video_segments_dir: str | None = None,
         temp_dir: str | None = None,
     ):
         super().__init__()
@@ -195,7 +199,7 @@ class Anonymize(beam.PTransform):
 
             self._boxes = ReviewerBoxes(corrections or {}, drop_false_positives, stored_corrections)
         self._audit_shards = audit_shards
-        self._video = (video, temp_dir, max_bytes, expected_model_sha256)
+        self._video = (video, temp_dir, video_segments_dir, max_bytes, expected_model_sha256)
 
     def expand(self, pbegin):
         routed = pbegin | "ListInput" >> ExpandInput(*self._input) | "Route" >> beam.Map(route)
@@ -272,15 +276,17 @@ class Anonymize(beam.PTransform):
         return records, out | "ShardsDone" >> beam.Filter(lambda x: isinstance(x, dict))
 
     def _videos(self, refs):
-        """Video files, each anonymized whole: (audit records, done-index rows)."""
-        options, temp_dir, max_bytes, expected = self._video
-        fn = AnonymizeVideoFn(
+        """Video files, whole or in segments across workers (``transforms.video``): (audit
+        records, done-index rows)."""
+        options, temp_dir, segments_dir, max_bytes, expected = self._video
+        videos = AnonymizeVideos(
             self._output,
             self._ctx,
             self._detector,
             self._blur,
             options or video_options(self._max_pixels, policy=self._policy),
             max_bytes,
+            segments_dir=segments_dir,
             expected_model_sha256=expected,
             progress_dir=self._progress_dir,
             temp_dir=temp_dir,
@@ -290,7 +296,7 @@ class Anonymize(beam.PTransform):
         records = (
             out
             | "VideosToDo" >> beam.Filter(lambda x: not isinstance(x, dict))
-            | "AnonymizeVideos" >> beam.ParDo(fn)
+            | "Videos" >> videos
         )
         return records, out | "VideosDone" >> beam.Filter(lambda x: isinstance(x, dict))
 

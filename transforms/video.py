@@ -1,24 +1,40 @@
 """Video files in the anonymize pipeline: Beam glue around ``blurbeam.video``, no video logic here.
 
 ``route`` tells a listed file's path: a container shard, a video (``shards.files.video_muxer``:
-by its name or its bytes) or a plain file. ``AnonymizeVideoFn`` anonymizes one whole video per
-call with the process's detector (``SharedModel``, the same handler and cache as the image
-paths): it hashes the file, copies it to a local temporary directory when it is not on a local
-disk, runs ``blurbeam.video.process.anonymize_video`` there (segments encoded and joined in
-that directory, never under the output), writes the per-frame face records
-(``schemas/video.py``) at ``schemas.layout.video_faces`` and publishes the video whole at its
-relative path under the output. Every video gets one audit record; a video that fails anywhere
-gets an ``error`` record with a one-line reason and no output file.
+by its name or its bytes) or a plain file. A video is anonymized in one of two ways, both with
+the process's detector (``SharedModel``, the same handler and cache as the image paths) and
+both ending in the same output and record:
+
+- segments across workers (``AnonymizeVideos`` with a segment folder): ``PlanVideoFn`` hashes
+  and probes the video and cuts it at keyframes (``blurbeam.video.process.plan_video``); after a
+  Reshuffle, ``ProcessSegmentFn`` runs ``process_segment`` on any worker into a segment file in
+  the video's temporary folder (under ``--temp_location``, or a local temporary folder on a
+  local runner: never under the output); ``GroupByKey`` brings each video's segment paths and
+  results (never frame bytes) together and ``JoinVideoFn`` joins them (``join_video``) once
+  every segment succeeded, then removes the temporary folder;
+- whole (``AnonymizeVideoFn``, without a segment folder): one DoFn call runs
+  ``anonymize_video`` in a local temporary directory of its worker.
+
+Then the per-frame face records (``schemas/video.py``) are written at
+``schemas.layout.video_faces`` and the video is published whole at its relative path under the
+output. Every video gets one audit record; a video that fails anywhere (any one of its
+segments included) gets an ``error`` record with a one-line reason and no output file.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
+import posixpath
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass
 from typing import Any
 
+import apache_beam as beam
 import fsspec
 from apache_beam.metrics import Metrics
 
@@ -69,15 +85,17 @@ def video_options(
     max_pixels: int,
     max_frames: int | None = None,
     policy: MetadataPolicy | None = None,
+    segment_seconds: float | None = None,
 ) -> Any:
     """The ``blurbeam.video.process.VideoOptions`` of a run: ``max_pixels`` per frame,
-    ``max_frames`` per video (None: the default), the container metadata kept as ``policy``
-    keeps an image's."""
-    from blurbeam.video.media import DEFAULT_MAX_FRAMES
+    ``max_frames`` per video, segments of ``segment_seconds`` (None: the defaults), the
+    container metadata kept as ``policy`` keeps an image's."""
+    from blurbeam.shards.files import DEFAULT_MAX_FRAMES, DEFAULT_SEGMENT_SECONDS
     from blurbeam.video.process import VideoOptions
 
     policy = policy or MetadataPolicy()
     return VideoOptions(
+        segment_seconds=segment_seconds or DEFAULT_SEGMENT_SECONDS,
         max_pixels=max_pixels,
         max_frames=max_frames or DEFAULT_MAX_FRAMES,
         keep_metadata=policy.keep_metadata,
@@ -139,12 +157,12 @@ def frame_faces_parquet(run_id: str, source_uri: str, result: Any) -> bytes:
     return buf.getvalue()
 
 
-class AnonymizeVideoFn(_AuditingFn):
-    """Video ShardRef -> the anonymized video under ``output`` (same relative path) + its one
+class _VideoFn(_AuditingFn):
+    """What the video DoFns share: the detector, reading a video, publishing one and its
     audit record. ``options`` is a ``blurbeam.video.process.VideoOptions``; ``max_bytes``
-    bounds the file as it bounds an image file; ``temp_dir`` is the local directory the
-    temporary files go in (None: the system's). With ``expected_model_sha256`` a worker whose
-    detector model differs fails the video."""
+    bounds the file as it bounds an image file; ``temp_dir`` is the local directory temporary
+    files go in (None: the system's). With ``expected_model_sha256`` a worker whose detector
+    model differs fails the video."""
 
     def __init__(
         self,
@@ -160,43 +178,18 @@ class AnonymizeVideoFn(_AuditingFn):
         opencv_threads: int | None = None,
     ) -> None:
         super().__init__(output, ctx, progress_dir)
-        self._detector = SharedModel(handler)
+        self._detector = _Detector(handler, expected_model_sha256, opencv_threads)
         self._blur = blur
         self._options = options
         self._max_bytes = max_bytes
-        self._expected = expected_model_sha256
         self._temp_dir = temp_dir
-        self._opencv_threads = opencv_threads
         self._videos = Metrics.counter("blurbeam", "videos_read")
         self._frames = Metrics.counter("blurbeam", "video_frames")
         self._bytes = Metrics.counter("blurbeam", "bytes_read")
 
     def setup(self) -> None:
         super().setup()
-        set_opencv_threads(self._opencv_threads)
-        self._acquired = False
-
-    def _model(self) -> Any:
-        if not self._acquired:  # on the first video, so a run without videos loads nothing here
-            self._detector.acquire()
-            self._acquired = True
-        detector = self._detector.model
-        sha = detector.model_sha256
-        if self._expected and sha != self._expected:
-            raise RuntimeError(
-                f"this worker's detector model ({sha[:16]}) is not the one the run was planned "
-                f"with ({self._expected[:16]}): refusing to detect with it"
-            )
-        return detector
-
-    def process(self, ref: ShardRef):
-        self._videos.inc()
-        task = ImageTask(ref.uri, ref.uri, "", ref.rel)
-        with tempfile.TemporaryDirectory(prefix="blurbeam-video-", dir=self._temp_dir) as tmp:
-            local: list[str] = []  # the file's local path, once read
-            task = task.stage("read", lambda t: self._read(ref, tmp, local))
-            task = task.stage("video", lambda t: self._anonymize(ref, local[0], tmp))
-        yield self._video_record(task)
+        self._detector.setup()
 
     def _read(self, ref: ShardRef, tmp: str, local_path: list[str]) -> dict[str, Any]:
         """The file's sha256 and size; its local path (a copy in ``tmp`` when it is not on a
@@ -208,55 +201,43 @@ class AnonymizeVideoFn(_AuditingFn):
                 raise ImageError(
                     f"file too large: {size} bytes exceeds --max-bytes {self._max_bytes}"
                 )
-            if is_local(fs):
-                local = path
-            else:
-                local = os.path.join(tmp, "source" + os.path.splitext(path)[1])
-                fs.get_file(path, local)
+            local = local_copy(ref.uri, tmp)
             sha = _hash_local(local)
         except Exception as exc:
             raise _reason(exc) from None
         size = os.path.getsize(local)
         self._bytes.inc(size)
+        self._videos.inc()
         local_path.append(local)
         return {"source_sha256": sha, "shard_sha256": sha, "source_bytes": size}
 
-    def _anonymize(self, ref: ShardRef, source: str, tmp: str) -> dict[str, Any]:
-        from blurbeam.video.process import anonymize_video
+    def _target(self, ref: ShardRef) -> tuple[str, str]:
+        """(container, output URI) of a video: its muxer and where it is written."""
+        muxer = video_muxer(ref)
+        if muxer is None:
+            raise ImageError("not a video any more: its first bytes changed since listing")
+        out_uri = join_output(self._output, ref.rel)
+        check_target(self._output, out_uri, ref.uri)
+        return muxer, out_uri
 
+    def _publish(self, ref: ShardRef, muxer: str, dest: str, result: Any) -> dict[str, Any]:
+        """Write the per-frame face records, then publish the anonymized video ``dest`` (a local
+        file); the record's fields. Nothing is left behind on failure."""
         faces_uri = layout.video_faces(self._output, self._ctx.run_id, ref.uri)
-        written: list[str] = []
+        out_uri = join_output(self._output, ref.rel)
         try:
-            muxer = video_muxer(ref)
-            if muxer is None:
-                raise ImageError("not a video any more: its first bytes changed since listing")
-            out_uri = join_output(self._output, ref.rel)
-            check_target(self._output, out_uri, ref.uri)
-            detector = self._model()
-            dest = os.path.join(tmp, "anonymized" + os.path.splitext(ref.rel)[1])
-            result = anonymize_video(
-                source,
-                dest,
-                detector,
-                self._blur,
-                self._options,
-                workdir=tmp,
-                muxer=muxer,
-            )
             write_bytes(faces_uri, frame_faces_parquet(self._ctx.run_id, ref.uri, result))
-            written.append(faces_uri)
             out_sha = _hash_local(dest)
             publish_file(dest, out_uri)
         except Exception as exc:
-            for uri in written:
-                _remove(uri)
+            _remove(faces_uri)
             raise _reason(exc) from None
         self._frames.inc(result.info.frame_count)
         width, height = result.info.upright_size
         return {
             "output_uri": out_uri,
             "output_sha256": out_sha,
-            "detector_model_sha256": detector.model_sha256,
+            "detector_model_sha256": self._detector.model_sha256,
             "width": width,
             "height": height,
             "format": muxer,
@@ -276,9 +257,337 @@ class AnonymizeVideoFn(_AuditingFn):
         return record
 
 
+class _Detector:
+    """The process's detector for a video DoFn, acquired on the first video (a run without
+    videos loads nothing here) and checked against the run's model."""
+
+    def __init__(
+        self, handler: DetectorHandler, expected: str | None, opencv_threads: int | None
+    ) -> None:
+        self._shared = SharedModel(handler)
+        self._expected = expected
+        self._opencv_threads = opencv_threads
+        self._acquired = False
+
+    def setup(self) -> None:
+        set_opencv_threads(self._opencv_threads)
+
+    @property
+    def model(self) -> Any:
+        if not self._acquired:
+            self._shared.acquire()
+            self._acquired = True
+        detector = self._shared.model
+        sha = detector.model_sha256
+        if self._expected and sha != self._expected:
+            raise RuntimeError(
+                f"this worker's detector model ({sha[:16]}) is not the one the run was planned "
+                f"with ({self._expected[:16]}): refusing to detect with it"
+            )
+        return detector
+
+    @property
+    def model_sha256(self) -> str:
+        return self.model.model_sha256
+
+
+class AnonymizeVideoFn(_VideoFn):
+    """Video ShardRef -> the anonymized video under ``output`` (same relative path) + its one
+    audit record, the whole video in this DoFn call (in a local temporary directory)."""
+
+    def process(self, ref: ShardRef):
+        task = ImageTask(ref.uri, ref.uri, "", ref.rel)
+        with tempfile.TemporaryDirectory(prefix="blurbeam-video-", dir=self._temp_dir) as tmp:
+            local: list[str] = []  # the file's local path, once read
+            task = task.stage("read", lambda t: self._read(ref, tmp, local))
+            task = task.stage("video", lambda t: self._anonymize(ref, local[0], tmp))
+        yield self._video_record(task)
+
+    def _anonymize(self, ref: ShardRef, source: str, tmp: str) -> dict[str, Any]:
+        from blurbeam.video.process import anonymize_video
+
+        try:
+            muxer, _ = self._target(ref)
+            dest = os.path.join(tmp, "anonymized" + os.path.splitext(ref.rel)[1])
+            detector = self._detector.model
+            result = anonymize_video(
+                source, dest, detector, self._blur, self._options, workdir=tmp, muxer=muxer
+            )
+        except Exception as exc:
+            raise _reason(exc) from None
+        return self._publish(ref, muxer, dest, result)
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """A planned video: what every one of its segments and its join need. ``workdir`` is the
+    URI of its temporary segment folder; ``options`` carry the output container's encoder."""
+
+    ref: ShardRef
+    muxer: str
+    sha256: str
+    size: int
+    info: Any  # blurbeam.video.media.VideoInfo
+    segments: tuple[Any, ...]  # blurbeam.video.media.Segment, in order
+    options: Any  # blurbeam.video.process.VideoOptions
+    workdir: str
+    planned_ms: float
+
+
+@dataclass(frozen=True)
+class SegmentDone:
+    """One segment after ``ProcessSegmentFn``: its result (its file in the job's workdir) or
+    the one-line reason it failed."""
+
+    job: VideoJob
+    index: int
+    result: Any = None  # blurbeam.video.process.SegmentResult
+    error: str | None = None
+    ms: float = 0.0
+
+
+def segment_folder(segments_dir: str, source_uri: str) -> str:
+    """The temporary segment folder of one video under the run's segment folder."""
+    name = hashlib.sha256(source_uri.encode()).hexdigest()[:32]
+    return f"{segments_dir.rstrip('/')}/{name}"
+
+
+class PlanVideoFn(_VideoFn):
+    """Video ShardRef -> ``(source URI, (VideoJob, segment index))`` for each of its segments, or
+    its error record (a dict) when it cannot be read or planned. ``segments_dir``: the run's
+    folder of temporary segments (a local path or an fsspec URL every worker can reach)."""
+
+    def __init__(self, *args: Any, segments_dir: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._segments_dir = segments_dir
+
+    def process(self, ref: ShardRef):
+        from blurbeam.video.process import for_container, plan_video
+
+        task = ImageTask(ref.uri, ref.uri, "", ref.rel)
+        jobs: list[VideoJob] = []
+
+        def plan(t: ImageTask, source: str) -> dict[str, Any]:
+            try:
+                muxer, _ = self._target(ref)
+                options = for_container(self._options, muxer)
+                info, segments = plan_video(source, options)
+            except Exception as exc:
+                raise _reason(exc) from None
+            workdir = segment_folder(self._segments_dir, ref.uri)
+            ms = sum(t.timings_ms.values())
+            jobs.append(
+                VideoJob(
+                    ref, muxer, t.source_sha256, t.source_bytes, info, tuple(segments),
+                    options, workdir, ms,
+                )
+            )  # fmt: skip
+            return {}
+
+        with tempfile.TemporaryDirectory(prefix="blurbeam-plan-", dir=self._temp_dir) as tmp:
+            local: list[str] = []
+            task = task.stage("read", lambda t: self._read(ref, tmp, local))
+            task = task.stage("video", lambda t: plan(t, local[0]))
+        if task.failed or not jobs:
+            yield self._video_record(task)
+            return
+        (job,) = jobs
+        for segment in job.segments:
+            yield ref.uri, (job, segment.index)
+
+
+class ProcessSegmentFn(beam.DoFn):
+    """``(source URI, (VideoJob, segment index))`` -> ``(source URI, SegmentDone)``: the segment
+    detected, tracked, blurred and encoded (``blurbeam.video.process.process_segment``) into
+    its file in the job's workdir. A failure is a ``SegmentDone`` with its reason; the join
+    then fails the video."""
+
+    def __init__(
+        self,
+        handler: DetectorHandler,
+        blur: BlurConfig,
+        expected_model_sha256: str | None = None,
+        temp_dir: str | None = None,
+        opencv_threads: int | None = None,
+    ) -> None:
+        self._detector = _Detector(handler, expected_model_sha256, opencv_threads)
+        self._blur = blur
+        self._temp_dir = temp_dir
+        self._segments = Metrics.counter("blurbeam", "video_segments")
+
+    def setup(self) -> None:
+        self._detector.setup()
+
+    def process(self, element: tuple[str, tuple[VideoJob, int]]):
+        from blurbeam.errors import one_line
+        from blurbeam.video.process import process_segment
+
+        key, (job, index) = element
+        segment = job.segments[index]
+        started = time.perf_counter()
+        try:
+            with tempfile.TemporaryDirectory(prefix="blurbeam-seg-", dir=self._temp_dir) as tmp:
+                source = local_copy(job.ref.uri, tmp)
+                name = f"segment-{index:05d}.nut"
+                fs, folder = fsspec.core.url_to_fs(job.workdir)
+                local = is_local(fs)
+                if local:
+                    os.makedirs(folder, exist_ok=True)
+                dest = os.path.join(folder if local else tmp, name)
+                result = process_segment(
+                    source, job.info, segment, self._detector.model, self._blur, dest, job.options
+                )
+                if not local:
+                    fs.put_file(dest, f"{folder}/{name}")
+                result = dataclasses.replace(result, path=f"{job.workdir}/{name}")
+            done = SegmentDone(job, index, result, ms=(time.perf_counter() - started) * 1000)
+        except Exception as exc:
+            reason = str(_reason(exc)) or one_line(exc)
+            done = SegmentDone(job, index, error=reason, ms=(time.perf_counter() - started) * 1000)
+        self._segments.inc()
+        yield key, done
+
+
+class JoinVideoFn(_VideoFn):
+    """``(source URI, [SegmentDone, ...])`` -> the video joined from its segments and published
+    + its one audit record: an ``error`` record, nothing written, unless every segment
+    succeeded. The video's temporary segment folder is removed in every case."""
+
+    def process(self, element: tuple[str, Any]):
+        _, dones = element
+        dones = sorted(dones, key=lambda d: d.index)
+        job = dones[0].job
+        ref = job.ref
+        task = ImageTask(ref.uri, ref.uri, "", ref.rel).replace(
+            source_sha256=job.sha256,
+            shard_sha256=job.sha256,
+            source_bytes=job.size,
+            timings_ms={"plan": job.planned_ms, "segments": sum(d.ms for d in dones)},
+        )
+        try:
+            with tempfile.TemporaryDirectory(prefix="blurbeam-join-", dir=self._temp_dir) as tmp:
+                task = task.stage("video", lambda t: self._join(job, dones, tmp))
+        finally:
+            remove_tree(job.workdir)
+        yield self._video_record(task)
+
+    def _join(self, job: VideoJob, dones: list[SegmentDone], tmp: str) -> dict[str, Any]:
+        from blurbeam.video.process import join_video
+
+        n = len(job.segments)
+        failed = [d for d in dones if d.error]
+        if failed:
+            d = failed[0]
+            raise ImageError(f"segment {d.index + 1} of {n} failed: {d.error}")
+        if [d.index for d in dones] != list(range(n)):
+            raise ImageError(f"{len(dones)} of the video's {n} segments came back")
+        try:
+            source = local_copy(job.ref.uri, tmp)
+            if _hash_local(source) != job.sha256:
+                raise ImageError("the video changed while it was processed")
+            results = [
+                dataclasses.replace(d.result, path=local_copy(d.result.path, tmp)) for d in dones
+            ]
+            _, out_uri = self._target(job.ref)
+            dest = os.path.join(tmp, "anonymized" + os.path.splitext(job.ref.rel)[1])
+            result = join_video(source, job.info, results, dest, job.muxer, job.options, tmp)
+        except Exception as exc:
+            raise _reason(exc) from None
+        return self._publish(job.ref, job.muxer, dest, result)
+
+
+def local_copy(uri: str, tmp: str) -> str:
+    """A local path of ``uri``: itself on a local disk, else a copy downloaded into ``tmp``."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if is_local(fs):
+        return path
+    local = os.path.join(tmp, f"{len(os.listdir(tmp))}-{posixpath.basename(path)}")
+    fs.get_file(path, local)
+    return local
+
+
+def remove_tree(uri: str) -> None:
+    """Remove a temporary folder (and, on a local disk, its parent when that is left empty)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+        if is_local(fs):
+            os.rmdir(os.path.dirname(path))
+    except OSError:
+        pass  # the parent holds other videos' folders, or was removed already
+
+
 def _remove(uri: str) -> None:
     try:
         fs, path = fsspec.core.url_to_fs(uri)
         fs.rm_file(path)
     except Exception:
         pass  # the file was not written
+
+
+def _is_record(x: object) -> bool:
+    return isinstance(x, dict)
+
+
+def _not_record(x: object) -> bool:
+    return not isinstance(x, dict)
+
+
+class AnonymizeVideos(beam.PTransform):
+    """Video ShardRefs -> their audit records. With ``segments_dir`` each video is cut into
+    segments that any worker processes (``PlanVideoFn`` -> Reshuffle -> ``ProcessSegmentFn`` ->
+    GroupByKey -> ``JoinVideoFn``); without it each video is anonymized whole by one DoFn
+    call (``AnonymizeVideoFn``). The other arguments are ``_VideoFn``'s."""
+
+    def __init__(
+        self,
+        output: str,
+        ctx: RunContext,
+        handler: DetectorHandler,
+        blur: BlurConfig,
+        options: Any,
+        max_bytes: int,
+        *,
+        segments_dir: str | None = None,
+        expected_model_sha256: str | None = None,
+        progress_dir: str | None = None,
+        temp_dir: str | None = None,
+        opencv_threads: int | None = None,
+    ) -> None:
+        super().__init__()
+        self._args = (output, ctx, handler, blur, options, max_bytes)
+        self._kwargs = {
+            "expected_model_sha256": expected_model_sha256,
+            "progress_dir": progress_dir,
+            "temp_dir": temp_dir,
+            "opencv_threads": opencv_threads,
+        }
+        self._segments_dir = segments_dir
+
+    def expand(self, refs):
+        if self._segments_dir is None:
+            return refs | "AnonymizeVideo" >> beam.ParDo(
+                AnonymizeVideoFn(*self._args, **self._kwargs)
+            )
+        planned = refs | "PlanVideo" >> beam.ParDo(
+            PlanVideoFn(*self._args, segments_dir=self._segments_dir, **self._kwargs)
+        )
+        _, _, handler, blur, _, _ = self._args
+        segment_fn = ProcessSegmentFn(
+            handler,
+            blur,
+            self._kwargs["expected_model_sha256"],
+            self._kwargs["temp_dir"],
+            self._kwargs["opencv_threads"],
+        )
+        joined = (
+            planned
+            | "Segments" >> beam.Filter(_not_record)
+            | "SpreadSegments" >> beam.Reshuffle()
+            | "ProcessSegment" >> beam.ParDo(segment_fn)
+            | "ByVideo" >> beam.GroupByKey()
+            | "JoinVideo" >> beam.ParDo(JoinVideoFn(*self._args, **self._kwargs))
+        )
+        failed = planned | "NotPlanned" >> beam.Filter(_is_record)
+        return (failed, joined) | "VideoRecords" >> beam.Flatten()

@@ -128,6 +128,8 @@ VIDEO_MUXERS = {
 }
 #: The most frames a video may have (``--max-frames``).
 DEFAULT_MAX_FRAMES = 1_000_000
+#: The length a video is cut into segments of, at keyframes (``--video-segment-seconds``).
+DEFAULT_SEGMENT_SECONDS = 10.0
 #: The container a video is written back as when its name has no video extension, by what
 #: ``imageio.sniff_opaque`` says its bytes are.
 VIDEO_MEDIA = {

@@ -10,10 +10,12 @@ A segment is processed in two passes over its frames, so that memory holds one f
 3. ``write_segment``: decode the segment's frames again, blur each one's boxes upright with
    ``blurbeam.blur.anonymize``, turn it back and encode it (``media.SegmentWriter``).
 
-Segments are independent (different workers can run them); ``anonymize_video`` runs them in
-order in one process and joins them. Temporary files live in a temporary directory (never
-under the output); the output is written only after every segment succeeded and the joined
-file was checked to hold exactly the source's frames, with the source's timestamps.
+Segments are independent, so different workers can run them: ``plan_video`` probes a video and
+cuts it, ``process_segment`` runs both passes over one segment, and ``join_video`` joins every
+segment's file into the output once all of them succeeded. ``anonymize_video`` runs the three in
+one process. Temporary files live in a temporary directory (never under the output); the
+output is written only after every segment succeeded and the joined file was checked to hold
+exactly the source's frames, with the source's timestamps.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 from blurbeam.blur import BlurConfig, anonymize
 from blurbeam.detectors import Detector, Face, detect_image
+from blurbeam.shards.files import DEFAULT_SEGMENT_SECONDS
 from blurbeam.video import media
 from blurbeam.video.media import EncodeSettings, Segment, VideoError, VideoInfo
 from blurbeam.video.tracking import TrackConfig, TrackedBox, track
@@ -39,7 +42,7 @@ TRACK_ID_STRIDE = 1_000_000
 
 @dataclass(frozen=True)
 class VideoOptions:
-    segment_seconds: float = 10.0
+    segment_seconds: float = DEFAULT_SEGMENT_SECONDS
     overlap: int = 10  # context frames before and after a segment for tracking across cuts
     detect_every: int = 1  # search every k-th frame only
     tracking: TrackConfig | None = field(default_factory=TrackConfig)  # None: per-frame only
@@ -194,38 +197,33 @@ def check_output(path: str, info: VideoInfo, options: VideoOptions) -> VideoInfo
     return out
 
 
-def anonymize_video(
-    source: str,
-    dest: str,
-    detector: Detector,
-    blur: BlurConfig,
-    options: VideoOptions | None = None,
-    workdir: str | None = None,
-    muxer: str | None = None,
-) -> VideoResult:
-    """Anonymize ``source`` into ``dest`` (local paths; the container is ``muxer``, an FFmpeg
-    muxer name, by default the one ``dest``'s extension names). Raises :class:`VideoError` and
-    leaves ``dest`` untouched on any failure."""
-    options = options or VideoOptions()
-    started = time.perf_counter()
-    muxer = muxer or media.muxer_for(dest)
-    encode = media.encoder_for(muxer, options.encode)
-    options_used = dataclasses.replace(options, encode=encode)
+def for_container(options: VideoOptions, muxer: str) -> VideoOptions:
+    """``options`` with the encoder the output container ``muxer`` can hold."""
+    return dataclasses.replace(options, encode=media.encoder_for(muxer, options.encode))
+
+
+def plan_video(source: str, options: VideoOptions) -> tuple[VideoInfo, list[Segment]]:
+    """Probe ``source`` (its limits checked) and cut it into segments at keyframes."""
     info = media.probe(source, max_pixels=options.max_pixels, max_frames=options.max_frames)
-    segments = media.plan_segments(info, options.segment_seconds, options.overlap)
-    with tempfile.TemporaryDirectory(prefix="blurbeam-video-", dir=workdir) as tmp:
-        results = [
-            process_segment(
-                source,
-                info,
-                seg,
-                detector,
-                blur,
-                os.path.join(tmp, f"segment-{seg.index:05d}.nut"),
-                options_used,
-            )
-            for seg in segments
-        ]
+    return info, media.plan_segments(info, options.segment_seconds, options.overlap)
+
+
+def join_video(
+    source: str,
+    info: VideoInfo,
+    results: Sequence[SegmentResult],
+    dest: str,
+    muxer: str,
+    options: VideoOptions,
+    workdir: str | None = None,
+) -> VideoResult:
+    """Join every processed segment of ``source`` (``results``, in any order; their files
+    local) into ``dest`` (a local path) as container ``muxer``, check the joined file against
+    the source, then move it to ``dest``. ``options`` are those the segments were processed
+    with (``for_container``). Raises :class:`VideoError` and leaves ``dest`` untouched on any
+    failure. ``seconds`` of the result is 0: the caller times the whole."""
+    results = sorted(results, key=lambda r: r.segment.index)
+    with tempfile.TemporaryDirectory(prefix="blurbeam-join-", dir=workdir) as tmp:
         joined = os.path.join(tmp, "joined" + os.path.splitext(dest)[1])
         join = media.join(
             source,
@@ -245,8 +243,41 @@ def anonymize_video(
         frames=frames,
         detections=sum(r.detections for r in results),
         tracks=len(tracks),
-        segments=len(segments),
+        segments=len(results),
         join=join,
-        encode=encode,
-        seconds=time.perf_counter() - started,
+        encode=options.encode,
+        seconds=0.0,
     )
+
+
+def anonymize_video(
+    source: str,
+    dest: str,
+    detector: Detector,
+    blur: BlurConfig,
+    options: VideoOptions | None = None,
+    workdir: str | None = None,
+    muxer: str | None = None,
+) -> VideoResult:
+    """Anonymize ``source`` into ``dest`` (local paths; the container is ``muxer``, an FFmpeg
+    muxer name, by default the one ``dest``'s extension names), every segment in this
+    process. Raises :class:`VideoError` and leaves ``dest`` untouched on any failure."""
+    started = time.perf_counter()
+    muxer = muxer or media.muxer_for(dest)
+    options = for_container(options or VideoOptions(), muxer)
+    info, segments = plan_video(source, options)
+    with tempfile.TemporaryDirectory(prefix="blurbeam-video-", dir=workdir) as tmp:
+        results = [
+            process_segment(
+                source,
+                info,
+                seg,
+                detector,
+                blur,
+                os.path.join(tmp, f"segment-{seg.index:05d}.nut"),
+                options,
+            )
+            for seg in segments
+        ]
+        result = join_video(source, info, results, dest, muxer, options, workdir=tmp)
+    return dataclasses.replace(result, seconds=time.perf_counter() - started)
