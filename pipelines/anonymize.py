@@ -437,7 +437,7 @@ def build(
         video=video_options(
             rp.max_pixels, rp.max_frames, rp.policy, rp.video_segment_seconds or None
         ),
-        video_segments_dir=video_segments_dir(p.options, rp),
+        video_segments_dir=video_segments_dir(p.options, rp.run_id, rp.video_segment_seconds),
     )
     records = p | "Anonymize" >> anonymize
     _ = p | "FinalizeRun" >> FinalizeRun(
@@ -456,20 +456,20 @@ def build(
     return records
 
 
-def video_segments_dir(options: PipelineOptions, rp: RunPlan) -> str | None:
+def video_segments_dir(options: PipelineOptions, run_id: str, segment_seconds: float) -> str | None:
     """Where the run keeps its temporary video segments, or None when each video is processed
     whole on one worker (``--video-segment-seconds 0``, or a remote runner without
     ``--temp_location``, whose workers share no disk). Never under the output."""
-    if not rp.video_segment_seconds:
+    if not segment_seconds:
         return None
     temp = options.view_as(GoogleCloudOptions).temp_location
     if temp:
-        return f"{temp.rstrip('/')}/blurbeam-video-{rp.run_id}"
+        return f"{temp.rstrip('/')}/blurbeam-video-{run_id}"
     runner = options.view_as(StandardOptions).runner
     if runner is None or runner in LOCAL_RUNNERS:
         import tempfile
 
-        return os.path.join(tempfile.gettempdir(), f"blurbeam-video-{rp.run_id}")
+        return os.path.join(tempfile.gettempdir(), f"blurbeam-video-{run_id}")
     return None
 
 
@@ -531,7 +531,7 @@ class AnonymizeCommand(Command[RunPlan]):
         if (
             rp.video_segment_seconds
             and not launch.local
-            and video_segments_dir(launch.options, rp) is None
+            and video_segments_dir(launch.options, rp.run_id, rp.video_segment_seconds) is None
         ):
             lines.append(
                 f"{self.prog}: note: no --temp_location: each video is processed whole on one "

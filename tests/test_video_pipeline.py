@@ -277,3 +277,60 @@ def test_whole_video_on_one_worker_writes_the_same_bytes(mixed, first_run, tmp_p
                 str(first_out / name), stream
             )
     assert by_name["mid.mp4"]["error"].startswith("video decode error")
+
+
+def test_fsspec_input_output_and_temp_location(mixed, capsys):
+    """Videos read from, written to and segmented under fsspec URLs (memory://)."""
+    import fsspec
+
+    src, _, boxes = mixed
+    fs = fsspec.filesystem("memory")
+    for name in ("walk.mp4", "face.jpg", "mid.mp4"):
+        fs.pipe_file(f"/vsrc/{name}", (src / name).read_bytes())
+    fs.mkdir("/vtemp")
+    rc = cli_main(
+        ["anonymize", "--input", "memory://vsrc", "--output", "memory://vdst", "--progress", "off"]
+        + ["--run-id", "mem", "--max-error-rate", "1", "--video-segment-seconds", "0.25"]
+        + ["--temp_location", "memory://vtemp"]
+    )
+    assert rc == 0, capsys.readouterr().err
+    table = pq.read_table(fs.open("/vdst/audit/run-mem-00000-of-00001.parquet"))
+    by_name = {Path(r["source_uri"]).name: r for r in table.to_pylist()}
+    assert {n: r["status"] for n, r in by_name.items()} == {
+        "walk.mp4": "ok",
+        "face.jpg": "ok",
+        "mid.mp4": "error",
+    }
+    rec = by_name["walk.mp4"]
+    assert rec["output_uri"] == "memory://vdst/walk.mp4" and rec["video"]["segments"] == 3
+    assert fs.exists(rec["video"]["frame_faces_uri"])
+    assert not fs.exists("/vdst/mid.mp4")
+    assert fs.find("/vtemp") == []
+    fs.rm(["/vsrc", "/vdst"], recursive=True)
+
+
+@pytest.mark.parametrize(
+    "flags, where",
+    [
+        ([], "local"),
+        (["--temp_location", "gs://b/tmp"], "gs://b/tmp/blurbeam-video-r"),
+        (["--runner", "DataflowRunner"], None),
+        (
+            ["--runner", "DataflowRunner", "--temp_location", "gs://b/t/"],
+            "gs://b/t/blurbeam-video-r",
+        ),
+        (["--video-segment-seconds", "0", "--temp_location", "gs://b/t"], None),
+    ],
+)
+def test_segments_live_under_temp_location_or_locally_else_whole_videos(flags, where):
+    import tempfile
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from blurbeam.pipelines.anonymize import AnonymizeOptions, video_segments_dir
+
+    options = PipelineOptions(flags)
+    seconds = options.view_as(AnonymizeOptions).video_segment_seconds
+    if where == "local":
+        where = f"{tempfile.gettempdir()}/blurbeam-video-r"
+    assert video_segments_dir(options, "r", seconds) == where
