@@ -48,6 +48,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "deblur": ("blurbeam.pipelines.deblur", "detect faces in images and restore (deblur) them"),
     "review": ("blurbeam.pipelines.review", "an HTML review site of an output, with corrections"),
+    "stream": ("blurbeam.pipelines.stream", "anonymize a video as a live stream, bounded latency"),
 }
 
 

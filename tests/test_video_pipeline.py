@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fractions
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ import pytest
 av = pytest.importorskip("av")
 
 from test_shards import face_image, plain_image  # noqa: E402
-from test_video import blurred_frames, make_clip  # noqa: E402
+from test_video import blurred_frames, frames_upright, make_clip, sharpness  # noqa: E402
 
+from blurbeam.detectors.base import Detector  # noqa: E402
 from blurbeam.pipelines.cli import main as cli_main  # noqa: E402
 from blurbeam.schemas import layout  # noqa: E402
 from blurbeam.schemas.audit import AUDIT_SCHEMA  # noqa: E402
@@ -334,3 +336,86 @@ def test_segments_live_under_temp_location_or_locally_else_whole_videos(flags, w
     if where == "local":
         where = f"{tempfile.gettempdir()}/blurbeam-video-r"
     assert video_segments_dir(options, "r", seconds) == where
+
+
+# ---------------------------------------------------------------- blurbeam stream
+
+
+def covered_frames(src: Path, out: Path, boxes: list[tuple]) -> tuple[int, list[str]]:
+    """(frames written, how each written frame's face was covered: "blurred" or "black"), each
+    output frame matched to its source frame by timestamp; an uncovered face is "VISIBLE"."""
+    a, b = media.probe(str(src)), media.probe(str(out))
+    index = {p: i for i, p in enumerate(a.frame_pts)}
+    source = dict(enumerate(frames_upright(src)))
+    how = []
+    for pts, rgb in zip(b.frame_pts, frames_upright(out), strict=True):
+        i = index[pts]
+        if rgb.max() < 40:
+            how.append("black")
+        elif sharpness(rgb, boxes[i]) < 0.25 * sharpness(source[i], boxes[i]):
+            how.append("blurred")
+        else:
+            how.append("VISIBLE")
+    return b.frame_count, how
+
+
+@pytest.fixture(scope="module")
+def live_clip(tmp_path_factory, astronaut):
+    path = tmp_path_factory.mktemp("live") / "live.mp4"
+    boxes = make_clip(path, astronaut, frames=30, size=SIZE, audio=None, vfr=False, bframes=0)
+    return path, boxes
+
+
+@pytest.mark.parametrize("policy", ["reuse", "black"])
+def test_stream_paced_at_real_time_writes_no_face_unblurred(live_clip, tmp_path, capsys, policy):
+    import time
+
+    src, boxes = live_clip
+    out = tmp_path / "out.mp4"
+    capsys.readouterr()
+    started = time.monotonic()
+    rc = cli_main(["stream", "--input", str(src), "--output", str(out), "--policy", policy])
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    # paced: 30 frames at 30 fps are not read faster than their timestamps (a lower bound)
+    assert elapsed >= media.probe(str(src)).video_seconds * 0.9
+    line = err.strip().splitlines()[-1]
+    counts = dict(
+        (w, int(n)) for n, w in re.findall(r"(\d+) (frames in|written|dropped|black\b)", line)
+    )
+    assert "p95" in line and "Traceback" not in err
+    assert counts["frames in"] == 30 == counts["written"] + counts["dropped"]
+    written, how = covered_frames(src, out, boxes)
+    assert written == counts["written"] and "VISIBLE" not in how
+    assert how.count("black") == counts["black"]
+    assert not [p for p in tmp_path.iterdir() if p.name != "out.mp4"]  # no partial file left
+
+
+class FailingDetector(Detector):
+    """Detects with ``inner`` and fails on its ``fail_on``-th call."""
+
+    name = "failing-test"
+
+    def __init__(self, inner: Detector, fail_on: int) -> None:
+        self.inner, self.fail_on, self.calls = inner, fail_on, 0
+
+    def detect(self, rgb: np.ndarray) -> list:
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise RuntimeError("detector failed")
+        return self.inner.detect(rgb)
+
+
+def test_stream_detector_failure_stops_with_every_written_frame_covered(live_clip, tmp_path):
+    from blurbeam.blur import BlurConfig
+    from blurbeam.detectors import DetectorSpec, create
+    from blurbeam.video.stream import StreamConfig, run_stream
+
+    src, boxes = live_clip
+    out = tmp_path / "out.mp4"
+    detector = FailingDetector(create(DetectorSpec("multiscale")), fail_on=3)
+    stats = run_stream(str(src), str(out), detector, BlurConfig(), StreamConfig())
+    assert stats.error and stats.error.startswith("detector: RuntimeError: detector failed")
+    written, how = covered_frames(src, out, boxes)
+    assert written == stats.written and "VISIBLE" not in how
