@@ -194,6 +194,15 @@ def test_skip_existing_does_not_redo_the_videos(mixed, first_run, capsys):
     assert rc == 0, err
     assert "skipped 7 inputs already done" in stdout + err
     assert {n: (out / n).stat().st_mtime_ns for n in before} == before
+    # an output removed since: that video is done again, the others are not
+    (out / "walk.mp4").unlink()
+    rc, stdout, err = run(
+        capsys, src, out, "--skip-existing", "--run-id", "third", "--max-error-rate", "1"
+    )
+    assert rc == 0, err
+    assert "skipped 6 inputs already done" in stdout + err
+    assert {n: r["status"] for n, r in records(out, "third").items()} == {"walk.mp4": "ok"}
+    assert (out / "walk.mp4").exists()
 
 
 def test_max_frames_and_max_pixels_fail_closed(mixed, tmp_path, capsys):
@@ -206,6 +215,13 @@ def test_max_frames_and_max_pixels_fail_closed(mixed, tmp_path, capsys):
     assert by_name["pcm.mkv"]["status"] == "ok"
     assert not (out / "walk.mp4").exists()
     assert "Traceback" not in err
+    rc, _, err = run(capsys, src, tmp_path / "px", "--run-id", "px", "--max-pixels", "30000")
+    assert rc == 1 and "Traceback" not in err
+    by_name = records(tmp_path / "px", "px")
+    for name in ("walk.mp4", "pcm.mkv"):  # 240x160 = 38400 pixels a frame
+        assert "exceeds --max-pixels 30000" in by_name[name]["error"]
+    assert not (tmp_path / "px" / "walk.mp4").exists()
+    assert not (tmp_path / "px" / "sub" / "pcm.mkv").exists()
 
 
 def test_without_pyav_a_video_is_an_error_naming_the_extra(mixed, tmp_path, capsys, monkeypatch):
