@@ -435,3 +435,21 @@ def test_stream_detector_failure_stops_with_every_written_frame_covered(live_cli
     assert stats.error and stats.error.startswith("detector: RuntimeError: detector failed")
     written, how = covered_frames(src, out, boxes)
     assert written == stats.written and "VISIBLE" not in how
+
+
+def test_an_audit_file_written_before_the_video_field_reads_with_the_schema(tmp_path):
+    import pyarrow as pa
+
+    from blurbeam.report import load_audit
+
+    old = pa.schema([f for f in AUDIT_SCHEMA if f.name != "video"])
+    (tmp_path / "audit").mkdir()
+    row = {"run_id": "old", "source_uri": "/in/a.jpg", "status": "ok", "num_faces": 1}
+    pq.write_table(
+        pa.Table.from_pylist([row], schema=old),
+        layout.part_files(layout.audit_prefix(str(tmp_path), "old"), 0, 1),
+    )
+    table = load_audit(str(tmp_path))
+    assert table.schema == AUDIT_SCHEMA
+    assert table.column("video").to_pylist() == [None]
+    assert table.column("status").to_pylist() == ["ok"]
