@@ -519,3 +519,22 @@ def test_bench_video_scoring():
     assert not ev.counted([1, 630, 0, 30, 20, 0], 640, 360, 10)  # 1/3 inside
     assert not ev.counted([1, 10, 10, 9, 8, 0], 640, 360, 10)  # too small
     assert not ev.counted([1, 10, 10, 30, 30, 1], 640, 360, 10)  # invalid
+
+
+def test_link_tracks_keeps_a_track_id_across_a_cut():
+    from blurbeam.video.process import FrameBoxes, SegmentResult, link_tracks
+    from blurbeam.video.tracking import TrackedBox
+
+    def box(x: float, track: int) -> TrackedBox:
+        return TrackedBox(x, 10.0, 40.0, 40.0, 0.9, DETECTED, track)
+
+    def segment(i: int, frames: list[tuple[int, list[TrackedBox]]]) -> SegmentResult:
+        seg = media.Segment(i, frames[0][0], frames[-1][0] + 1, 0, 0)
+        return SegmentResult(seg, "", tuple(FrameBoxes(k, k, tuple(b)) for k, b in frames), 0)
+
+    a = segment(0, [(0, [box(0, 0)]), (1, [box(4, 0), box(200, 1)])])
+    b = segment(1, [(2, [box(8, 10), box(400, 11)]), (3, [box(12, 10)])])
+    c = segment(2, [(4, [box(16, 20)])])
+    frames = link_tracks([a, b, c])
+    assert [[x.track_id for x in f.boxes] for f in frames] == [[0], [0, 1], [0, 11], [0], [0]]
+    assert [[x.x for x in f.boxes] for f in frames] == [[0], [4, 200], [8, 400], [12], [16]]

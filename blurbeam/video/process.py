@@ -31,6 +31,7 @@ from typing import Any
 
 from blurbeam.blur import BlurConfig, anonymize
 from blurbeam.detectors import Detector, Face, detect_image
+from blurbeam.geometry import iou
 from blurbeam.shards.files import DEFAULT_SEGMENT_SECONDS
 from blurbeam.video import media
 from blurbeam.video.media import EncodeSettings, Segment, VideoError, VideoInfo
@@ -208,6 +209,40 @@ def plan_video(source: str, options: VideoOptions) -> tuple[VideoInfo, list[Segm
     return info, media.plan_segments(info, options.segment_seconds, options.overlap)
 
 
+#: IoU above which a box in the first frame of a segment continues a track of the frame before.
+LINK_IOU = 0.3
+
+
+def link_tracks(results: Sequence[SegmentResult]) -> tuple[FrameBoxes, ...]:
+    """Every frame of the segments ``results`` (in order), with a track that goes on across
+    a cut keeping the id it had before the cut: each box of a segment's first frame takes the
+    track id of the box it overlaps most (IoU >= ``LINK_IOU``, each box once) in the previous
+    segment's last frame. Boxes are not changed, only their ids."""
+    same: dict[int, int] = {}  # a later segment's track id -> the id it continues
+    for before, after in zip(results[:-1], results[1:], strict=True):
+        if not before.frames or not after.frames:
+            continue
+        last, first = before.frames[-1], after.frames[0]
+        if first.index != last.index + 1:
+            continue
+        free = list(last.boxes)
+        for box in sorted(first.boxes, key=lambda b: -b.w * b.h):
+            scores = [iou((a.x, a.y, a.w, a.h), (box.x, box.y, box.w, box.h)) for a in free]
+            if scores and max(scores) >= LINK_IOU:
+                match = free.pop(scores.index(max(scores)))
+                same[box.track_id] = same.get(match.track_id, match.track_id)
+    return tuple(
+        dataclasses.replace(
+            f,
+            boxes=tuple(
+                dataclasses.replace(b, track_id=same.get(b.track_id, b.track_id)) for b in f.boxes
+            ),
+        )
+        for r in results
+        for f in r.frames
+    )
+
+
 def join_video(
     source: str,
     info: VideoInfo,
@@ -236,7 +271,7 @@ def join_video(
         )
         check_output(joined, info, options)
         shutil.move(joined, dest)
-    frames = tuple(f for r in results for f in r.frames)
+    frames = link_tracks(results)
     tracks = {b.track_id for f in frames for b in f.boxes}
     return VideoResult(
         info=info,
