@@ -464,3 +464,24 @@ def test_an_audit_file_written_before_the_video_field_reads_with_the_schema(tmp_
     assert table.schema == AUDIT_SCHEMA
     assert table.column("video").to_pylist() == [None]
     assert table.column("status").to_pylist() == ["ok"]
+
+
+def test_a_remote_runner_without_temp_location_says_videos_are_processed_whole(tmp_path):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from blurbeam.pipelines import anonymize as anon
+    from blurbeam.pipelines.scaffold import Launch
+
+    (tmp_path / "in").mkdir()
+    flags = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    notes = {}
+    for name, extra in (("none", []), ("temp", ["--temp_location", "gs://b/t"])):
+        options = PipelineOptions([*flags, "--runner", "DataflowRunner", *extra])
+        rp = anon.plan(options.view_as(anon.AnonymizeOptions))
+        lines = anon.COMMAND.announce(rp, Launch(options, "DataflowRunner"))
+        notes[name] = [line for line in lines if "--temp_location" in line]
+    assert notes["temp"] == []
+    assert notes["none"] == [
+        "blurbeam anonymize: note: no --temp_location: each video is processed whole on one "
+        "worker, not in segments across workers"
+    ]
