@@ -16,7 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from blurbeam.pipelines.scaffold import add_detector_options, detector_spec, finite_float
+from blurbeam.pipelines.scaffold import (
+    add_detector_options,
+    detector_spec,
+    finite_float,
+    non_negative_int,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-age",
-        type=int,
+        type=non_negative_int,
         default=defaults.max_age,
         help=f"frames a detection's boxes may be reused for (default {defaults.max_age})",
     )
