@@ -15,9 +15,10 @@ BEAM=$(sed -n 's/^ *"apache-beam==\([0-9.]*\)".*/\1/p' "$SRC/pyproject.toml")
 : "${BEAM:?pyproject.toml pins no exact apache-beam version}"
 
 # The SDK image already has apache-beam $BEAM: pip keeps it (the pin matches) and adds the rest.
-# Cloud storage through fsspec: S3, GCS and Azure Blob. No TensorFlow extra (mtcnn, deblur, edge):
-# the default detector runs on onnxruntime; add them here for a worker that needs those features.
-python -m pip install --no-cache-dir "$SRC[s3,gcs,azure]"
+# Cloud storage through fsspec: S3, GCS and Azure Blob; video files through PyAV (the video
+# extra). No TensorFlow extra (mtcnn, deblur, edge): the default detector runs on onnxruntime; add
+# them here for a worker that needs those features.
+python -m pip install --no-cache-dir "$SRC[s3,gcs,azure,video]"
 rm -rf "$SRC"
 
 # Checked from / so that no working directory can stand in for the installed package.
@@ -35,6 +36,9 @@ from blurbeam.pipelines.scaffold import DEFAULT_DETECTOR
 assert apache_beam.__version__ == sys.argv[1], (apache_beam.__version__, sys.argv[1])
 assert DEFAULT_DETECTOR == "multiscale"
 create(DetectorSpec(DEFAULT_DETECTOR))  # loads the packaged model, checks its sha256
-print(f"apache-beam {apache_beam.__version__}; CenterFace model {MODEL_FILE}")
+from blurbeam.video.media import load_av
+
+av = load_av()  # video files are anonymized, not refused for a missing extra
+print(f"apache-beam {apache_beam.__version__}; CenterFace model {MODEL_FILE}; PyAV {av.__version__}")
 PY
 blurbeam --version
