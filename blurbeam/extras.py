@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 
 #: How a message names a module.
-DISPLAY_NAMES = {"tensorflow": "TensorFlow"}
+DISPLAY_NAMES = {"tensorflow": "TensorFlow", "av": "PyAV"}
 
 #: Commands that need an extra whatever their arguments: command -> (extra, modules).
 COMMAND_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {

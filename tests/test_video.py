@@ -495,7 +495,7 @@ def test_missing_extra_is_one_line(monkeypatch):
 
     monkeypatch.setattr(extras, "installed", lambda module: module != "av")
     with pytest.raises(
-        extras.MissingExtra, match=r"^video input needs av: pip install 'blurbeam\[video\]'$"
+        extras.MissingExtra, match=r"^video input needs PyAV: pip install 'blurbeam\[video\]'$"
     ):
         media.load_av()
 
