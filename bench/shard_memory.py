@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--label", default="this checkout")
     ap.add_argument("--json", default=None, help="append the result as one JSON line here")
-    args = ap.parse_args(argv)
+    args, anonymize_args = ap.parse_known_args(argv)  # the rest goes to blurbeam anonymize
     work = Path(args.work)
     src = work / "in"
     src.mkdir(parents=True, exist_ok=True)
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         args.mode,
         "--direct_num_workers",
         "1",
+        *anonymize_args,
     ]
     result = measure(cmd, env)
     summary = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}

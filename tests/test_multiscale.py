@@ -16,6 +16,7 @@ from blurbeam.detectors.multiscale import (
     cluster_score,
     focus_regions,
     fuse,
+    grid_tiles,
     tiles,
 )
 from blurbeam.geometry import iou
@@ -108,6 +109,58 @@ def test_tiles_cover_the_image_with_overlap() -> None:
     assert all(b - a <= 1024 - 96 for a, b in zip(xs, xs[1:], strict=False))
 
 
+@pytest.mark.parametrize(
+    ("width", "height", "max_pixels"),
+    [
+        (1800, 1350, 1_000_000),
+        (1024, 1400, 1_000_000),
+        (4000, 3000, 1_000_000),
+        (3000, 200, 250_000),
+    ],
+)
+def test_grid_tiles_cover_the_image_within_the_pixel_budget(
+    width: int, height: int, max_pixels: int
+) -> None:
+    ts = grid_tiles(width, height, max_pixels, 96)
+    assert len(ts) > 1
+    covered = np.zeros((height, width), bool)
+    for x0, y0, x1, y1 in ts:
+        assert (x1 - x0) * (y1 - y0) <= max_pixels
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
+    # neighbours share at least the overlap, so a face of up to 96 px lies whole in one tile
+    for starts, ends in (
+        (sorted({t[0] for t in ts}), sorted({t[2] for t in ts})),
+        (sorted({t[1] for t in ts}), sorted({t[3] for t in ts})),
+    ):
+        assert all(end - start >= 96 for start, end in zip(starts[1:], ends, strict=False))
+    assert grid_tiles(1024, 700, 1_000_000, 96) == [(0, 0, 1024, 700)]
+
+
+def test_a_large_image_is_searched_in_tiles_at_1x_and_its_faces_found(
+    astronaut: np.ndarray,
+) -> None:
+    """``full_max_pixels``: the 1x pass of a large image runs on tiles (bounded memory); faces
+    on and off the seams are found as without tiles."""
+    canvas = np.full((1350, 1800, 3), 90, np.uint8)
+    r = 40 / ASTRONAUT_FACE[3]  # 40 px faces
+    small = cv2.resize(astronaut, (round(512 * r), round(512 * r)), interpolation=cv2.INTER_AREA)
+    fx, fy, fw, fh = (v * r for v in ASTRONAUT_FACE)
+    boxes = []
+    # 1800x1350 in 1 MP tiles is three strips: x 0-664, 568-1232, 1136-1800. Faces in the
+    # middle of a strip and across each strip's edge (x 640-670 and 1120-1150).
+    for ox, oy in ((100, 100), (579, 600), (1059, 300), (1500, 1100), (300, 1150)):
+        canvas[oy : oy + small.shape[0], ox : ox + small.shape[1]] = small
+        boxes.append((ox + fx, oy + fy, fw, fh))
+    whole = create(DetectorSpec("multiscale")).detect(canvas)
+    tiled = create(DetectorSpec("multiscale", options=(("full_max_pixels", 1_000_000),))).detect(
+        canvas
+    )
+    for box in boxes:
+        assert best_iou(whole, box) >= 0.5
+        assert best_iou(tiled, box) >= 0.5
+
+
 def test_focus_regions_merge_around_small_faces() -> None:
     faces = [
         Face(100, 100, 10, 12, 0.3),
@@ -124,6 +177,8 @@ def test_bad_options_are_clear_errors() -> None:
         create(DetectorSpec("multiscale", options=(("base", "yunet"), ("fusion", "avg"))))
     with pytest.raises(ValueError, match="scales"):
         create(DetectorSpec("multiscale", options=(("base", "yunet"), ("scales", (0.0,)))))
+    with pytest.raises(ValueError, match="full_max_pixels"):
+        create(DetectorSpec("multiscale", options=(("base", "yunet"), ("full_max_pixels", -1))))
     with pytest.raises(ValueError, match="itself"):
         create(DetectorSpec("multiscale", options=(("base", "multiscale"),)))
 

@@ -34,7 +34,11 @@ first), ``confident`` (0.5, for ``first``), ``upscale_base`` (the backend for sc
 ``upscale_base_options``, ``upscaled_score_factor`` (1.0: multiplies the score of every face
 of an upscaled pass before fusion, so below 1 a face only that pass found ranks after an equally
 confident 1x face; how a fused face's score then uses it is ``score_rule``'s business),
-``tile`` (2048, in upscaled pixels; 0 = the whole image), ``tile_overlap`` (96), ``focus`` (True), ``focus_max_face`` (24: 1x faces at most this large make a tile
+``tile`` (2048, in upscaled pixels; 0 = the whole image), ``tile_overlap`` (96),
+``full_max_pixels`` (1,500,000: the 1x pass of a larger image runs on as few equal tiles of at
+most this many pixels as cover it, overlapping by ``tile_overlap``, so a worker's memory does not
+grow with the image; a face larger than the overlap that a seam cuts is the 0.5x pass's; 0 = the
+whole image), ``focus`` (True), ``focus_max_face`` (24: 1x faces at most this large make a tile
 upscaled), ``focus_margin`` (96 image px around them), ``ensemble`` (None, or a second backend
 name run at 1x), ``ensemble_options``, ``fusion`` (vote | nms), ``fusion_iou`` (0.4),
 ``runtime`` and ``precision`` (handed on to the CenterFace bases, see
@@ -63,6 +67,8 @@ SOURCE_1X, SOURCE_ENSEMBLE, SOURCE_UP, SOURCE_DOWN = 0, 1, 2, 3
 #: Options handed on to every CenterFace base (their ``base_options`` win).
 RUNTIME_OPTIONS = ("runtime", "precision")
 UPSCALE_PRECISIONS = ("fp32", "int8", "same")
+#: The 1x pass of a larger image runs on tiles of at most this many pixels (``full_max_pixels``).
+FULL_MAX_PIXELS = 1_500_000
 
 
 def _pairs(value: Any) -> tuple[tuple[str, Any], ...]:
@@ -202,6 +208,40 @@ def tiles(width: int, height: int, tile: int, overlap: int) -> list[tuple[int, i
     ]
 
 
+def grid_tiles(
+    width: int, height: int, max_pixels: int, overlap: int
+) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) tiles of at most ``max_pixels`` each, as few as possible and of equal
+    size, covering the image with neighbours overlapping by ``overlap`` px."""
+    if width * height <= max_pixels:
+        return [(0, 0, width, height)]
+    best: tuple[int, int, int, int, int] | None = None  # (count, area, nx, tile w, tile h)
+    for nx in range(1, 33):
+        tw = -(-(width + (nx - 1) * overlap) // nx)
+        for ny in range(1, 33):
+            th = -(-(height + (ny - 1) * overlap) // ny)
+            if tw * th <= max_pixels:
+                key = (nx * ny, nx * ny * tw * th, nx, tw, th)
+                if best is None or key < best:
+                    best = key
+                break
+    if best is None:
+        raise ValueError(f"no tiling of {width}x{height} into tiles of {max_pixels} pixels")
+    count, _, nx, tw, th = best
+    ny = count // nx
+
+    def starts(n: int, size: int, parts: int) -> list[int]:
+        if parts == 1:
+            return [0]
+        return [round(i * (n - size) / (parts - 1)) for i in range(parts)]
+
+    return [
+        (x, y, min(x + tw, width), min(y + th, height))
+        for y in starts(height, th, ny)
+        for x in starts(width, tw, nx)
+    ]
+
+
 def _map_face(f: Face, scale: float, dx: float, dy: float) -> Face:
     lms = None
     if f.landmarks is not None:
@@ -255,6 +295,9 @@ class MultiScaleDetector(Detector):
         self._upscaled_max = float(o.get("upscaled_max_face", 32))
         self._downscaled_min = float(o.get("downscaled_min_face", 48))
         self._tile = int(o.get("tile", 2048))
+        self._full_max_pixels = int(float(o.get("full_max_pixels", FULL_MAX_PIXELS)))
+        if self._full_max_pixels < 0:
+            raise ValueError(f"full_max_pixels must be >= 0, got {self._full_max_pixels}")
         self._overlap = int(o.get("tile_overlap", 96))
         self._up_factor = float(o.get("upscaled_score_factor", 1.0))
         self._focus = bool(o.get("focus", True))
@@ -333,7 +376,13 @@ class MultiScaleDetector(Detector):
         h, w = rgb.shape[:2]
         base = self._base if scale <= 1.0 else self._up_base
         if scale == 1.0:
-            return base.detect(rgb)
+            if self._full_max_pixels <= 0 or h * w <= self._full_max_pixels:
+                return base.detect(rgb)
+            faces = []
+            for x0, y0, x1, y1 in grid_tiles(w, h, self._full_max_pixels, self._overlap):
+                crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+                faces += [_map_face(f, 1.0, x0, y0) for f in base.detect(crop)]
+            return faces
         interp = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
         big = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=interp)
         faces = []
