@@ -296,8 +296,11 @@ class MultiScaleDetector(Detector):
         self._downscaled_min = float(o.get("downscaled_min_face", 48))
         self._tile = int(o.get("tile", 2048))
         self._full_max_pixels = int(float(o.get("full_max_pixels", FULL_MAX_PIXELS)))
-        if self._full_max_pixels < 0:
-            raise ValueError(f"full_max_pixels must be >= 0, got {self._full_max_pixels}")
+        if self._full_max_pixels < 0 or 0 < self._full_max_pixels < 256 * 256:
+            raise ValueError(
+                f"full_max_pixels must be 0 (no tiles) or at least {256 * 256:,}, "
+                f"got {self._full_max_pixels}"
+            )
         self._overlap = int(o.get("tile_overlap", 96))
         self._up_factor = float(o.get("upscaled_score_factor", 1.0))
         self._focus = bool(o.get("focus", True))
