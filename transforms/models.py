@@ -1,13 +1,13 @@
 """Every model of the product behind a Beam ``ModelHandler``: the face detector (each backend of
 ``blurbeam.detectors``) and the deblur restorer. Pipelines use them through ``RunInference``
-(``infer``), which loads the model once per worker process (Beam's ``shared.Shared``), batches
-elements and reports load time, batch sizes and latency under the ``blurbeam`` metrics
-namespace. A DoFn that needs a model outside ``RunInference`` (the container-shard writer, which
+(``Infer``), which loads the model once per worker process (Beam's ``shared.Shared``) and
+reports load time and latency under the ``blurbeam`` metrics namespace. A DoFn that needs a model outside ``RunInference`` (the container-shard writer, which
 streams a whole shard through one DoFn call) gets the same process-wide model from the same
 handler with ``SharedModel``: one loading path, one cache.
 
 Handlers take and return immutable ``ImageTask``s, errors as data: an element whose inference
-fails comes back as a failed task (an error record), the rest of its batch is unaffected.
+fails comes back as a failed task (an error record). Each element is a batch of its own
+(``InferEach``): images differ in size, so they do not batch.
 """
 
 from __future__ import annotations
@@ -51,9 +51,8 @@ class TaskModelHandler(ModelHandler[ImageTask, ImageTask, _Loaded], Generic[Mode
     the next (a failed task on error: ``ImageTask.stage`` does that), ``model_id`` names the
     model for the cache tag and the logs."""
 
-    def __init__(self, max_batch_size: int = 1) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self._max_batch_size = max(1, int(max_batch_size))
         self._loads = Metrics.counter(NAMESPACE, "model_loads")
 
     # subclasses
@@ -94,9 +93,6 @@ class TaskModelHandler(ModelHandler[ImageTask, ImageTask, _Loaded], Generic[Mode
     def get_metrics_namespace(self) -> str:
         return NAMESPACE
 
-    def batch_elements_kwargs(self) -> dict[str, int]:
-        return {"min_batch_size": 1, "max_batch_size": self._max_batch_size}
-
 
 class DetectorHandler(TaskModelHandler):
     """The face detector ``spec`` names, with ``threads`` for its inference library (0: the
@@ -108,9 +104,8 @@ class DetectorHandler(TaskModelHandler):
         spec: DetectorSpec,
         threads: int = 0,
         expected_model_sha256: str | None = None,
-        max_batch_size: int = 1,
     ) -> None:
-        super().__init__(max_batch_size)
+        super().__init__()
         self._spec = spec
         self._threads = threads
         self._expected = expected_model_sha256
@@ -146,9 +141,8 @@ class RestorerHandler(TaskModelHandler):
         feather: float,
         whole_image: bool,
         preset: str = "default",
-        max_batch_size: int = 1,
     ) -> None:
-        super().__init__(max_batch_size)
+        super().__init__()
         self._weights = weights
         self._preset = preset
         self._margin = margin
@@ -199,32 +193,49 @@ class SharedModel:
         return out
 
 
-def _one_element_batch(task: ImageTask) -> list[tuple[str, ImageTask]]:
-    return [(task.source_uri, task)]
+def _batch_of_one(element: Any) -> list[Any]:
+    return [element]
+
+
+def _keyed_by_source(task: ImageTask) -> tuple[str, ImageTask]:
+    return task.source_uri, task
+
+
+class InferEach(beam.PTransform):
+    """Elements -> ``handler``'s results, through ``RunInference`` with each element as a batch
+    of its own (``with_no_batching``), so RunInference applies no ``BatchElements``. That
+    batcher emits its last batch from ``finish_bundle``, whose outputs Beam's DaskRunner drops
+    (2.77: ``apply_dofn_to_bundle`` collects a partition's outputs before it finishes the
+    bundle): it lost the last element of every Dask partition."""
+
+    def __init__(self, handler: ModelHandler, model_identifier: str) -> None:
+        super().__init__()
+        self._handler = handler
+        self._model_identifier = model_identifier
+
+    def expand(self, elements):
+        return (
+            elements
+            | "BatchOfOne" >> beam.Map(_batch_of_one)
+            | "RunInference"
+            >> RunInference(
+                self._handler.with_no_batching(), model_identifier=self._model_identifier
+            )
+        )
 
 
 class Infer(beam.PTransform):
-    """ImageTasks -> the tasks after ``handler``'s model, through ``RunInference`` with a keyed
-    handler (the key is the task's source URI, so a batch's results stay with their inputs).
-
-    A handler whose batches hold one element (every product handler: images differ in size) gets
-    each task as a batch of its own and RunInference skips ``BatchElements``. That batcher emits
-    its last batch from ``finish_bundle``, whose outputs Beam's DaskRunner drops (2.77:
-    ``apply_dofn_to_bundle`` collects a partition's outputs before it finishes the bundle), which
-    lost the last image of every Dask partition."""
+    """ImageTasks -> the tasks after ``handler``'s model (``InferEach`` with a keyed handler: the
+    key is the task's source URI, so each result stays with its input)."""
 
     def __init__(self, handler: TaskModelHandler) -> None:
         super().__init__()
         self._handler = handler
 
     def expand(self, tasks):
-        keyed = KeyedModelHandler(self._handler)
-        if self._handler.batch_elements_kwargs()["max_batch_size"] == 1:
-            batches = tasks | "Batch" >> beam.Map(_one_element_batch)
-            infer = RunInference(
-                keyed.with_no_batching(), model_identifier=self._handler.model_id()
-            )
-        else:
-            batches = tasks | "Key" >> beam.Map(lambda t: (t.source_uri, t))
-            infer = RunInference(keyed, model_identifier=self._handler.model_id())
-        return batches | "RunInference" >> infer | "Tasks" >> beam.Values()
+        return (
+            tasks
+            | "Key" >> beam.Map(_keyed_by_source)
+            | "Each" >> InferEach(KeyedModelHandler(self._handler), self._handler.model_id())
+            | "Tasks" >> beam.Values()
+        )

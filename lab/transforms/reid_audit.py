@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import RunInference
 
 from blurbeam.lab.reid.image_pairs import AuditTask, PairOutcome
 from blurbeam.lab.reid.sweep import SweepItem
 from blurbeam.lab.transforms.reid_models import NAMESPACE, AuditPairHandler, SweepHandler
+from blurbeam.transforms.models import InferEach
 
 SKIPPED = "skipped"
 #: The metrics namespace of the sweep's seconds per group and attacker.
@@ -90,7 +90,7 @@ def build(p: beam.Pipeline, tasks: Sequence[AuditTask], pre_skipped, opts) -> be
         p
         | "Tasks" >> beam.Create(list(tasks))
         | "Spread" >> beam.Reshuffle()
-        | "Evaluate" >> RunInference(handler, model_identifier=handler.model_id())
+        | "Evaluate" >> InferEach(handler, handler.model_id())
         | "Split" >> beam.ParDo(SplitOutcomeFn()).with_outputs(SKIPPED, main="faces")
     )
     skipped = (
@@ -151,7 +151,7 @@ def build_sweep(
         p
         | "Items" >> beam.Create(list(items))
         | "Spread" >> beam.Reshuffle()
-        | "Features" >> RunInference(handler, model_identifier=handler.model_id())
+        | "Features" >> InferEach(handler, handler.model_id())
         | "ByGroup" >> beam.Map(lambda r: (r.group, r))
         | "Gather" >> beam.GroupByKey()
         | "Write" >> beam.ParDo(WriteSweepFeaturesFn(out))

@@ -33,11 +33,10 @@ class ReidModelHandler(ModelHandler[ExampleT, ResultT, AuditModels], Generic[Exa
     ``infer_one`` turns one element into its result, ``model_id`` names the models for the
     cache tag and the metrics."""
 
-    def __init__(self, with_deblur: bool, threads: int = 0, max_batch_size: int = 1) -> None:
+    def __init__(self, with_deblur: bool, threads: int = 0) -> None:
         super().__init__()
         self._with_deblur = bool(with_deblur)
         self._threads = int(threads)
-        self._max_batch_size = max(1, int(max_batch_size))
 
     # subclasses
     def infer_one(self, element: ExampleT, models: AuditModels) -> ResultT:
@@ -65,9 +64,6 @@ class ReidModelHandler(ModelHandler[ExampleT, ResultT, AuditModels], Generic[Exa
 
     def get_metrics_namespace(self) -> str:
         return NAMESPACE
-
-    def batch_elements_kwargs(self) -> dict[str, int]:
-        return {"min_batch_size": 1, "max_batch_size": self._max_batch_size}
 
 
 class AuditPairHandler(ReidModelHandler[AuditTask, PairOutcome]):
