@@ -55,6 +55,10 @@ def make_plan(input_: Path | str, output: Path | str, *extra: str) -> anon.RunPl
 
 
 def run(rp: anon.RunPlan, beam_argv: list[str] | None = None):
+    # A model stays loaded in this process while anything references it; an earlier pipeline
+    # of the process can leave it in a reference cycle. Collected here, so that each run loads
+    # (and counts in model_loads) its own.
+    gc.collect()
     p = beam.Pipeline(options=PipelineOptions(beam_argv or []))
     anon.build(p, rp)
     result = p.run()
@@ -186,9 +190,6 @@ def test_model_loaded_once_per_worker_for_many_images(tmp_path):
         img = demo.background(320, 240, seed=i)
         demo.paste(img, demo.astronaut(), 40 + i * 5, 10, 200)
         Image.fromarray(img).save(src / f"img{i:02d}.jpg")
-    # an earlier pipeline of this process can leave its model in a reference cycle; collected
-    # here, so that this run loads (and counts) its own
-    gc.collect()
     records, counters = run(make_plan(src, tmp_path / "out", "--run-id", "m"))
     assert len(records) == 12 and all(r["status"] == "ok" for r in records)
     assert counters["model_loads"] == 1
