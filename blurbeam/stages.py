@@ -36,20 +36,26 @@ def decode_task(task: ImageTask, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageT
     return task.stage("decode", run)
 
 
+def checked_model_sha256(detector: Detector, expected_model_sha256: str | None) -> str:
+    """``detector``'s model sha256; a ``RuntimeError`` when ``expected_model_sha256`` is given
+    and differs: a worker never detects with a model the run was not planned with."""
+    sha = detector.model_sha256
+    if expected_model_sha256 and sha != expected_model_sha256:
+        raise RuntimeError(
+            f"this worker's detector model ({sha[:16]}) is not the one the run was planned "
+            f"with ({expected_model_sha256[:16]}): refusing to detect with it"
+        )
+    return sha
+
+
 def detect_task(
     task: ImageTask, detector: Detector, expected_model_sha256: str | None = None
 ) -> ImageTask:
     """The faces ``detector`` finds in the decoded image. With ``expected_model_sha256`` a
-    detector whose model file differs fails the task: a worker never detects with a model the
-    run was not planned with."""
+    detector whose model file differs fails the task (``checked_model_sha256``)."""
 
     def run(t: ImageTask) -> dict[str, Any]:
-        sha = detector.model_sha256
-        if expected_model_sha256 and sha != expected_model_sha256:
-            raise RuntimeError(
-                f"this worker's detector model ({sha[:16]}) is not the one the run was planned "
-                f"with ({expected_model_sha256[:16]}): refusing to detect with it"
-            )
+        sha = checked_model_sha256(detector, expected_model_sha256)
         faces = detect_image(detector, t.decoded.pixels, t.mode)
         return {"faces": tuple(faces), "detector_model_sha256": sha}
 

@@ -277,13 +277,10 @@ class _Detector:
         if not self._acquired:
             self._shared.acquire()
             self._acquired = True
+        from blurbeam.stages import checked_model_sha256
+
         detector = self._shared.model
-        sha = detector.model_sha256
-        if self._expected and sha != self._expected:
-            raise RuntimeError(
-                f"this worker's detector model ({sha[:16]}) is not the one the run was planned "
-                f"with ({self._expected[:16]}): refusing to detect with it"
-            )
+        checked_model_sha256(detector, self._expected)
         return detector
 
     @property
