@@ -14,6 +14,7 @@ arguments or an input that cannot be opened.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from blurbeam.pipelines.scaffold import (
@@ -66,6 +67,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_paths(source: str, output: str) -> None:
+    """A ValueError when writing ``output`` could touch ``source``: the same place however it is
+    spelled (``./a.mp4``, a symlink) or the same file under another name (a hard link)."""
+    from blurbeam.shards import canonical
+
+    same = canonical(source) == canonical(output)
+    if not same and os.path.exists(source) and os.path.exists(output):
+        same = os.path.samefile(source, output)
+    if same:
+        raise ValueError(
+            f"--output {output!r} is the input itself: the original would be replaced; "
+            "choose another file"
+        )
+
+
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from blurbeam.blur import BlurConfig
     from blurbeam.detectors import create
@@ -86,6 +102,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             realtime=not args.no_pacing,
             max_pixels=args.max_pixels,
         )
+        _check_paths(args.input, args.output)
         spec = detector_spec(args)
         detector = create(spec)
     except MissingExtra:

@@ -419,6 +419,26 @@ def test_stream_paced_at_real_time_writes_no_face_unblurred(live_clip, tmp_path,
     assert not [p for p in tmp_path.iterdir() if p.name != "out.mp4"]  # no partial file left
 
 
+def test_stream_never_writes_over_its_input(live_clip, tmp_path, capsys):
+    """The same file however --output spells it (itself, ``dir/../``, a symlink, a hard link)
+    is refused on one line, exit 2, and the original is untouched."""
+    import os
+    import shutil
+
+    src = tmp_path / "in.mp4"
+    shutil.copyfile(live_clip[0], src)
+    before = hashlib.sha256(src.read_bytes()).hexdigest()
+    (tmp_path / "link.mp4").symlink_to(src)
+    os.link(src, tmp_path / "hard.mp4")
+    spellings = [src, tmp_path / "sub" / ".." / "in.mp4", tmp_path / "link.mp4"]
+    for out in [*spellings, tmp_path / "hard.mp4"]:
+        capsys.readouterr()
+        rc = cli_main(["stream", "--input", str(src), "--output", str(out), "--no-pacing"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "is the input itself" in err and len(err.strip().splitlines()) == 1
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == before
+
+
 class FailingDetector(Detector):
     """Detects with ``inner`` and fails on its ``fail_on``-th call."""
 
