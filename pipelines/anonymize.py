@@ -27,6 +27,7 @@ from blurbeam.detectors import DetectorSpec
 from blurbeam.geometry import MASK_SHAPES
 from blurbeam.imageio import MetadataPolicy
 from blurbeam.pipelines.scaffold import (
+    INPUTS_PER_LOCAL_WORKER,
     LOCAL_RUNNERS,
     Command,
     Launch,
@@ -34,9 +35,11 @@ from blurbeam.pipelines.scaffold import (
     absolute_input,
     add_detector_options,
     add_io_options,
+    available_cores,
     check_locations,
     check_run_id,
     check_writable,
+    default_local_workers,
     detector_params,
     detector_spec,
     finite_float,
@@ -49,6 +52,7 @@ from blurbeam.pipelines.scaffold import (
     positive_int,
     query_counters,
     run_summary,
+    use_local_workers,
     worker_threads,
 )
 from blurbeam.schemas import layout
@@ -134,6 +138,15 @@ class AnonymizeOptions(PipelineOptions):
         )
         option(
             parser,
+            "video-detect-every",
+            type=positive_int,
+            default=1,
+            help="video: run the detector on every k-th frame only (default 1: every frame); "
+            "tracks cover the frames between. Faster, at a measured cost in recall "
+            "(docs/BENCHMARKS.md, Video)",
+        )
+        option(
+            parser,
             "max-error-rate",
             type=fraction,
             default=0.0,
@@ -200,7 +213,8 @@ class AnonymizeOptions(PipelineOptions):
             default=None,
             help="CPU threads each worker process gives the detector's inference library "
             "(onnxruntime, OpenCV, TensorFlow); 0 = the libraries' defaults (every core). Default: "
-            "cores / workers on DirectRunner with --direct_num_workers > 1, else 0. Set it to 1 on "
+            "cores / workers on DirectRunner with worker processes (the default local run's, or "
+            "--direct_num_workers > 1 with multi_processing), else 0. Set it to 1 on "
             "Dataflow (one SDK process per vCPU) and to cores / processes on a Dask or Flink host",
         )
         option(
@@ -245,6 +259,7 @@ class RunPlan:
     audit_shards: int = 1
     max_frames: int = DEFAULT_MAX_FRAMES
     video_segment_seconds: float = DEFAULT_SEGMENT_SECONDS  # 0: each video whole on one worker
+    video_detect_every: int = 1  # the detector on every k-th video frame
     image_column: str | None = None
     skip_existing: bool = False
     input_slices: int = 1
@@ -258,6 +273,21 @@ class RunPlan:
     stored_corrections: dict[str, Any] = field(default_factory=dict)
     #: the launcher's listing of the input (local runners), so the pipeline does not list again
     refs: list[Any] | None = None
+    #: worker processes this local run chose (``default_local_workers``); 0: the user's flags
+    local_workers: int = 0
+
+
+def work_units(refs: list[Any]) -> int:
+    """The listing's work for ``default_local_workers``: a plain image is one unit, a container
+    shard or a video (by its name) ``INPUTS_PER_LOCAL_WORKER``."""
+    from blurbeam.shards import get_format
+    from blurbeam.shards.files import VIDEO_MUXERS
+
+    def heavy(ref: Any) -> bool:
+        name = ref.uri.rsplit("/", 1)[-1].lower()
+        return get_format(ref.kind).container or name.endswith(tuple(VIDEO_MUXERS))
+
+    return sum(INPUTS_PER_LOCAL_WORKER if heavy(r) else 1 for r in refs if r.kind != "skipped")
 
 
 def read_run_records(output: str, run_id: str) -> Any:
@@ -319,6 +349,8 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
         config["max_frames"] = opts.max_frames
     if opts.video_segment_seconds not in (0, DEFAULT_SEGMENT_SECONDS):  # 0: whole, same output
         config["video_segment_seconds"] = opts.video_segment_seconds
+    if opts.video_detect_every != 1:
+        config["video_detect_every"] = opts.video_detect_every
     if opts.image_column:  # only when set, so that configs without it keep their hash
         config["image_column"] = opts.image_column
     allowed = tuple(sorted(set(opts.allow_image_field or ())))
@@ -376,6 +408,7 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
         opts.audit_shards,
         max_frames=opts.max_frames,
         video_segment_seconds=opts.video_segment_seconds,
+        video_detect_every=opts.video_detect_every,
         image_column=opts.image_column,
         skip_existing=bool(opts.skip_existing),
         input_slices=max(1, input_slices or opts.input_slices or 1),
@@ -435,7 +468,11 @@ def build(
         progress_dir=progress_dir,
         audit_shards=rp.audit_shards,
         video=video_options(
-            rp.max_pixels, rp.max_frames, rp.policy, rp.video_segment_seconds or None
+            rp.max_pixels,
+            rp.max_frames,
+            rp.policy,
+            rp.video_segment_seconds or None,
+            rp.video_detect_every,
         ),
         video_segments_dir=video_segments_dir(p.options, rp.run_id, rp.video_segment_seconds),
     )
@@ -501,7 +538,22 @@ class AnonymizeCommand(Command[RunPlan]):
             refs = list(expand_input(rp.input, exclude=rp.output, every_file=True))
         except InputError as exc:
             raise ValueError(str(exc)) from None
-        return replace(rp, refs=refs)
+        rp = replace(rp, refs=refs)
+        workers = default_local_workers(
+            launch.beam_args, launch.runner, work_units(refs), (rp.input, rp.output)
+        )
+        if not workers:
+            return rp
+        use_local_workers(launch.options, workers)
+        threads = worker_threads(opts, opts.worker_threads)
+        return replace(
+            rp,
+            worker_threads=threads,
+            opencv_threads=(
+                opts.opencv_threads if opts.opencv_threads is not None else (threads or None)
+            ),
+            local_workers=workers,
+        )
 
     def total(self, rp: RunPlan) -> int | None:
         if rp.refs is None or self._containers(rp):
@@ -528,6 +580,13 @@ class AnonymizeCommand(Command[RunPlan]):
             f"{rp.blur.method}, runner {launch.runner}{what}"
             + (", skipping inputs already done" if rp.skip_existing else "")
         ]
+        if rp.local_workers:
+            cores = available_cores()
+            lines[0] += (
+                f", {rp.local_workers} worker processes x {rp.worker_threads} thread each"
+                if rp.local_workers > 1
+                else f", 1 worker process on {plural(cores, 'core')}"
+            ) + " (--direct_num_workers and --direct_running_mode choose)"
         if (
             rp.video_segment_seconds
             and not launch.local

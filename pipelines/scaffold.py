@@ -29,11 +29,17 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+    WorkerOptions,
+)
 
 from blurbeam.detectors import DetectorSpec
 
@@ -348,6 +354,76 @@ def worker_threads(opts: PipelineOptions, explicit: int | None = None) -> int:
     return max(1, cores // workers) if workers > 1 else 0
 
 
+#: A local worker process's peak memory with the default detector on crowd photos (about 1 GB
+#: measured, bench/shard_memory.py and docs/BENCHMARKS.md), with room to spare.
+LOCAL_WORKER_MEMORY = 3 * 2**29
+#: Plain images per local worker process before one more pays for its start-up (a Python
+#: process importing Beam and loading its own model: a few seconds); a container shard or a
+#: video counts as this many.
+INPUTS_PER_LOCAL_WORKER = 16
+#: Beam flags that choose the local runner's workers; given any of them, the user's choice holds.
+WORKER_FLAGS = ("--direct_num_workers", "--direct_running_mode")
+
+
+def memory_available() -> int | None:
+    """Bytes this process can still use: MemAvailable, capped by a cgroup v2 memory limit
+    (a container's) less what the cgroup uses; None where neither can be read."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as fh:
+            limit = fh.read().strip()
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.current") as fh:
+                room = int(limit) - int(fh.read().strip())
+            avail = room if avail is None else min(avail, room)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+#: fsspec protocols whose files live in one process's memory: worker processes cannot share them
+IN_PROCESS_PROTOCOLS = ("memory",)
+
+
+def default_local_workers(
+    beam_args: Sequence[str], runner: str, units: int, uris: Sequence[str] = ()
+) -> int:
+    """How many worker processes a local run uses when the user chose none (0: the user
+    chose, with ``--direct_num_workers`` or ``--direct_running_mode``, or the runner is not
+    local). One per core, as long as each gets ``INPUTS_PER_LOCAL_WORKER`` of the ``units``
+    (plain images, each shard or video counting as that many) and ``LOCAL_WORKER_MEMORY``;
+    each then runs one inference thread (``worker_threads``). One process when any of ``uris``
+    (the input, the output) lives in this process's memory (``memory://``). On 2 cores, 2 worker processes
+    of 1 thread run the default detector 1.2x faster than one process using both cores
+    (docs/BENCHMARKS.md, Throughput)."""
+    if runner not in LOCAL_RUNNERS or any(a.split("=")[0] in WORKER_FLAGS for a in beam_args):
+        return 0
+    import fsspec
+
+    if any(fsspec.core.split_protocol(u)[0] in IN_PROCESS_PROTOCOLS for u in uris):
+        return 1
+    workers = min(available_cores(), units // INPUTS_PER_LOCAL_WORKER)
+    memory = memory_available()
+    if memory is not None:
+        workers = min(workers, memory // LOCAL_WORKER_MEMORY)
+    return max(1, workers)
+
+
+def use_local_workers(options: PipelineOptions, workers: int) -> None:
+    """Run ``options``' local pipeline on ``workers`` worker processes (Beam's
+    multi_processing mode); one worker stays in this process (in_memory)."""
+    direct = options.view_as(DirectOptions)
+    direct.direct_num_workers = max(1, workers)
+    direct.direct_running_mode = "multi_processing" if workers > 1 else "in_memory"
+
+
 def prepare_runner(beam_args: list[str], input_slices: int) -> tuple[list[str], int]:
     """Runner-specific defaults: ``--runner DaskRunner`` is Beam's DaskRunner (by its full
     path), and there the input is listed in as many slices as the Dask bags have partitions
@@ -514,6 +590,65 @@ def write_json(uri: str, doc: dict[str, Any]) -> None:
 # The lifecycle
 
 
+def forget_listings(uri: str | None) -> None:
+    """Drop the directory listings this process's filesystem object for ``uri`` cached."""
+    if not uri:
+        return
+    import fsspec
+
+    with contextlib.suppress(Exception):
+        fsspec.core.url_to_fs(uri)[0].invalidate_cache()
+
+
+#: Warnings Beam logs on every run that say nothing about it: RunInference's memory probe
+#: needs ``apache_beam.ml.inference.model_manager``, which imports torch (not installed).
+BEAM_NOISE = ("Resource module is not available for current platform",)
+
+
+def _quiet_beam_noise(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(BEAM_NOISE)
+
+
+@contextlib.contextmanager
+def workers_stderr(launch: Launch) -> Iterator[str | None]:
+    """While a local run's worker processes (Beam's multi_processing mode) run, they write their
+    stderr (Beam's start-up logging, library warnings) to a log file rather than the terminal:
+    yields its path, or None where nothing is redirected (other modes, ``BLURBEAM_DEBUG`` set,
+    or a ``sys.stderr`` that is not file descriptor 2, e.g. under test capture). This process's
+    own messages (``sys.stderr``) still reach the terminal."""
+    direct = launch.options.view_as(DirectOptions)
+    try:
+        ours = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        ours = False
+    if (
+        not ours
+        or not launch.local
+        or direct.direct_running_mode != "multi_processing"
+        or os.environ.get("BLURBEAM_DEBUG")
+    ):
+        yield None
+        return
+    # the workers log at ERROR only; what they log before reading that option goes to the file
+    launch.options.view_as(WorkerOptions).default_sdk_harness_log_level = "ERROR"
+    fd, path = tempfile.mkstemp(prefix="blurbeam-workers-", suffix=".log")
+    previous = sys.stderr
+    previous.flush()
+    terminal = os.fdopen(
+        os.dup(2), "w", buffering=1, encoding=previous.encoding, errors="backslashreplace"
+    )
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stderr = terminal
+    try:
+        yield path
+    finally:
+        terminal.flush()
+        os.dup2(terminal.fileno(), 2)
+        sys.stderr = previous
+        terminal.close()
+
+
 @dataclass(frozen=True)
 class Launch:
     """How a command's pipeline runs, resolved from the Beam flags before its plan."""
@@ -521,6 +656,8 @@ class Launch:
     options: PipelineOptions
     runner: str
     input_slices: int = 1
+    #: the Beam arguments of the command line (after the runner's defaults)
+    beam_args: tuple[str, ...] = ()
 
     @property
     def local(self) -> bool:
@@ -579,7 +716,7 @@ class Command(ABC, Generic[PlanT]):
         slices = getattr(args, "input_slices", 0) if self.sliced_input else 0
         beam_args, slices = prepare_runner(beam_args, slices or 0)
         options = PipelineOptions(beam_args, **vars(args))
-        return Launch(options, runner_name(options), slices)
+        return Launch(options, runner_name(options), slices, tuple(beam_args))
 
     def run(self, args: argparse.Namespace, beam_args: list[str]) -> int:
         from blurbeam.errors import one_line
@@ -599,12 +736,13 @@ class Command(ABC, Generic[PlanT]):
         if not os.environ.get("BLURBEAM_DEBUG"):
             # a failing step is reported below in one line; Beam would also log its traceback
             logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
+            logging.getLogger().addFilter(_quiet_beam_noise)
         import apache_beam as beam
 
         t0 = time.monotonic()
         started = time.time()  # outputs older than this are not this run's
         failure = None
-        with Progress(total, enabled=show) as progress:
+        with Progress(total, enabled=show) as progress, workers_stderr(launch) as worker_log:
             p = beam.Pipeline(options=launch.options)
             self.build(p, plan, progress.dir)
             try:
@@ -621,9 +759,16 @@ class Command(ABC, Generic[PlanT]):
                         client.close()
             except Exception as exc:
                 failure = one_line(exc)
+        # the workers wrote through filesystem objects of their own (other processes, other
+        # machines): the listings this one cached before the run (s3fs, gcsfs) are stale
+        forget_listings(getattr(plan, "output", None))
         if failure is not None:
-            self.error(f"the pipeline failed: {self.failed(plan, failure, started)}")
+            log = f" (worker log: {worker_log})" if worker_log else ""
+            self.error(f"the pipeline failed: {self.failed(plan, failure, started)}{log}")
             return 1
+        if worker_log:
+            with contextlib.suppress(OSError):
+                os.unlink(worker_log)
         outcome = self.finish(plan, launch, result, time.monotonic() - t0)
         if outcome.summary_uri is not None:
             write_json(outcome.summary_uri, outcome.summary)

@@ -231,7 +231,10 @@ def test_without_pyav_a_video_is_an_error_naming_the_extra(mixed, tmp_path, caps
     monkeypatch.setattr(extras, "installed", lambda module: module != "av" and real(module))
     src, _, _ = mixed
     out = tmp_path / "out"
-    rc, _, err = run(capsys, src, out, "--run-id", "noav", "--max-error-rate", "1")
+    # the monkeypatch hides PyAV in this process only: no worker processes
+    rc, _, err = run(
+        capsys, src, out, "--run-id", "noav", "--max-error-rate", "1", "--direct_num_workers", "1"
+    )
     assert rc == 0, err
     by_name = records(out, "noav")
     for name in ("walk.mp4", "pcm.mkv"):
@@ -505,3 +508,26 @@ def test_a_remote_runner_without_temp_location_says_videos_are_processed_whole(t
         "blurbeam anonymize: note: no --temp_location: each video is processed whole on one "
         "worker, not in segments across workers"
     ]
+
+
+def test_detect_every_kth_frame_still_covers_every_frame(mixed, tmp_path, capsys):
+    """--video-detect-every 3: the detector runs on frames 0, 3, 6 ... only; the tracks cover
+    the frames between, so every frame's face is still blurred; the setting is in the config."""
+    import json
+    import shutil
+
+    src, _, boxes = mixed
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    shutil.copy(src / "walk.mp4", inp / "walk.mp4")
+    rc, _, err = run(capsys, inp, out, "--run-id", "every3", "--video-detect-every", "3")
+    assert rc == 0, err
+    rec = records(out, "every3")["walk.mp4"]
+    assert rec["status"] == "ok"
+    assert all(blurred_frames(inp / "walk.mp4", out / "walk.mp4", boxes["walk.mp4"]))
+    rows = pq.read_table(rec["video"]["frame_faces_uri"]).to_pylist()
+    assert {r["frame_index"] for r in rows} == set(range(len(boxes["walk.mp4"])))
+    detected = {r["frame_index"] for r in rows if r["source"] == "detected"}
+    assert detected and all(i % 3 == 0 for i in detected)
+    assert json.loads((out / layout.RUN_SUMMARY).read_text())["config"]["video_detect_every"] == 3
+    assert run(capsys, inp, tmp_path / "o2", "--video-detect-every", "0")[0] == 2

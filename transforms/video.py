@@ -86,10 +86,12 @@ def video_options(
     max_frames: int | None = None,
     policy: MetadataPolicy | None = None,
     segment_seconds: float | None = None,
+    detect_every: int = 1,
 ) -> Any:
     """The ``blurbeam.video.process.VideoOptions`` of a run: ``max_pixels`` per frame,
     ``max_frames`` per video, segments of ``segment_seconds`` (None: the defaults), the
-    container metadata kept as ``policy`` keeps an image's."""
+    detector on every ``detect_every``-th frame, the container metadata kept as ``policy``
+    keeps an image's."""
     from blurbeam.shards.files import DEFAULT_MAX_FRAMES, DEFAULT_SEGMENT_SECONDS
     from blurbeam.video.process import VideoOptions
 
@@ -98,6 +100,7 @@ def video_options(
         segment_seconds=segment_seconds or DEFAULT_SEGMENT_SECONDS,
         max_pixels=max_pixels,
         max_frames=max_frames or DEFAULT_MAX_FRAMES,
+        detect_every=detect_every,
         keep_metadata=policy.keep_metadata,
         keep_gps=policy.keep_gps,
     )
