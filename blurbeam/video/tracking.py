@@ -22,6 +22,8 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from blurbeam.detectors.base import Face
 from blurbeam.geometry import iou
 
@@ -112,28 +114,56 @@ def _affinity(pred: tuple, box: tuple, cfg: TrackConfig) -> float:
     return cfg.iou_threshold * (1.0 - distance / cfg.centre_gate)
 
 
+def _affinities(pred: np.ndarray, boxes: np.ndarray, cfg: TrackConfig) -> np.ndarray:
+    """``_affinity`` of every predicted box (rows of ``pred``, T x 4) with every box (rows of
+    ``boxes``, F x 4): a T x F array, each entry computed as ``_affinity`` computes it."""
+    px, py, pw, ph = (pred[:, k : k + 1] for k in range(4))
+    bx, by, bw, bh = (boxes[None, :, k] for k in range(4))
+    ix = np.maximum(0.0, np.minimum(px + pw, bx + bw) - np.maximum(px, bx))
+    iy = np.maximum(0.0, np.minimum(py + ph, by + bh) - np.maximum(py, by))
+    inter = ix * iy
+    union = pw * ph + bw * bh - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        overlap = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    size_p, size_b = np.maximum(pw, ph), np.maximum(bw, bh)
+    small, large = np.minimum(size_p, size_b), np.maximum(size_p, size_b)
+    similar = (small > 0) & (large <= 1.5 * small)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dx, dy = (px + pw / 2) - (bx + bw / 2), (py + ph / 2) - (by + bh / 2)
+        distance = (dx**2 + dy**2) ** 0.5 / large
+    near = similar & (distance < cfg.centre_gate)
+    by_centre = np.where(near, cfg.iou_threshold * (1.0 - distance / cfg.centre_gate), 0.0)
+    return np.where(overlap >= cfg.iou_threshold, overlap, by_centre)
+
+
 def _associate(tracks: list[_Track], faces: Sequence[Face], frame: int, cfg: TrackConfig):
     """Greedy one-to-one matching of ``faces`` to live tracks by affinity with their predicted
-    or last boxes."""
-    pairs = []
-    for ti, t in enumerate(tracks):
-        pred = _moved(t.boxes[-1], t.velocity(cfg.velocity_frames), frame - t.frames[-1], 1.0)
-        for fi, f in enumerate(faces):
-            box = (f.x, f.y, f.w, f.h)
-            # the last box too: a velocity measured on jitter (camera shake) overshoots
-            score = max(_affinity(pred, box, cfg), _affinity(t.boxes[-1], box, cfg))
-            if score > 0:
-                pairs.append((score, ti, fi))
-    pairs.sort(reverse=True)
+    or last boxes: the pairs in falling order of affinity (ties: the later track, then the
+    later face first), each track and face matched once."""
+    if not tracks or not faces:
+        return [], list(range(len(faces)))
+    pred = np.array(
+        [
+            _moved(t.boxes[-1], t.velocity(cfg.velocity_frames), frame - t.frames[-1], 1.0)
+            for t in tracks
+        ],
+        dtype=np.float64,
+    )
+    last = np.array([t.boxes[-1] for t in tracks], dtype=np.float64)
+    boxes = np.array([(f.x, f.y, f.w, f.h) for f in faces], dtype=np.float64)
+    # the last box too: a velocity measured on jitter (camera shake) overshoots
+    score = np.maximum(_affinities(pred, boxes, cfg), _affinities(last, boxes, cfg))
+    ti, fi = np.nonzero(score > 0)
+    order = np.lexsort((-fi, -ti, -score[ti, fi]))
     used_t: set[int] = set()
     used_f: set[int] = set()
     matches = []
-    for _, ti, fi in pairs:
-        if ti not in used_t and fi not in used_f:
-            used_t.add(ti)
-            used_f.add(fi)
-            matches.append((ti, fi))
-    return matches, [fi for fi in range(len(faces)) if fi not in used_f]
+    for t, f in zip(ti[order].tolist(), fi[order].tolist(), strict=True):
+        if t not in used_t and f not in used_f:
+            used_t.add(t)
+            used_f.add(f)
+            matches.append((t, f))
+    return matches, [f for f in range(len(faces)) if f not in used_f]
 
 
 def build_tracks(detections: Sequence[Sequence[Face]], cfg: TrackConfig) -> list[_Track]:
