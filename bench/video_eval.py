@@ -478,12 +478,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--long-clips", type=int, default=0, help="segments: the first N clips")
     parser.add_argument(
-        "--detector-option", action="append", default=[], help="K=V option of multiscale"
+        "--detector", default="multiscale", help="detector backend (default: multiscale)"
+    )
+    parser.add_argument(
+        "--detector-option", action="append", default=[], help="K=V option of the detector"
+    )
+    parser.add_argument(
+        "--key", default="", help="suffix of this run's keys in metrics.json (a variant's name)"
     )
     args = parser.parse_args(argv)
     global DETECTOR
     options = tuple(sorted(tuple(o.split("=", 1)) for o in args.detector_option))
-    DETECTOR = DetectorSpec("multiscale", options=options)
+    DETECTOR = DetectorSpec(args.detector, options=options)
+    suffix = f"_{args.key}" if args.key else ""
     parts = [p for p in args.parts.split(",") if p]
     unknown = set(parts) - set(PARTS)
     if unknown:
@@ -498,10 +505,13 @@ def main(argv: list[str] | None = None) -> int:
         metrics["detector"] = {"spec": repr(DETECTOR), "model_sha256": detector.model_sha256}
     for part in parts:
         if part == "recall":
-            metrics["recall"] = run_recall(args.testset, args.images, detector, args.output)
+            metrics["recall" + suffix] = run_recall(
+                args.testset, args.images, detector, args.output
+            )
         elif part == "speed":
             key = f"speed_first_{args.speed_clips}" if args.speed_clips else "speed"
             key += f"_every_{args.detect_every}" if args.detect_every > 1 else ""
+            key += suffix
             metrics[key] = run_speed(
                 args.testset, detector, args.output, args.speed_clips, args.detect_every
             )
