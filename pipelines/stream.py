@@ -1,5 +1,5 @@
-"""``blurbeam stream --input FILE --output FILE``: anonymize a video as a live stream, at its
-frame rate, with bounded latency (``blurbeam.video.stream``).
+"""``blurbeam stream --input FILE|URL|DEVICE --output FILE|-``: anonymize a video as a live
+stream, at its frame rate, with bounded latency (``blurbeam.video.stream``).
 
 The input file is paced at its timestamps as a camera would deliver it; the detector works on
 the newest frame; each frame is written at most ``--latency-ms`` after it arrived, blurred with
@@ -30,8 +30,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from blurbeam.video.stream import POLICIES, StreamConfig
 
     defaults = StreamConfig()
-    parser.add_argument("--input", required=True, help="a video file, read as a live source")
-    parser.add_argument("--output", required=True, help="the anonymized video file")
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="the source: a video file (paced at its frame rate), a URL FFmpeg reads (rtsp://, "
+        "http://, udp:// ...) or a device with --input-format (/dev/video0 with v4l2)",
+    )
+    parser.add_argument(
+        "--input-format",
+        default=None,
+        help="FFmpeg's input format of --input (v4l2 for a Linux camera); default: detected",
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="the anonymized video file (its container from its extension), or - for Matroska "
+        "on standard output",
+    )
     add_detector_options(parser)
     parser.add_argument("--method", default="gaussian", choices=METHODS, help="(default gaussian)")
     parser.add_argument(
@@ -71,7 +86,10 @@ def _check_paths(source: str, output: str) -> None:
     """A ValueError when writing ``output`` could touch ``source``: the same place however it is
     spelled (``./a.mp4``, a symlink) or the same file under another name (a hard link)."""
     from blurbeam.shards import canonical
+    from blurbeam.video.stream import STDOUT
 
+    if output == STDOUT or "://" in source:
+        return  # standard output, or a source that is no file here
     same = canonical(source) == canonical(output)
     if not same and os.path.exists(source) and os.path.exists(output):
         same = os.path.samefile(source, output)
@@ -101,8 +119,14 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
             max_age=args.max_age,
             realtime=not args.no_pacing,
             max_pixels=args.max_pixels,
+            source_format=args.input_format,
         )
         _check_paths(args.input, args.output)
+        if args.input_format:
+            from blurbeam.video.media import load_av
+
+            if args.input_format not in load_av().formats_available:
+                raise ValueError(f"cannot open video: no input format {args.input_format!r}")
         spec = detector_spec(args)
         detector = create(spec)
     except MissingExtra:

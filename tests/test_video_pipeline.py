@@ -531,3 +531,65 @@ def test_detect_every_kth_frame_still_covers_every_frame(mixed, tmp_path, capsys
     assert detected and all(i % 3 == 0 for i in detected)
     assert json.loads((out / layout.RUN_SUMMARY).read_text())["config"]["video_detect_every"] == 3
     assert run(capsys, inp, tmp_path / "o2", "--video-detect-every", "0")[0] == 2
+
+
+def test_stream_to_standard_output_as_matroska(live_clip, tmp_path):
+    """--output -: Matroska on stdout as the frames come (the summary stays on stderr), every
+    frame's face blurred; the frames written are the source's, by their timestamps."""
+    import subprocess
+    import sys
+
+    src, boxes = live_clip
+    cmd = "import sys; from blurbeam.pipelines.cli import main; sys.exit(main())"
+    run = subprocess.run(
+        [sys.executable, "-c", cmd, "stream", "--input", str(src), "--output", "-", "--no-pacing"],
+        capture_output=True,
+        timeout=300,
+    )
+    err = run.stderr.decode()
+    assert run.returncode == 0, err
+    written = int(re.search(r"(\d+) written", err).group(1))
+    out = tmp_path / "stdout.mkv"
+    out.write_bytes(run.stdout)
+    a, b = media.probe(str(src)), media.probe(str(out))
+    assert b.frame_count == written >= 1
+    source_times = [a.seconds(p) for p in a.frame_pts]
+    source = frames_upright(src)
+    for pts, rgb in zip(b.frame_pts, frames_upright(out), strict=True):
+        i = min(range(len(source_times)), key=lambda k: abs(source_times[k] - b.seconds(pts)))
+        assert abs(source_times[i] - b.seconds(pts)) < 0.002
+        assert sharpness(rgb, boxes[i]) < 0.25 * sharpness(source[i], boxes[i])
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_stream_reads_a_url(live_clip, tmp_path, capsys):
+    """A source FFmpeg opens by URL (here HTTP from a local server) is read like a file."""
+    import functools
+    import http.server
+    import threading
+
+    src, boxes = live_clip
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(src.parent))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{src.name}"
+        out = tmp_path / "out.mp4"
+        capsys.readouterr()
+        rc = cli_main(["stream", "--input", url, "--output", str(out), "--no-pacing"])
+        err = capsys.readouterr().err
+    finally:
+        server.shutdown()
+    assert rc == 0, err
+    written, how = covered_frames(src, out, boxes)
+    assert written >= 1 and "VISIBLE" not in how
+
+
+def test_stream_bad_input_format_is_one_line(live_clip, tmp_path, capsys):
+    capsys.readouterr()
+    argv = ["stream", "--input", str(live_clip[0]), "--output", str(tmp_path / "o.mp4")]
+    rc = cli_main([*argv, "--input-format", "no-such-format"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot open video" in err and len(err.strip().splitlines()) == 1, err
+    assert not list(tmp_path.iterdir())

@@ -140,7 +140,8 @@ class VideoInfo:
 def _open(av: Any, path: str, mode: str = "r", **kwargs: Any) -> Any:
     try:
         return av.open(path, mode, **kwargs)
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
+        # ValueError: an input format FFmpeg does not have
         raise VideoError(f"cannot open video: {one_line(exc)}") from None
 
 

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import collections
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -54,6 +55,8 @@ class StreamConfig:
     max_grow: float = 2.0  # cap of that enlargement (a factor)
     realtime: bool = True  # pace the source at its timestamps (False: as fast as it decodes)
     max_pixels: int = media.DEFAULT_MAX_PIXELS
+    #: FFmpeg's input format of the source (``v4l2`` for a camera device); None: from its bytes
+    source_format: str | None = None
     encode: EncodeSettings = field(
         default_factory=lambda: EncodeSettings(preset="ultrafast", crf=23)
     )
@@ -155,7 +158,8 @@ def _source(
     """Open ``path``; return (rotation, stream time base, a function that runs the source
     thread's loop)."""
     av = media.load_av()
-    container = media._open(av, path)
+    kwargs = {"format": config.source_format} if config.source_format else {}
+    container = media._open(av, path, **kwargs)
     if not container.streams.video:
         container.close()
         raise VideoError("no video stream")
@@ -233,18 +237,30 @@ def _detector_loop(shared: _Shared, detector: Detector) -> None:
             shared.cond.notify_all()
 
 
+#: ``--output`` that writes the stream to standard output, as ``STDOUT_MUXER``
+STDOUT = "-"
+#: Matroska: a container FFmpeg writes to a pipe (no seeking back), H.264 and rotation kept
+STDOUT_MUXER = "matroska"
+
+
 class _Writer:
-    """The output file: the upright frames turned back and encoded with their timestamps."""
+    """The output: the upright frames turned back and encoded with their timestamps, into a
+    file (its container from its extension) or a binary file object (``STDOUT_MUXER``)."""
 
     def __init__(
-        self, path: str, first: np.ndarray, rotation: int, time_base: Any, settings: EncodeSettings
+        self,
+        target: str | BinaryIO,
+        first: np.ndarray,
+        rotation: int,
+        time_base: Any,
+        settings: EncodeSettings,
     ) -> None:
         av = media.load_av()
         self._av = av
         self.rotation = rotation
-        muxer = media.muxer_for(path)
+        muxer = media.muxer_for(target) if isinstance(target, str) else STDOUT_MUXER
         settings = media.encoder_for(muxer, settings)
-        self.container = media._open(av, path, "w", format=muxer)
+        self.container = media._open(av, target, "w", format=muxer)
         stream = self.container.add_stream(settings.codec)
         h, w = media.stored(first, rotation).shape[:2]
         stream.width, stream.height = w, h
@@ -259,12 +275,15 @@ class _Writer:
         if rotation:
             stream.set_display_rotation(rotation)
         self.stream = stream
+        # the source's: a muxer may change the stream's own (Matroska's is 1/1000) once it
+        # writes its header, after the first frame
+        self.time_base = time_base
 
     def write(self, rgb: np.ndarray, pts: int) -> None:
         frame = self._av.VideoFrame.from_ndarray(
             np.ascontiguousarray(media.stored(rgb, self.rotation)), format="rgb24"
         )
-        frame.pts, frame.time_base = pts, self.stream.time_base
+        frame.pts, frame.time_base = pts, self.time_base
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
 
@@ -284,12 +303,17 @@ def run_stream(
     config: StreamConfig | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> StreamStats:
-    """Anonymize ``source`` into ``dest`` (local paths; the container follows ``dest``'s
-    extension) as a live stream (module doc). Raises :class:`VideoError` when the source
-    cannot be opened; a source or detector failure later stops the stream with what was
-    written so far (every frame of it blurred or black) and ``StreamStats.error`` set."""
+    """Anonymize ``source`` (a file, a URL FFmpeg reads, or a device with
+    ``config.source_format``) into ``dest`` as a live stream (module doc). ``dest`` is a local
+    path, written under a temporary name and renamed when the stream ends (the container
+    follows its extension), or ``STDOUT``: Matroska on standard output as the frames come.
+    Raises :class:`VideoError` when the source cannot be opened; a source or detector failure
+    later stops the stream with what was written so far (every frame of it blurred or black)
+    and ``StreamStats.error`` set."""
     config = config or StreamConfig()
-    media.muxer_for(dest)  # an unknown extension fails before anything runs
+    to_stdout = dest == STDOUT
+    if not to_stdout:
+        media.muxer_for(dest)  # an unknown extension fails before anything runs
     shared = _Shared()
     rotation, time_base, source_loop = _source(source, shared, config, clock)
     stats = StreamStats()
@@ -332,7 +356,8 @@ def run_stream(
             else:
                 out = item.rgb  # a detection found no face in this or the nearby frames
             if writer is None:
-                writer = _Writer(tmp, item.rgb, rotation, time_base, config.encode)
+                target = sys.stdout.buffer if to_stdout else tmp
+                writer = _Writer(target, item.rgb, rotation, time_base, config.encode)
             writer.write(out, item.pts)
             done = clock()
             work_s = 0.8 * work_s + 0.2 * (done - started)
@@ -343,7 +368,10 @@ def run_stream(
         if writer is not None:
             writer.close()
             writer = None
-            os.replace(tmp, dest)
+            if to_stdout:
+                sys.stdout.buffer.flush()
+            else:
+                os.replace(tmp, dest)
         elif shared.error is None:
             shared.error = "no frame was written"
     finally:
@@ -352,11 +380,12 @@ def run_stream(
             shared.cond.notify_all()
         reader.join()
         searcher.join()
-        if writer is not None:  # stopped by an exception: nothing is published
+        if writer is not None:  # stopped by an exception: no file is published
             try:
                 writer.container.close()
             finally:
-                os.unlink(tmp)
+                if not to_stdout:  # what went out on stdout is blurred or black already
+                    os.unlink(tmp)
     stats.error = shared.error
     stats.detections = shared.searches
     if stats.written == 0:
