@@ -354,8 +354,8 @@ def worker_threads(opts: PipelineOptions, explicit: int | None = None) -> int:
     return max(1, cores // workers) if workers > 1 else 0
 
 
-#: A local worker process's peak memory with the default detector on crowd photos (about 1 GB
-#: measured, bench/shard_memory.py and docs/BENCHMARKS.md), with room to spare.
+#: A local worker process's peak memory with the default detector on WIDER photos (1.2-1.4 GB
+#: measured on dev305, docs/BENCHMARKS.md "The default local run"), with a little room.
 LOCAL_WORKER_MEMORY = 3 * 2**29
 #: Plain images per local worker process before one more pays for its start-up (a Python
 #: process importing Beam and loading its own model: a few seconds); a container shard or a
@@ -399,10 +399,10 @@ def default_local_workers(
     chose, with ``--direct_num_workers`` or ``--direct_running_mode``, or the runner is not
     local). One per core, as long as each gets ``INPUTS_PER_LOCAL_WORKER`` of the ``units``
     (plain images, each shard or video counting as that many) and ``LOCAL_WORKER_MEMORY``;
-    each then runs one inference thread (``worker_threads``). One process when any of ``uris``
-    (the input, the output) lives in this process's memory (``memory://``). On 2 cores, 2 worker processes
-    of 1 thread run the default detector 1.2x faster than one process using both cores
-    (docs/BENCHMARKS.md, Throughput)."""
+    each then runs one inference thread (``worker_threads``). One process when any of
+    ``uris`` (the input, the output) lives in this process's memory (``memory://``). On 2
+    cores, 2 worker processes of 1 thread ran dev305 1.16x faster than one process using both
+    cores (docs/BENCHMARKS.md, "The default local run")."""
     if runner not in LOCAL_RUNNERS or any(a.split("=")[0] in WORKER_FLAGS for a in beam_args):
         return 0
     import fsspec

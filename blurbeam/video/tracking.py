@@ -128,11 +128,13 @@ def _affinities(pred: np.ndarray, boxes: np.ndarray, cfg: TrackConfig) -> np.nda
     size_p, size_b = np.maximum(pw, ph), np.maximum(bw, bh)
     small, large = np.minimum(size_p, size_b), np.maximum(size_p, size_b)
     similar = (small > 0) & (large <= 1.5 * small)
+    # both branches of each np.where are computed: a zero size or gate divides by zero where
+    # the other branch is taken
     with np.errstate(divide="ignore", invalid="ignore"):
         dx, dy = (px + pw / 2) - (bx + bw / 2), (py + ph / 2) - (by + bh / 2)
         distance = (dx**2 + dy**2) ** 0.5 / large
-    near = similar & (distance < cfg.centre_gate)
-    by_centre = np.where(near, cfg.iou_threshold * (1.0 - distance / cfg.centre_gate), 0.0)
+        near = similar & (distance < cfg.centre_gate)
+        by_centre = np.where(near, cfg.iou_threshold * (1.0 - distance / cfg.centre_gate), 0.0)
     return np.where(overlap >= cfg.iou_threshold, overlap, by_centre)
 
 
