@@ -138,6 +138,14 @@ class AnonymizeOptions(PipelineOptions):
         )
         option(
             parser,
+            "video-detector",
+            default=None,
+            help="video: the detector for video frames, at its own default threshold (default: "
+            "--detector's, with its threshold and options); e.g. centerface with "
+            "--video-detect-every 3 for fast video while images keep the default",
+        )
+        option(
+            parser,
             "video-detect-every",
             type=positive_int,
             default=1,
@@ -260,6 +268,9 @@ class RunPlan:
     max_frames: int = DEFAULT_MAX_FRAMES
     video_segment_seconds: float = DEFAULT_SEGMENT_SECONDS  # 0: each video whole on one worker
     video_detect_every: int = 1  # the detector on every k-th video frame
+    #: the videos' own detector (--video-detector) and their records' context; None: ``spec``
+    video_spec: DetectorSpec | None = None
+    video_ctx: RunContext | None = None
     image_column: str | None = None
     skip_existing: bool = False
     input_slices: int = 1
@@ -336,6 +347,20 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
         raise ValueError(
             f"detector {spec.name!r} cannot load its model here: {one_line(exc)}"
         ) from None
+    video_spec = video_params = None
+    if opts.video_detector:
+        from blurbeam.detectors.runtime import pin
+
+        video_spec = pin(DetectorSpec(opts.video_detector))
+        video_params = detector_params(video_spec)
+        try:
+            video_sha = model_fingerprint(video_spec)
+        except MissingExtra:
+            raise
+        except Exception as exc:
+            raise ValueError(
+                f"video detector {video_spec.name!r} cannot load its model here: {one_line(exc)}"
+            ) from None
     config = {
         "package_version": __version__,
         "models": {"detector": model_sha},
@@ -351,6 +376,9 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
         config["video_segment_seconds"] = opts.video_segment_seconds
     if opts.video_detect_every != 1:
         config["video_detect_every"] = opts.video_detect_every
+    if video_spec is not None:  # only when set, so that runs without it keep their hash
+        config["video_detector"] = {"name": video_spec.name, **video_params}
+        config["models"]["video_detector"] = video_sha
     if opts.image_column:  # only when set, so that configs without it keep their hash
         config["image_column"] = opts.image_column
     allowed = tuple(sorted(set(opts.allow_image_field or ())))
@@ -409,6 +437,16 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
         max_frames=opts.max_frames,
         video_segment_seconds=opts.video_segment_seconds,
         video_detect_every=opts.video_detect_every,
+        video_spec=video_spec,
+        video_ctx=(
+            replace(
+                ctx,
+                detector=video_spec.name,
+                detector_params=json.dumps(video_params, sort_keys=True),
+            )
+            if video_spec is not None
+            else None
+        ),
         image_column=opts.image_column,
         skip_existing=bool(opts.skip_existing),
         input_slices=max(1, input_slices or opts.input_slices or 1),
@@ -475,6 +513,9 @@ def build(
             rp.video_detect_every,
         ),
         video_segments_dir=video_segments_dir(p.options, rp.run_id, rp.video_segment_seconds),
+        video_detector=rp.video_spec,
+        video_model_sha256=rp.config["models"].get("video_detector"),
+        video_ctx=rp.video_ctx,
     )
     records = p | "Anonymize" >> anonymize
     _ = p | "FinalizeRun" >> FinalizeRun(

@@ -593,3 +593,36 @@ def test_stream_bad_input_format_is_one_line(live_clip, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "cannot open video" in err and len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.iterdir())
+
+
+def test_videos_can_have_a_detector_of_their_own(mixed, tmp_path, capsys):
+    """--video-detector centerface: the videos are searched with CenterFace (their records say
+    so, with its model), the image keeps the default detector, every frame is still blurred,
+    and the config records both; an unknown name is one line, exit 2."""
+    import json
+    import shutil
+
+    from blurbeam.detectors import DetectorSpec, model_fingerprint
+    from blurbeam.detectors.runtime import pin
+
+    src, _, boxes = mixed
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    shutil.copy(src / "walk.mp4", inp / "walk.mp4")
+    shutil.copy(src / "face.jpg", inp / "face.jpg")
+    rc, _, err = run(capsys, inp, out, "--run-id", "vdet", "--video-detector", "centerface")
+    assert rc == 0, err
+    by_name = records(out, "vdet")
+    video, image = by_name["walk.mp4"], by_name["face.jpg"]
+    assert (video["status"], image["status"]) == ("ok", "ok")
+    assert video["detector"] == "centerface" and image["detector"] == "multiscale"
+    assert json.loads(video["detector_params"])["score_threshold"] == 0.2
+    centerface_sha = model_fingerprint(pin(DetectorSpec("centerface")))
+    assert video["detector_model_sha256"] == centerface_sha != image["detector_model_sha256"]
+    assert video["config_hash"] == image["config_hash"]
+    assert all(blurred_frames(inp / "walk.mp4", out / "walk.mp4", boxes["walk.mp4"]))
+    config = json.loads((out / layout.RUN_SUMMARY).read_text())["config"]
+    assert config["video_detector"]["name"] == "centerface"
+    assert config["models"]["video_detector"] == centerface_sha
+    rc, _, err = run(capsys, inp, tmp_path / "o2", "--video-detector", "nosuch")
+    assert rc == 2 and "unknown detector 'nosuch'" in err and len(err.strip().splitlines()) == 1

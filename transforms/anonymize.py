@@ -137,7 +137,9 @@ class Anonymize(beam.PTransform):
     boxes (``blurbeam.stages.ReviewerBoxes``). The other arguments are those of ``ReadImages``,
     ``DetectFaces`` (``detector``, ``detector_threads``, ``expected_model_sha256``) and of the
     writers; ``video`` (``transforms.video.video_options``), ``video_segments_dir`` (segments
-    across workers in that folder; None: each video whole on one worker) and ``temp_dir`` go to
+    across workers in that folder; None: each video whole on one worker), ``temp_dir`` and
+    ``video_detector`` (the videos' own detector, None: ``detector``; with its
+    ``video_model_sha256`` and the ``video_ctx`` its records carry) go to
     ``transforms.video.AnonymizeVideos``."""
 
     def __init__(
@@ -170,6 +172,9 @@ class Anonymize(beam.PTransform):
         video: Any = None,
         video_segments_dir: str | None = None,
         temp_dir: str | None = None,
+        video_detector: DetectorSpec | None = None,
+        video_model_sha256: str | None = None,
+        video_ctx: RunContext | None = None,
     ):
         super().__init__()
         self._input = (input_spec, exclude, input_slices, every_file, refs)
@@ -199,7 +204,17 @@ class Anonymize(beam.PTransform):
 
             self._boxes = ReviewerBoxes(corrections or {}, drop_false_positives, stored_corrections)
         self._audit_shards = audit_shards
-        self._video = (video, temp_dir, video_segments_dir, max_bytes, expected_model_sha256)
+        # videos may have a detector of their own (``video_detector``, its records ``video_ctx``)
+        self._video_handler = (
+            DetectorHandler(
+                video_detector, threads=detector_threads, expected_model_sha256=video_model_sha256
+            )
+            if video_detector is not None
+            else self._detector
+        )
+        self._video_ctx = video_ctx or ctx
+        expected_video = video_model_sha256 if video_detector is not None else expected_model_sha256
+        self._video = (video, temp_dir, video_segments_dir, max_bytes, expected_video)
 
     def expand(self, pbegin):
         routed = pbegin | "ListInput" >> ExpandInput(*self._input) | "Route" >> beam.Map(route)
@@ -281,8 +296,8 @@ class Anonymize(beam.PTransform):
         options, temp_dir, segments_dir, max_bytes, expected = self._video
         videos = AnonymizeVideos(
             self._output,
-            self._ctx,
-            self._detector,
+            self._video_ctx,
+            self._video_handler,
             self._blur,
             options or video_options(self._max_pixels, policy=self._policy),
             max_bytes,

@@ -60,6 +60,7 @@ BY_NAME: dict[str, str | None] = {
     "input": None,
     "output": None,
     "detector": r"^[A-Za-z0-9_.-]+$",
+    "video_detector": r"^[A-Za-z0-9_.-]+$",
     "detector_option": r"^[A-Za-z0-9_]+=\S.*$",
     "image_column": None,
     "allow_image_field": r"^\S+$",
