@@ -617,8 +617,9 @@ class AnonymizeCommand(Command[RunPlan]):
                 else f", {plural(n, 'input')}"
             )
         lines = [
-            f"blurbeam {__version__}: run {rp.run_id}, detector {rp.spec.name}, method "
-            f"{rp.blur.method}, runner {launch.runner}{what}"
+            f"blurbeam {__version__}: run {rp.run_id}, detector {rp.spec.name}"
+            + (f", video detector {rp.video_spec.name}" if rp.video_spec else "")
+            + f", method {rp.blur.method}, runner {launch.runner}{what}"
             + (", skipping inputs already done" if rp.skip_existing else "")
         ]
         if rp.local_workers:

@@ -612,6 +612,7 @@ def test_videos_can_have_a_detector_of_their_own(mixed, tmp_path, capsys):
     shutil.copy(src / "face.jpg", inp / "face.jpg")
     rc, _, err = run(capsys, inp, out, "--run-id", "vdet", "--video-detector", "centerface")
     assert rc == 0, err
+    assert "detector multiscale, video detector centerface, method" in err.splitlines()[0]
     by_name = records(out, "vdet")
     video, image = by_name["walk.mp4"], by_name["face.jpg"]
     assert (video["status"], image["status"]) == ("ok", "ok")
