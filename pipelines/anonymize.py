@@ -57,7 +57,11 @@ from blurbeam.pipelines.scaffold import (
 )
 from blurbeam.schemas import layout
 from blurbeam.schemas.audit import STATUSES
-from blurbeam.shards.files import DEFAULT_MAX_FRAMES, DEFAULT_SEGMENT_SECONDS
+from blurbeam.shards.files import (
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_SEGMENT_SECONDS,
+    MAX_VIDEO_DETECT_EVERY,
+)
 from blurbeam.task import RunContext, config_hash
 
 
@@ -149,9 +153,9 @@ class AnonymizeOptions(PipelineOptions):
             "video-detect-every",
             type=positive_int,
             default=1,
-            help="video: run the detector on every k-th frame only (default 1: every frame); "
-            "tracks cover the frames between. Faster, at a measured cost in recall "
-            "(docs/BENCHMARKS.md, Video)",
+            help="video: run the detector on every k-th frame only (default 1: every frame, "
+            f"at most {MAX_VIDEO_DETECT_EVERY}); tracks cover the frames between. Faster, at a "
+            "measured cost in recall (docs/BENCHMARKS.md, Video)",
         )
         option(
             parser,
@@ -374,6 +378,11 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
         config["max_frames"] = opts.max_frames
     if opts.video_segment_seconds not in (0, DEFAULT_SEGMENT_SECONDS):  # 0: whole, same output
         config["video_segment_seconds"] = opts.video_segment_seconds
+    if opts.video_detect_every > MAX_VIDEO_DETECT_EVERY:
+        raise ValueError(
+            f"--video-detect-every {opts.video_detect_every}: at most {MAX_VIDEO_DETECT_EVERY}; "
+            "sparser search leaves faces unblurred between the searched frames (unmeasured)"
+        )
     if opts.video_detect_every != 1:
         config["video_detect_every"] = opts.video_detect_every
     if video_spec is not None:  # only when set, so that runs without it keep their hash

@@ -85,14 +85,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_paths(source: str, output: str) -> None:
     """A ValueError when writing ``output`` could touch ``source``: the same place however it is
     spelled (``./a.mp4``, a symlink) or the same file under another name (a hard link)."""
+    import fsspec
+
     from blurbeam.shards import canonical
     from blurbeam.video.stream import STDOUT
 
-    if output == STDOUT or "://" in source:
-        return  # standard output, or a source that is no file here
+    if output == STDOUT:
+        return
+    protocol = fsspec.core.split_protocol(source)[0]
+    if protocol not in (None, "file", "local"):
+        return  # a stream FFmpeg opens by URL (rtsp, http ...): no file here to overwrite
     same = canonical(source) == canonical(output)
-    if not same and os.path.exists(source) and os.path.exists(output):
-        same = os.path.samefile(source, output)
+    local = fsspec.core.url_to_fs(source)[1]
+    if not same and os.path.exists(local) and os.path.exists(output):
+        same = os.path.samefile(local, output)
     if same:
         raise ValueError(
             f"--output {output!r} is the input itself: the original would be replaced; "

@@ -434,9 +434,11 @@ def test_stream_never_writes_over_its_input(live_clip, tmp_path, capsys):
     (tmp_path / "link.mp4").symlink_to(src)
     os.link(src, tmp_path / "hard.mp4")
     spellings = [src, tmp_path / "sub" / ".." / "in.mp4", tmp_path / "link.mp4"]
-    for out in [*spellings, tmp_path / "hard.mp4"]:
+    pairs = [(str(src), str(out)) for out in [*spellings, tmp_path / "hard.mp4"]]
+    pairs.append((f"file://{src}", str(src)))  # FFmpeg opens a file: URL as the file itself
+    for source, out in pairs:
         capsys.readouterr()
-        rc = cli_main(["stream", "--input", str(src), "--output", str(out), "--no-pacing"])
+        rc = cli_main(["stream", "--input", source, "--output", out, "--no-pacing"])
         err = capsys.readouterr().err
         assert rc == 2 and "is the input itself" in err and len(err.strip().splitlines()) == 1
     assert hashlib.sha256(src.read_bytes()).hexdigest() == before
@@ -531,6 +533,9 @@ def test_detect_every_kth_frame_still_covers_every_frame(mixed, tmp_path, capsys
     assert detected and all(i % 3 == 0 for i in detected)
     assert json.loads((out / layout.RUN_SUMMARY).read_text())["config"]["video_detect_every"] == 3
     assert run(capsys, inp, tmp_path / "o2", "--video-detect-every", "0")[0] == 2
+    rc, _, err = run(capsys, inp, tmp_path / "o3", "--video-detect-every", "4")
+    assert rc == 2 and "at most 3" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o3" / "walk.mp4").exists()
 
 
 def test_stream_to_standard_output_as_matroska(live_clip, tmp_path):

@@ -56,6 +56,8 @@ class VideoOptions:
     def __post_init__(self) -> None:
         if self.detect_every < 1:
             raise ValueError("detect_every must be at least 1")
+        if self.detect_every > 1 and self.tracking is None:
+            raise ValueError("detect_every > 1 needs tracking: the frames between stay unblurred")
         if self.overlap < 0:
             raise ValueError("overlap must not be negative")
 
