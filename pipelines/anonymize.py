@@ -292,6 +292,11 @@ class RunPlan:
     local_workers: int = 0
 
 
+def opencv_threads(opts: AnonymizeOptions, worker_threads: int) -> int | None:
+    """``--opencv-threads``, else the worker's thread budget when it has one (None: OpenCV's)."""
+    return opts.opencv_threads if opts.opencv_threads is not None else (worker_threads or None)
+
+
 def work_units(refs: list[Any]) -> int:
     """The listing's work for ``default_local_workers``: a plain image is one unit, a container
     shard or a video (by its name) ``INPUTS_PER_LOCAL_WORKER``."""
@@ -343,28 +348,24 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
     from blurbeam.errors import one_line
     from blurbeam.extras import MissingExtra
 
-    try:
-        model_sha = model_fingerprint(spec)
-    except MissingExtra:  # its message names the extra to install
-        raise
-    except Exception as exc:
-        raise ValueError(
-            f"detector {spec.name!r} cannot load its model here: {one_line(exc)}"
-        ) from None
+    def fingerprint(spec: DetectorSpec, what: str) -> str:
+        try:
+            return model_fingerprint(spec)
+        except MissingExtra:  # its message names the extra to install
+            raise
+        except Exception as exc:
+            raise ValueError(
+                f"{what} {spec.name!r} cannot load its model here: {one_line(exc)}"
+            ) from None
+
+    model_sha = fingerprint(spec, "detector")
     video_spec = video_params = None
     if opts.video_detector:
         from blurbeam.detectors.runtime import pin
 
         video_spec = pin(DetectorSpec(opts.video_detector))
         video_params = detector_params(video_spec)
-        try:
-            video_sha = model_fingerprint(video_spec)
-        except MissingExtra:
-            raise
-        except Exception as exc:
-            raise ValueError(
-                f"video detector {video_spec.name!r} cannot load its model here: {one_line(exc)}"
-            ) from None
+        video_sha = fingerprint(video_spec, "video detector")
     config = {
         "package_version": __version__,
         "models": {"detector": model_sha},
@@ -459,9 +460,7 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
         image_column=opts.image_column,
         skip_existing=bool(opts.skip_existing),
         input_slices=max(1, input_slices or opts.input_slices or 1),
-        opencv_threads=(
-            opts.opencv_threads if opts.opencv_threads is not None else (threads or None)
-        ),
+        opencv_threads=opencv_threads(opts, threads),
         worker_threads=threads,
         allow_image_fields=allowed,
         retry_errors=bool(opts.retry_errors),
@@ -599,9 +598,7 @@ class AnonymizeCommand(Command[RunPlan]):
         return replace(
             rp,
             worker_threads=threads,
-            opencv_threads=(
-                opts.opencv_threads if opts.opencv_threads is not None else (threads or None)
-            ),
+            opencv_threads=opencv_threads(opts, threads),
             local_workers=workers,
         )
 

@@ -1,9 +1,10 @@
 """Every model of the product behind a Beam ``ModelHandler``: the face detector (each backend of
 ``blurbeam.detectors``) and the deblur restorer. Pipelines use them through ``RunInference``
 (``Infer``), which loads the model once per worker process (Beam's ``shared.Shared``) and
-reports load time and latency under the ``blurbeam`` metrics namespace. A DoFn that needs a model outside ``RunInference`` (the container-shard writer, which
-streams a whole shard through one DoFn call) gets the same process-wide model from the same
-handler with ``SharedModel``: one loading path, one cache.
+reports load time and latency under the ``blurbeam`` metrics namespace. A DoFn that needs a
+model outside ``RunInference`` (the container-shard writer, which streams a whole shard through
+one DoFn call) gets the same process-wide model from the same handler with ``SharedModel``: one
+loading path, one cache.
 
 Handlers take and return immutable ``ImageTask``s, errors as data: an element whose inference
 fails comes back as a failed task (an error record). Each element is a batch of its own

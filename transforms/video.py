@@ -54,6 +54,7 @@ from blurbeam.shards import (
     write_bytes,
 )
 from blurbeam.shards.files import video_muxer
+from blurbeam.stages import checked_model_sha256
 from blurbeam.task import ImageTask, RunContext
 from blurbeam.transforms.models import DetectorHandler, SharedModel
 from blurbeam.transforms.read import set_opencv_threads
@@ -280,8 +281,6 @@ class _Detector:
         if not self._acquired:
             self._shared.acquire()
             self._acquired = True
-        from blurbeam.stages import checked_model_sha256
-
         detector = self._shared.model
         checked_model_sha256(detector, self._expected)
         return detector

@@ -375,24 +375,36 @@ class MultiScaleDetector(Detector):
         if up_precision_ran and up_precision_ran != self.precision and 2.0 in self._scales:
             self.precision += f", upscaled {up_precision_ran}"
 
+    @staticmethod
+    def _on_tiles(
+        base: Detector,
+        img: np.ndarray,
+        boxes: list[tuple[int, int, int, int]],
+        scale: float,
+        offset: tuple[float, float] = (0.0, 0.0),
+    ) -> list[Face]:
+        """``base``'s faces on each (x0, y0, x1, y1) tile of ``img`` (an image scaled by
+        ``scale`` whose origin lies at ``offset`` in scaled pixels), in image coordinates."""
+        faces = []
+        for x0, y0, x1, y1 in boxes:
+            crop = np.ascontiguousarray(img[y0:y1, x0:x1])
+            faces += [
+                _map_face(f, scale, offset[0] + x0, offset[1] + y0) for f in base.detect(crop)
+            ]
+        return faces
+
     def _at_scale(self, rgb: np.ndarray, scale: float) -> list[Face]:
         h, w = rgb.shape[:2]
         base = self._base if scale <= 1.0 else self._up_base
         if scale == 1.0:
             if self._full_max_pixels <= 0 or h * w <= self._full_max_pixels:
                 return base.detect(rgb)
-            faces = []
-            for x0, y0, x1, y1 in grid_tiles(w, h, self._full_max_pixels, self._overlap):
-                crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
-                faces += [_map_face(f, 1.0, x0, y0) for f in base.detect(crop)]
-            return faces
+            boxes = grid_tiles(w, h, self._full_max_pixels, self._overlap)
+            return self._on_tiles(base, rgb, boxes, 1.0)
         interp = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
         big = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=interp)
-        faces = []
-        for x0, y0, x1, y1 in tiles(big.shape[1], big.shape[0], self._tile, self._overlap):
-            crop = np.ascontiguousarray(big[y0:y1, x0:x1])
-            faces += [_map_face(f, scale, x0, y0) for f in base.detect(crop)]
-        return faces
+        boxes = tiles(big.shape[1], big.shape[0], self._tile, self._overlap)
+        return self._on_tiles(base, big, boxes, scale)
 
     def _in_regions(
         self, rgb: np.ndarray, scale: float, regions: list[tuple[int, int, int, int]]
@@ -405,10 +417,8 @@ class MultiScaleDetector(Detector):
                 (round((x1 - x0) * scale), round((y1 - y0) * scale)),
                 interpolation=cv2.INTER_LINEAR,
             )
-            for tx0, ty0, tx1, ty1 in tiles(big.shape[1], big.shape[0], self._tile, self._overlap):
-                crop = np.ascontiguousarray(big[ty0:ty1, tx0:tx1])
-                for f in self._up_base.detect(crop):
-                    faces.append(_map_face(f, scale, x0 * scale + tx0, y0 * scale + ty0))
+            boxes = tiles(big.shape[1], big.shape[0], self._tile, self._overlap)
+            faces += self._on_tiles(self._up_base, big, boxes, scale, (x0 * scale, y0 * scale))
         return faces
 
     def _detect(self, rgb: np.ndarray) -> list[Face]:
