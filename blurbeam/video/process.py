@@ -125,7 +125,7 @@ def detect_segment(
         source, info, segment.context_start, segment.context_stop
     ):
         if _searched(index, options):
-            rgb = media.upright(frame.to_ndarray(format="rgb24"), info.rotation)
+            rgb = media.upright(media.frame_rgb(frame), info.rotation)
             out.append(detect_image(detector, rgb))
         else:
             out.append([])
@@ -157,7 +157,7 @@ def write_segment(
     by_index = {f.index: f for f in frames}
     with media.SegmentWriter(dest, info, encode) as writer:
         for index, frame in media.iter_frames(source, info, segment.start, segment.stop):
-            rgb = frame.to_ndarray(format="rgb24")
+            rgb = media.frame_rgb(frame)
             boxes = [(b.x, b.y, b.w, b.h) for b in by_index[index].boxes]
             if boxes:
                 upright = media.upright(rgb, info.rotation)
