@@ -73,7 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-age",
         type=non_negative_int,
         default=defaults.max_age,
-        help=f"frames a detection's boxes may be reused for (default {defaults.max_age})",
+        help=f"frames a detection's boxes may be reused for (default {defaults.max_age}: "
+        "the distance at which they reach their largest; a longer reuse keeps that size and a "
+        "moving face can leave them)",
     )
     parser.add_argument(
         "--no-pacing",

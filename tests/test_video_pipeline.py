@@ -389,6 +389,31 @@ def covered_frames(src: Path, out: Path, boxes: list[tuple]) -> tuple[int, list[
     return b.frame_count, how
 
 
+@pytest.mark.parametrize("direction", [(1, 0), (0, 1), (0.7, 0.7)])
+def test_stream_reused_boxes_cover_a_face_moving_at_the_documented_speed(direction):
+    """The reuse policy's bound (blurbeam.video.stream's doc): with the default settings a face
+    moving 0.15 of its box's width a frame is inside the mask of the reused boxes (at the
+    anonymizer's default mask scale) at every distance up to max_age, before and after."""
+    from blurbeam.blur import DEFAULT_MASK_SCALE
+    from blurbeam.geometry import box_coverage, faces_mask
+    from blurbeam.video.stream import StreamConfig, boxes_for
+
+    config = StreamConfig()
+    w = h = 40.0
+    step = 0.15 * w
+    dx, dy = direction
+    width = height = 1000
+    for d in range(1, config.max_age + 1):
+        for seen in (0, 2 * d):  # the detection d frames before the frame, or d frames after
+            face = (400.0 + dx * step * d, 400.0 + dy * step * d, w, h)
+            known = {seen: [(400.0 + dx * step * seen, 400.0 + dy * step * seen, w, h)]}
+            kind, boxes = boxes_for(d, known, config)
+            assert kind == "reused", (d, seen)
+            mask = faces_mask(boxes, width, height, scale=DEFAULT_MASK_SCALE)
+            assert box_coverage(mask, face) == 1.0, (d, seen)
+    assert boxes_for(config.max_age + 1, {0: [(0, 0, w, h)]}, config)[0] == "black"
+
+
 @pytest.fixture(scope="module")
 def live_clip(tmp_path_factory, astronaut):
     path = tmp_path_factory.mktemp("live") / "live.mp4"

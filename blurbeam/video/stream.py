@@ -11,8 +11,11 @@ Three threads share the frames:
 
   - the frame's own detection, when the detector reached it;
   - else, with ``policy="reuse"``, the boxes of the nearest detected frames before and after it
-    (within ``max_age`` frames), each enlarged by ``grow`` per frame of distance: a face that
-    moves stays covered;
+    (within ``max_age`` frames), each enlarged by ``grow`` per frame of distance, up to
+    ``max_grow``. With the anonymizer's mask scale m (1.6) a face that moves up to about
+    m * grow / 2 of its box's width per frame stays covered (the defaults: 0.16 widths a
+    frame, 5 widths a second at 30 fps); a faster face, or one that enters the picture after
+    the last detection, is not: ``policy="black"`` is the one that covers every case;
   - else the frame is **blacked out**: with ``policy="black"`` every frame without its own
     detection is, and with ``"reuse"`` a frame with no detection within ``max_age`` frames
     (before the first detection, or when the detector stalls or fails).
@@ -50,9 +53,9 @@ POLICIES = ("reuse", "black")
 class StreamConfig:
     latency_s: float = 0.5  # a frame is written at most this long after it arrived
     policy: str = "reuse"
-    max_age: int = 15  # frames a detection may be reused for, before and after its frame
-    grow: float = 0.05  # enlargement of a reused box per frame of distance
-    max_grow: float = 2.0  # cap of that enlargement (a factor)
+    max_age: int = 10  # frames a detection may be reused for, before and after its frame
+    grow: float = 0.2  # enlargement of a reused box per frame of distance (module doc)
+    max_grow: float = 3.0  # cap of that enlargement (a factor): reached at max_age
     realtime: bool = True  # pace the source at its timestamps (False: as fast as it decodes)
     max_pixels: int = media.DEFAULT_MAX_PIXELS
     #: FFmpeg's input format of the source (``v4l2`` for a camera device); None: from its bytes
@@ -185,7 +188,7 @@ def _source(
             frame = first
             while not shared.stop:
                 due = start + float((frame.pts - pts0) * time_base) if config.realtime else clock()
-                rgb = media.upright(frame.to_ndarray(format="rgb24"), rotation)
+                rgb = media.upright(media.frame_rgb(frame), rotation)
                 wait = due - clock()
                 if wait > 0:
                     time.sleep(wait)
@@ -280,9 +283,7 @@ class _Writer:
         self.time_base = time_base
 
     def write(self, rgb: np.ndarray, pts: int) -> None:
-        frame = self._av.VideoFrame.from_ndarray(
-            np.ascontiguousarray(media.stored(rgb, self.rotation)), format="rgb24"
-        )
+        frame = media.rgb_frame(self._av, media.stored(rgb, self.rotation), self.stream.pix_fmt)
         frame.pts, frame.time_base = pts, self.time_base
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
