@@ -75,3 +75,38 @@ def test_tracks_equal_those_of_the_per_pair_matching(seed, monkeypatch):
     slow = tr.track(detections, cfg)
     assert fast == slow
     assert sum(len(f) for f in fast) >= sum(len(f) for f in detections)
+
+
+def test_a_lone_detection_is_held_over_the_unsearched_frames_only_when_asked():
+    """``lone_hold``: a track of one detection covers that many frames either side (growing,
+    ``propagated``); with the default 0 it covers its own frame only. A track of two or more
+    detections keeps ``hold``."""
+    lone = Face(50.0, 40.0, 20.0, 20.0, 0.9)
+    dets: list[list[Face]] = [[] for _ in range(12)]
+    dets[6] = [lone]
+    covered = [i for i, f in enumerate(tr.track(dets, tr.TrackConfig())) if f]
+    assert covered == [6]
+    frames = tr.track(dets, tr.TrackConfig(lone_hold=2))
+    assert [i for i, f in enumerate(frames) if f] == [4, 5, 6, 7, 8]
+    assert [b.source for b in frames[6]] == [tr.DETECTED]
+    for i in (4, 5, 7, 8):
+        (box,) = frames[i]
+        assert box.source == tr.PROPAGATED
+        # the held box contains the detected one (no velocity: it only grows about its centre)
+        assert box.x <= lone.x and box.y <= lone.y
+        assert box.x + box.w >= lone.x + lone.w and box.y + box.h >= lone.y + lone.h
+
+
+def test_detection_on_every_kth_frame_holds_lone_detections_over_the_frames_between():
+    from blurbeam.video.process import VideoOptions
+
+    assert VideoOptions().track_config == tr.TrackConfig()
+    assert VideoOptions(detect_every=3).track_config == tr.TrackConfig(lone_hold=2)
+    assert VideoOptions(detect_every=2, tracking=tr.TrackConfig(lone_hold=5)).track_config == (
+        tr.TrackConfig(lone_hold=5)
+    )
+    # every frame between two searched frames (0, 3, 6) is covered by a lone detection on 3
+    dets: list[list[Face]] = [[] for _ in range(7)]
+    dets[3] = [Face(10.0, 10.0, 30.0, 30.0, 0.8)]
+    frames = tr.track(dets, VideoOptions(detect_every=3).track_config)
+    assert [i for i, f in enumerate(frames) if f] == [1, 2, 3, 4, 5]

@@ -61,6 +61,15 @@ class VideoOptions:
         if self.overlap < 0:
             raise ValueError("overlap must not be negative")
 
+    @property
+    def track_config(self) -> TrackConfig | None:
+        """``tracking`` as the run applies it: with detection on every k-th frame, a track of
+        a single detection is held over the k - 1 unsearched frames either side of it."""
+        if self.tracking is None or self.detect_every == 1:
+            return self.tracking
+        lone_hold = max(self.tracking.lone_hold, self.detect_every - 1)
+        return dataclasses.replace(self.tracking, lone_hold=lone_hold)
+
 
 @dataclass(frozen=True)
 class FrameBoxes:
@@ -136,7 +145,7 @@ def track_segment(
     info: VideoInfo, segment: Segment, detections: Sequence[Sequence[Face]], options: VideoOptions
 ) -> tuple[FrameBoxes, ...]:
     """The segment's own frames with their final boxes."""
-    boxes = track(detections, options.tracking, id_offset=segment.index * TRACK_ID_STRIDE)
+    boxes = track(detections, options.track_config, id_offset=segment.index * TRACK_ID_STRIDE)
     first = segment.start - segment.context_start
     return tuple(
         FrameBoxes(i, info.frame_pts[i], tuple(boxes[first + k]))

@@ -8,7 +8,10 @@ centres, then fills every track:
 - ``hold`` frames before its first and after its last detection get the box carried on at the
   track's velocity and enlarged by ``growth`` per frame up to ``max_growth`` (``propagated``),
   for tracks of at least ``min_detections`` detections (a lone detection is more often a false
-  positive, whose propagation would blur background for ``2 * hold`` frames);
+  positive, whose propagation would blur background for ``2 * hold`` frames); a shorter track
+  gets ``lone_hold`` such frames instead (0 by default; with detection on every k-th frame
+  only, ``VideoOptions`` sets it to k - 1: the frames nobody searched take the nearest
+  searched frame's boxes);
 - every box of a track is widened to the largest width and height of that track within
   ``size_window`` frames, about the same centre, so the mask does not flicker in size.
 
@@ -44,6 +47,7 @@ class TrackConfig:
     velocity_frames: int = 5  # detections the track's velocity is measured over
     min_detections: int = 2  # a track is propagated only with at least this many detections
     centre_gate: float = 1.0  # centre distance (in box sizes) below which similar boxes link
+    lone_hold: int = 0  # ``hold`` of a track with fewer than ``min_detections`` detections
 
 
 @dataclass(frozen=True)
@@ -203,11 +207,10 @@ def _fill(t: _Track, n: int, cfg: TrackConfig) -> dict[int, tuple[tuple, float, 
                 u = (g - frame) / (nxt - frame)
                 box = tuple(a[j] + (b[j] - a[j]) * u for j in range(4))
                 out[g] = (box, min(t.scores[k], t.scores[k + 1]), INTERPOLATED)
-    if len(t.frames) < cfg.min_detections:
-        return out
+    hold = cfg.hold if len(t.frames) >= cfg.min_detections else cfg.lone_hold
     v_end = t.velocity(cfg.velocity_frames)
     v_start = t.first_velocity(cfg.velocity_frames)
-    for d in range(1, cfg.hold + 1):
+    for d in range(1, hold + 1):
         scale = min(1.0 + cfg.growth * d, cfg.max_growth)
         after, before = t.frames[-1] + d, t.frames[0] - d
         if after < n and after not in out:
