@@ -3,9 +3,10 @@ face-frames, runs of consecutive misses, frames/s, deface on the same clips, rea
 long video cut into segments on 1 and 2 worker processes.
 
     python bench/video_eval.py [--testset DIR] [--output DIR] [--parts NAME,NAME...]
-        [--deface auto|skip] [--deface-backend auto|onnxrt|opencv] [--videos DIR]
-        [--real-videos NAME,...] [--speed-clips N] [--detect-every K] [--long-clips N]
-        [--detector NAME] [--detector-option K=V ...] [--key NAME]
+        [--deface auto|skip] [--deface-backend auto|onnxrt|opencv] [--deface-processes N]
+        [--videos DIR] [--real-videos NAME,...] [--speed-clips N] [--detect-every K]
+        [--workers N] [--long-clips N] [--detector NAME] [--detector-option K=V ...]
+        [--key NAME]
 
 Parts (all by default):
 
@@ -13,7 +14,8 @@ Parts (all by default):
     on the clips of ``bench/video_testset.py``: the default detector (multiscale) runs once on
     every frame; the variants are computed from those detections exactly as the pipeline does
     (``blurbeam.video.tracking.track``): per-frame detection alone, with temporal coverage, and
-    with detection on every 2nd / 3rd frame plus temporal coverage. A labelled face counts in a
+    with detection on every 2nd / 3rd frame plus temporal coverage (as the pipeline runs it, and
+    without holding lone detections over the unsearched frames). A labelled face counts in a
     frame when it is valid, its box has a larger side of at least 10 px (and, separately,
     40 px) and at least half of the box is inside the frame; it is *covered* when at least 80%
     of its in-frame part lies
@@ -25,12 +27,14 @@ Parts (all by default):
 ``speed``
     ``blurbeam.video.process.anonymize_video`` end to end on every clip (decode twice, detect,
     track, blur, encode, join, check): frames/s = frames / wall time, model already loaded.
+    With ``--workers N`` the clips are shared out to N processes of one detector thread and one
+    OpenCV thread each (the default local run's layout), their start-up included.
 ``deface``
     deface (its CLI, installed with onnx and onnxruntime into a throwaway virtualenv under
     ``OUTPUT/deface-venv``) on the same clips with ``--replacewith solid`` and ``--backend``
     ``--deface-backend`` (default ``auto``: onnxruntime; ``opencv``: OpenCV's DNN module, which
     runs deface faster on this machine's clips), all clips in one run (frames/s includes its
-    start-up). A labelled face is covered by deface when at least 80% of the bright pixels of its in-frame box (max channel >= 56 in the source frame) are black
+    start-up), or with ``--deface-processes N`` N runs at once over every N-th clip. A labelled face is covered by deface when at least 80% of the bright pixels of its in-frame box (max channel >= 56 in the source frame) are black
     (max channel < 40) in deface's output; deface's output frames are compared by index.
 ``real``
     every video under ``--videos`` (../shared/data/videos): frames/s, frame count and
@@ -142,11 +146,15 @@ def clips(testset: Path) -> list[tuple[Path, dict[str, Any]]]:
 # ---------------------------------------------------------------- parts
 
 
+#: (k, tracking) of each variant scored: the pipeline's own (``VideoOptions.track_config``), and
+#: the every-k modes without holding lone detections over the unsearched frames, for comparison.
 VARIANTS: dict[str, tuple[int, TrackConfig | None]] = {
     "per-frame": (1, None),
-    "tracking": (1, TrackConfig()),
-    "every-2nd+tracking": (2, TrackConfig()),
-    "every-3rd+tracking": (3, TrackConfig()),
+    "tracking": (1, VideoOptions().track_config),
+    "every-2nd+tracking": (2, VideoOptions(detect_every=2).track_config),
+    "every-3rd+tracking": (3, VideoOptions(detect_every=3).track_config),
+    "every-2nd, lone detections not held": (2, TrackConfig()),
+    "every-3rd, lone detections not held": (3, TrackConfig()),
 }
 
 
@@ -235,11 +243,18 @@ def run_recall(testset: Path, images: Path, detector: Detector, output: Path) ->
 
 
 def run_speed(
-    testset: Path, detector: Detector, output: Path, limit: int = 0, every: int = 1
+    testset: Path,
+    detector: Detector,
+    output: Path,
+    limit: int = 0,
+    every: int = 1,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    frames = seconds = 0.0
     work = output / "blurbeam"
     work.mkdir(parents=True, exist_ok=True)
+    if workers > 1:
+        return run_speed_pool(testset, work, limit, every, workers)
+    frames = seconds = 0.0
     per_clip = {}
     for path, _ in clips(testset)[: limit or None]:
         options = VideoOptions(detect_every=every)
@@ -298,8 +313,10 @@ def blacked_coverage(src: np.ndarray, out: np.ndarray, face: Sequence[float]) ->
 
 
 def run_deface(
-    testset: Path, output: Path, limit: int = 0, backend: str = "auto"
+    testset: Path, output: Path, limit: int = 0, backend: str = "auto", processes: int = 1
 ) -> dict[str, Any]:
+    """deface's CLI over the clips: one process over all of them, or ``processes`` at once,
+    each over every ``processes``-th clip (its own start-up included)."""
     exe, why = deface_exe(output)
     if exe is None:
         return {"status": "skipped", "reason": why}
@@ -308,15 +325,19 @@ def run_deface(
     work.mkdir(parents=True)
     items = clips(testset)[: limit or None]
     for path, _ in items:
-        os.symlink(path, work / path.name)
+        os.symlink(path.resolve(), work / path.name)
     inputs = [str(work / p.name) for p, _ in items]
     started = time.perf_counter()
     with (output / "deface.log").open("w") as log:
-        rc = subprocess.call(
-            [str(exe), *inputs, "--replacewith", "solid", "--backend", backend],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        procs = [
+            subprocess.Popen(
+                [str(exe), *inputs[k::processes], "--replacewith", "solid", "--backend", backend],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            for k in range(processes)
+        ]
+        rc = max(p.wait() for p in procs)
     seconds = time.perf_counter() - started
     if rc != 0:
         return {"status": "failed", "reason": f"exit {rc}, see {output / 'deface.log'}"}
@@ -343,6 +364,7 @@ def run_deface(
         "seconds": seconds,
         "frames_per_s": frames / seconds,
         "frame_count_mismatch": frame_mismatch,
+        "processes": processes,
     }
     for m in MIN_FACES:
         result[f"min_face_{m}"] = merge_scores(scores[m])
@@ -424,7 +446,9 @@ _WORKER_DETECTOR: Detector | None = None
 
 
 def _worker_init() -> None:
+    """One detector thread and one OpenCV thread, as the default local run's workers have."""
     global _WORKER_DETECTOR
+    cv2.setNumThreads(1)
     _WORKER_DETECTOR = create(DETECTOR, threads=1)
 
 
@@ -432,6 +456,35 @@ def _worker_segment(args: tuple) -> str:
     source, info, segment, dest = args
     process_segment(source, info, segment, _WORKER_DETECTOR, BlurConfig(), dest, VideoOptions())
     return dest
+
+
+def _worker_clip(args: tuple) -> tuple[str, int, float]:
+    source, dest, every = args
+    options = VideoOptions(detect_every=every)
+    result = anonymize_video(source, dest, _WORKER_DETECTOR, BlurConfig(), options)
+    return os.path.basename(source), result.info.frame_count, result.seconds
+
+
+def run_speed_pool(
+    testset: Path, work: Path, limit: int, every: int, workers: int
+) -> dict[str, Any]:
+    """The clips shared out to ``workers`` processes of one detector thread each, as the
+    default local run of ``blurbeam anonymize`` shares its inputs; the wall time includes
+    starting the processes and loading their detectors."""
+    jobs = [(str(p), str(work / p.name), every) for p, _ in clips(testset)[: limit or None]]
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers, initializer=_worker_init) as pool:
+        done = list(pool.map(_worker_clip, jobs))
+    seconds = time.perf_counter() - started
+    frames = sum(n for _, n, _ in done)
+    print(f"speed: {len(done)} clips on {workers} workers, {frames / seconds:.2f} frames/s")
+    return {
+        "frames": frames,
+        "seconds": seconds,
+        "frames_per_s": frames / seconds,
+        "workers": workers,
+        "per_clip": {name: n / s for name, n, s in done},
+    }
 
 
 def long_video(testset: Path, dest: Path, limit: int = 0) -> None:
@@ -481,12 +534,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--deface", choices=("auto", "skip"), default="auto")
     parser.add_argument("--deface-backend", choices=("auto", "onnxrt", "opencv"), default="auto")
+    parser.add_argument(
+        "--deface-processes", type=int, default=1, help="deface: N processes at once"
+    )
     parser.add_argument("--real-videos", default="", help="names (no extension) to run; all: ''")
     parser.add_argument(
         "--speed-clips", type=int, default=0, help="speed and deface on the first N clips (0: all)"
     )
     parser.add_argument(
         "--detect-every", type=int, default=1, help="speed: search every k-th frame"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="speed: share the clips out to N processes of one detector thread each (the "
+        "default local run's layout); 1: every clip in this process, the detector on its "
+        "default threads",
     )
     parser.add_argument("--long-clips", type=int, default=0, help="segments: the first N clips")
     parser.add_argument(
@@ -523,15 +587,26 @@ def main(argv: list[str] | None = None) -> int:
         elif part == "speed":
             key = f"speed_first_{args.speed_clips}" if args.speed_clips else "speed"
             key += f"_every_{args.detect_every}" if args.detect_every > 1 else ""
+            key += f"_{args.workers}_workers" if args.workers > 1 else ""
             key += suffix
             metrics[key] = run_speed(
-                args.testset, detector, args.output, args.speed_clips, args.detect_every
+                args.testset,
+                detector,
+                args.output,
+                args.speed_clips,
+                args.detect_every,
+                args.workers,
             )
         elif part == "deface" and args.deface != "skip":
             key = f"deface_first_{args.speed_clips}" if args.speed_clips else "deface"
             key += f"_{args.deface_backend}" if args.deface_backend != "auto" else ""
+            key += f"_{args.deface_processes}_processes" if args.deface_processes > 1 else ""
             metrics[key + suffix] = run_deface(
-                args.testset, args.output, args.speed_clips, args.deface_backend
+                args.testset,
+                args.output,
+                args.speed_clips,
+                args.deface_backend,
+                args.deface_processes,
             )
         elif part == "real":
             names = [n for n in args.real_videos.split(",") if n]
