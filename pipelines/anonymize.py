@@ -146,7 +146,7 @@ class AnonymizeOptions(PipelineOptions):
             default=None,
             help="video: the detector for video frames, at its own default threshold (default: "
             "--detector's, with its threshold and options); e.g. centerface with "
-            "--video-detect-every 3 for fast video while images keep the default",
+            "--video-detect-every 2 for fast video while images keep the default",
         )
         option(
             parser,
