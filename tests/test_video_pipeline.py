@@ -414,6 +414,30 @@ def test_stream_reused_boxes_cover_a_face_moving_at_the_documented_speed(directi
     assert boxes_for(config.max_age + 1, {0: [(0, 0, w, h)]}, config)[0] == "black"
 
 
+def test_stream_reused_boxes_follow_a_fast_face_between_two_detections():
+    """Faster than the growth covers (half its width a frame), a face moving at a steady speed
+    between two detected frames is covered on every frame between them by the moved box; a
+    second face far away, of another size, is not paired with it."""
+    from blurbeam.blur import DEFAULT_MASK_SCALE
+    from blurbeam.geometry import box_coverage, faces_mask
+    from blurbeam.video.stream import StreamConfig, boxes_for
+
+    config = StreamConfig()
+    w = 40.0
+    other = (900.0, 50.0, 150.0, 150.0)
+    known = {0: [(100.0, 300.0, w, w), other], 8: [(100.0 + 8 * 0.5 * w, 300.0, w, w), other]}
+    for i in range(1, 8):
+        kind, boxes = boxes_for(i, known, config)
+        mask = faces_mask(boxes, 1200, 800, scale=DEFAULT_MASK_SCALE)
+        assert kind == "reused" and box_coverage(mask, (100.0 + i * 0.5 * w, 300.0, w, w)) == 1.0
+        assert len(boxes) == 2 + 2 + 2  # each frame's two, and one moved box per pair
+    # ahead of the last two detections, when none after is known yet
+    ahead = {0: [(100.0, 300.0, w, w)], 4: [(100.0 + 4 * 0.5 * w, 300.0, w, w)]}
+    for i in range(5, 9):
+        mask = faces_mask(boxes_for(i, ahead, config)[1], 1200, 800, scale=DEFAULT_MASK_SCALE)
+        assert box_coverage(mask, (100.0 + i * 0.5 * w, 300.0, w, w)) == 1.0
+
+
 @pytest.fixture(scope="module")
 def live_clip(tmp_path_factory, astronaut):
     path = tmp_path_factory.mktemp("live") / "live.mp4"

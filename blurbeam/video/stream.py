@@ -12,10 +12,14 @@ Three threads share the frames:
   - the frame's own detection, when the detector reached it;
   - else, with ``policy="reuse"``, the boxes of the nearest detected frames before and after it
     (within ``max_age`` frames), each enlarged by ``grow`` per frame of distance, up to
-    ``max_grow``. With the anonymizer's mask scale m (1.6) a face that moves up to about
-    m * grow / 2 of its box's width per frame stays covered (the defaults: 0.16 widths a
-    frame, 5 widths a second at 30 fps); a faster face, or one that enters the picture after
-    the last detection, is not: ``policy="black"`` is the one that covers every case;
+    ``max_grow``; and each face moved along the line through two neighbouring detected frames
+    (the two before it, the one before and the one after, the two after it), each box paired
+    with the nearest box of a similar size, enlarged as much. With the anonymizer's mask scale
+    m (1.6) a face that moves up to about m * grow / 2 of its box's width per frame stays
+    covered by the enlarged boxes alone (the defaults: 0.16 widths a frame, 5 widths a second
+    at 30 fps), and a face moving at a steady speed by the moved boxes; a face that turns or
+    jumps beyond that, or one that enters the picture after the last detection, is not:
+    ``policy="black"`` is the one that covers every case;
   - else the frame is **blacked out**: with ``policy="black"`` every frame without its own
     detection is, and with ``"reuse"`` a frame with no detection within ``max_age`` frames
     (before the first detection, or when the detector stalls or fails).
@@ -138,7 +142,8 @@ def boxes_for(
 ) -> tuple[str, list[tuple[float, ...]]]:
     """(``fresh`` | ``reused`` | ``black``, boxes) of frame ``index`` from the detections known
     (frame index -> boxes): its own; or, with the ``reuse`` policy, those of the nearest
-    detected frame before and after it within ``max_age``, enlarged; else black."""
+    detected frame before and after it within ``max_age``, enlarged, and where the lines
+    through neighbouring detections put each face (module doc); else black."""
     if index in boxes:
         return "fresh", list(boxes[index])
     if config.policy == "black":
@@ -152,7 +157,38 @@ def boxes_for(
     for k in near:
         factor = min(config.max_grow, 1.0 + config.grow * abs(index - k))
         out += [_enlarge(b, factor) for b in boxes[k]]
+    # a face moving at a steady speed: the line through two neighbouring detections puts it
+    # at frame ``index``: the last two before it (ahead of them), the last before and the first
+    # after (between them), the first two after it (behind them)
+    sides = sorted(before)[-2:] + sorted(after)[:2]
+    for k1, k2 in zip(sides, sides[1:], strict=False):
+        factor = min(config.max_grow, 1.0 + config.grow * min(abs(index - k1), abs(index - k2)))
+        u = (index - k1) / (k2 - k1)
+        for a, b in _pairs(boxes[k1], boxes[k2]):
+            box = tuple(p + (q - p) * u for p, q in zip(a, b, strict=True))
+            out.append(_enlarge(box, factor))
     return "reused", out
+
+
+def _pairs(first: list, second: list) -> list[tuple[tuple, tuple]]:
+    """Each box of ``first`` with the box of ``second`` of a similar size (within 2x) whose
+    centre is nearest to its own, if any. A wrong pairing only adds a box."""
+    out = []
+    for a in first:
+        size_a = max(a[2], a[3])
+        similar = [b for b in second if 0.5 * size_a <= max(b[2], b[3]) <= 2.0 * size_a]
+        if similar:
+            cx, cy = a[0] + a[2] / 2, a[1] + a[3] / 2
+            out.append(
+                (
+                    a,
+                    min(
+                        similar,
+                        key=lambda b: (b[0] + b[2] / 2 - cx) ** 2 + (b[1] + b[3] / 2 - cy) ** 2,
+                    ),
+                )
+            )
+    return out
 
 
 def _source(
