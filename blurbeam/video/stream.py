@@ -173,21 +173,20 @@ def boxes_for(
 def _pairs(first: list, second: list) -> list[tuple[tuple, tuple]]:
     """Each box of ``first`` with the box of ``second`` of a similar size (within 2x) whose
     centre is nearest to its own, if any. A wrong pairing only adds a box."""
+
+    def centre(box: tuple) -> tuple[float, float]:
+        return box[0] + box[2] / 2, box[1] + box[3] / 2
+
     out = []
     for a in first:
-        size_a = max(a[2], a[3])
-        similar = [b for b in second if 0.5 * size_a <= max(b[2], b[3]) <= 2.0 * size_a]
+        size = max(a[2], a[3])
+        similar = [b for b in second if 0.5 * size <= max(b[2], b[3]) <= 2.0 * size]
         if similar:
-            cx, cy = a[0] + a[2] / 2, a[1] + a[3] / 2
-            out.append(
-                (
-                    a,
-                    min(
-                        similar,
-                        key=lambda b: (b[0] + b[2] / 2 - cx) ** 2 + (b[1] + b[3] / 2 - cy) ** 2,
-                    ),
-                )
+            ax, ay = centre(a)
+            nearest = min(
+                similar, key=lambda b: (centre(b)[0] - ax) ** 2 + (centre(b)[1] - ay) ** 2
             )
+            out.append((a, nearest))
     return out
 
 
