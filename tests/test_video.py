@@ -539,3 +539,30 @@ def test_link_tracks_keeps_a_track_id_across_a_cut():
     frames = link_tracks([a, b, c])
     assert [[x.track_id for x in f.boxes] for f in frames] == [[0], [0, 1], [0, 11], [0], [0]]
     assert [[x.x for x in f.boxes] for f in frames] == [[0], [4, 200], [8, 400], [12], [16]]
+
+
+def test_frame_rgb_and_rgb_frame_convert_like_ffmpeg_and_round_trip(astronaut):
+    """Limited-range 4:2:0 frames go through OpenCV (the matrix FFmpeg's scaler uses: within a
+    few levels of it), and an untouched picture survives RGB -> YUV -> RGB; other formats (full
+    range, odd sides, 4:4:4) are FFmpeg's conversion exactly."""
+    img = np.ascontiguousarray(cv2.resize(astronaut, (96, 64)))
+    frame = media.rgb_frame(av, img, "yuv420p")
+    assert frame.format.name == "yuv420p"
+    ours, ffmpegs = media.frame_rgb(frame), frame.to_ndarray(format="rgb24")
+    assert np.abs(ours.astype(int) - ffmpegs).max() <= 4
+    again = media.frame_rgb(media.rgb_frame(av, ours, "yuv420p"))
+    assert np.abs(again.astype(int) - ours).mean() < 0.1
+    full = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+    full.color_range = 2  # JPEG range: FFmpeg's
+    others = [
+        full,
+        av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuvj420p"),
+        av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv444p"),
+        av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:63, :95]), format="rgb24").reformat(
+            format="yuv420p"
+        ),
+    ]
+    for f in others:
+        np.testing.assert_array_equal(media.frame_rgb(f), f.to_ndarray(format="rgb24"))
+    assert media.rgb_frame(av, img, "yuv444p").format.name == "rgb24"
+    assert media.rgb_frame(av, np.ascontiguousarray(img[:63]), "yuv420p").format.name == "rgb24"
