@@ -260,6 +260,34 @@ def finalize_run(
     return doc
 
 
+def _check_video_faces(
+    fs: Any, root: str, run_id: str, audit_bytes: bytes, named: set[str]
+) -> list[str]:
+    """Check the per-frame face file of every video record in one audit file against the
+    sha256 the record holds (the file is found under ``root`` by the record's run and source,
+    wherever the output was moved); add each file's path to ``named``."""
+    from blurbeam.schemas.audit import AUDIT_SCHEMA
+
+    columns = ["run_id", "source_uri", "video"]
+    schema = pa.schema([AUDIT_SCHEMA.field(c) for c in columns])
+    rows = pq.read_table(io.BytesIO(audit_bytes), columns=columns, schema=schema).to_pylist()
+    problems = []
+    for row in rows:
+        video = row["video"]
+        if not video or not video.get("frame_faces_uri"):
+            continue  # an image, or a video that failed
+        path = layout.video_faces(root, row["run_id"], row["source_uri"])
+        named.add(path)
+        if not video.get("frame_faces_sha256"):
+            continue  # a record from before the field existed: nothing to check against
+        rel = posixpath.relpath(path, root)
+        if not fs.exists(path):
+            problems.append(f"{rel}, the per-frame faces of a video of run {run_id}, is missing")
+        elif sha256_bytes(fs.cat_file(path)) != video["frame_faces_sha256"]:
+            problems.append(f"{rel}, the per-frame faces of a video of run {run_id}, was changed")
+    return problems
+
+
 def verify(output: str) -> tuple[list[str], dict[str, Any]]:
     """Check the chain of attestations under ``output`` and every file they name. Returns the
     problems (empty: verified) and a summary (runs in chain order, head sha256)."""
@@ -275,6 +303,7 @@ def verify(output: str) -> tuple[list[str], dict[str, Any]]:
     fs, root = fsspec.core.url_to_fs(output)
     root = root.rstrip("/")
     named_audit: set[str] = set()
+    named_faces: set[str] = set()  # the per-frame face files the audit records name, as paths
     for i, run_id in enumerate(order):
         doc, _ = atts[run_id]
         if doc.get("unreadable"):
@@ -303,8 +332,17 @@ def verify(output: str) -> tuple[list[str], dict[str, Any]]:
             path = layout.under(root, f"{layout.AUDIT_DIR}/{name}")
             if not fs.exists(path):
                 problems.append(f"audit file {name} of run {run_id} is missing")
-            elif sha256_bytes(fs.cat_file(path)) != sha:
+                continue
+            data = fs.cat_file(path)
+            if sha256_bytes(data) != sha:
                 problems.append(f"audit file {name} of run {run_id} was changed")
+            else:
+                problems += _check_video_faces(fs, root, run_id, data, named_faces)
+        for path in sorted(fs.glob(layout.video_faces_glob(root, run_id))):
+            if path.rstrip("/") not in named_faces:
+                problems.append(
+                    f"{posixpath.relpath(path, root)} is named by no audit record of run {run_id}"
+                )
         if doc["corrections_sha256"] is not None:
             cpath = layout.corrections(root, run_id)
             if not fs.exists(cpath):

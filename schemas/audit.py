@@ -47,6 +47,9 @@ VIDEO = pa.struct(
         ("tracks", pa.int32()),
         ("frames_with_faces", pa.int64()),
         ("frame_faces_uri", pa.string()),  # the per-frame face records (schemas/video.py)
+        # sha256 of that file as written: ``blurbeam report --verify`` checks it (null in audit
+        # files written before the field existed)
+        ("frame_faces_sha256", pa.string()),
     ]
 )
 

@@ -166,6 +166,40 @@ def test_per_frame_face_records(mixed, first_run, name):
     assert table.num_rows == rec["video"]["face_boxes"]
 
 
+def test_verify_checks_each_videos_per_frame_faces(mixed, first_run, tmp_path):
+    """The audit record holds the sha256 of its video's per-frame face file, and
+    ``report --verify`` (``attest.verify``) finds that file changed, missing, or joined by a
+    file no record names, also in a copy of the output moved elsewhere."""
+    import shutil
+
+    from blurbeam import attest
+
+    _, out, _ = mixed
+    rec = first_run[1]["walk.mp4"]
+    written = Path(rec["video"]["frame_faces_uri"]).read_bytes()
+    assert rec["video"]["frame_faces_sha256"] == hashlib.sha256(written).hexdigest()
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    assert attest.verify(str(moved))[0] == []
+    faces = Path(layout.video_faces(str(moved), "first", rec["source_uri"]))
+    rel = faces.relative_to(moved).as_posix()
+    table = pq.read_table(faces)
+    pq.write_table(table.slice(1), faces)  # one face box fewer
+    assert attest.verify(str(moved))[0] == [
+        f"{rel}, the per-frame faces of a video of run first, was changed"
+    ]
+    stray = faces.with_name("0" * 32 + ".parquet")
+    stray.write_bytes(written)
+    faces.unlink()
+    problems = attest.verify(str(moved))[0]
+    assert f"{rel}, the per-frame faces of a video of run first, is missing" in problems
+    assert (
+        f"{stray.relative_to(moved).as_posix()} is named by no audit record of run first"
+        in problems
+    )
+    assert len(problems) == 2
+
+
 def test_audit_schema_and_report_account_for_every_input(mixed, first_run, capsys, tmp_path):
     _, out, _ = mixed
     table = pq.read_table(next((out / "audit").glob("run-first-*.parquet")))

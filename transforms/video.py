@@ -124,7 +124,7 @@ def publish_file(local_path: str, uri: str) -> None:
         raise
 
 
-def video_facts(result: Any, frame_faces_uri: str) -> dict[str, Any]:
+def video_facts(result: Any, frame_faces_uri: str, frame_faces_sha256: str) -> dict[str, Any]:
     """The audit record's ``video`` struct (``schemas.audit.VIDEO``) of a
     ``blurbeam.video.process.VideoResult``."""
     s = result.summary()
@@ -144,6 +144,7 @@ def video_facts(result: Any, frame_faces_uri: str) -> dict[str, Any]:
         "tracks": s["tracks"],
         "frames_with_faces": s["frames_with_faces"],
         "frame_faces_uri": frame_faces_uri,
+        "frame_faces_sha256": frame_faces_sha256,
     }
 
 
@@ -230,7 +231,8 @@ class _VideoFn(_AuditingFn):
         faces_uri = layout.video_faces(self._output, self._ctx.run_id, ref.uri)
         out_uri = join_output(self._output, ref.rel)
         try:
-            write_bytes(faces_uri, frame_faces_parquet(self._ctx.run_id, ref.uri, result))
+            faces = frame_faces_parquet(self._ctx.run_id, ref.uri, result)
+            write_bytes(faces_uri, faces)
             out_sha = _hash_local(dest)
             publish_file(dest, out_uri)
         except Exception as exc:
@@ -245,7 +247,7 @@ class _VideoFn(_AuditingFn):
             "width": width,
             "height": height,
             "format": muxer,
-            "video": video_facts(result, faces_uri),
+            "video": video_facts(result, faces_uri, hashlib.sha256(faces).hexdigest()),
         }
 
     def _video_record(self, task: ImageTask) -> dict:
