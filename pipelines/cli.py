@@ -16,6 +16,7 @@ import contextlib
 import difflib
 import importlib
 import logging
+import os
 import sys
 
 # name -> (module, one-line help). A new command is a new module plus one line here.
@@ -108,6 +109,31 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def console() -> None:
+    """The ``blurbeam`` command: ``main``, then the end of the process without the interpreter's
+    teardown of extension modules.
+
+    Python's own shutdown steps run as usual and in its order: the threads that are not daemons
+    are joined, then the ``atexit`` handlers (temporary directories, logging) run, and the
+    output streams are flushed. What is skipped is the C-level finalization after them, where,
+    after a run on the local runner's worker processes, a native thread of an extension could
+    abort the process ("terminate called without an active exception", exit 134) under heavy
+    load, turning a finished run into a failed job."""
+    import atexit
+    import threading
+
+    code = main()
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        # a closed pipe or stream: nothing more can reach it
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

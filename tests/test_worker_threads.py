@@ -158,7 +158,7 @@ def test_default_run_uses_worker_processes_and_says_so(tmp_path):
         (src / f"{i:02d}.jpg").write_bytes(face_image(i % 5) if i % 2 else plain_image(i))
     out, tmp = tmp_path / "out", tmp_path / "tmp"
     tmp.mkdir()
-    cmd = "import sys; from blurbeam.pipelines.cli import main; sys.exit(main())"
+    cmd = "from blurbeam.pipelines.cli import console; console()"  # what `blurbeam` runs
     run = subprocess.run(
         [sys.executable, "-c", cmd, "anonymize", "--input", str(src), "--output", str(out)]
         + ["--progress", "off"],
