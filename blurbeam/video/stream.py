@@ -47,6 +47,7 @@ import numpy as np
 from blurbeam.blur import BlurConfig, anonymize
 from blurbeam.detectors import Detector, detect_image
 from blurbeam.errors import one_line
+from blurbeam.geometry import centre, scale_box
 from blurbeam.video import media
 from blurbeam.video.media import EncodeSettings, VideoError
 
@@ -132,11 +133,6 @@ class _Shared:
         self.error: str | None = None
 
 
-def _enlarge(box: tuple[float, float, float, float], factor: float) -> tuple[float, ...]:
-    x, y, w, h = box
-    return (x + w / 2 - w * factor / 2, y + h / 2 - h * factor / 2, w * factor, h * factor)
-
-
 def boxes_for(
     index: int, boxes: dict[int, list], config: StreamConfig
 ) -> tuple[str, list[tuple[float, ...]]]:
@@ -156,7 +152,7 @@ def boxes_for(
     out = []
     for k in near:
         factor = min(config.max_grow, 1.0 + config.grow * abs(index - k))
-        out += [_enlarge(b, factor) for b in boxes[k]]
+        out += [scale_box(*b, factor) for b in boxes[k]]
     # a face moving at a steady speed: the line through two neighbouring detections puts it
     # at frame ``index``: the last two before it (ahead of them), the last before and the first
     # after (between them), the first two after it (behind them)
@@ -166,27 +162,20 @@ def boxes_for(
         u = (index - k1) / (k2 - k1)
         for a, b in _pairs(boxes[k1], boxes[k2]):
             box = tuple(p + (q - p) * u for p, q in zip(a, b, strict=True))
-            out.append(_enlarge(box, factor))
+            out.append(scale_box(*box, factor))
     return "reused", out
 
 
 def _pairs(first: list, second: list) -> list[tuple[tuple, tuple]]:
     """Each box of ``first`` with the box of ``second`` of a similar size (within 2x) whose
     centre is nearest to its own, if any. A wrong pairing only adds a box."""
-
-    def centre(box: tuple) -> tuple[float, float]:
-        return box[0] + box[2] / 2, box[1] + box[3] / 2
-
     out = []
     for a in first:
-        size = max(a[2], a[3])
+        size, (ax, ay) = max(a[2], a[3]), centre(a)
         similar = [b for b in second if 0.5 * size <= max(b[2], b[3]) <= 2.0 * size]
         if similar:
-            ax, ay = centre(a)
-            nearest = min(
-                similar, key=lambda b: (centre(b)[0] - ax) ** 2 + (centre(b)[1] - ay) ** 2
-            )
-            out.append((a, nearest))
+            dist = [(centre(b)[0] - ax) ** 2 + (centre(b)[1] - ay) ** 2 for b in similar]
+            out.append((a, similar[dist.index(min(dist))]))
     return out
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from blurbeam.detectors.base import Face
-from blurbeam.geometry import iou
+from blurbeam.geometry import centre, iou
 
 DETECTED = "detected"
 PROPAGATED = "propagated"
@@ -74,7 +74,7 @@ class _Track:
         f0, f1 = self.frames[k], self.frames[-1]
         if f1 == f0:
             return 0.0, 0.0
-        (x0, y0), (x1, y1) = _centre(self.boxes[k]), _centre(self.boxes[-1])
+        (x0, y0), (x1, y1) = centre(self.boxes[k]), centre(self.boxes[-1])
         return (x1 - x0) / (f1 - f0), (y1 - y0) / (f1 - f0)
 
     def first_velocity(self, n: int) -> tuple[float, float]:
@@ -82,19 +82,14 @@ class _Track:
         f0, f1 = self.frames[0], self.frames[k]
         if f1 == f0:
             return 0.0, 0.0
-        (x0, y0), (x1, y1) = _centre(self.boxes[0]), _centre(self.boxes[k])
+        (x0, y0), (x1, y1) = centre(self.boxes[0]), centre(self.boxes[k])
         return (x1 - x0) / (f1 - f0), (y1 - y0) / (f1 - f0)
-
-
-def _centre(box: tuple[float, float, float, float]) -> tuple[float, float]:
-    x, y, w, h = box
-    return x + w / 2, y + h / 2
 
 
 def _moved(
     box: tuple[float, float, float, float], v: tuple[float, float], frames: int, scale: float
 ) -> tuple[float, float, float, float]:
-    cx, cy = _centre(box)
+    cx, cy = centre(box)
     cx, cy = cx + v[0] * frames, cy + v[1] * frames
     w, h = box[2] * scale, box[3] * scale
     return cx - w / 2, cy - h / 2, w, h
@@ -111,7 +106,7 @@ def _affinity(pred: tuple, box: tuple, cfg: TrackConfig) -> float:
     size_p, size_b = max(pred[2], pred[3]), max(box[2], box[3])
     if min(size_p, size_b) <= 0 or max(size_p, size_b) > 1.5 * min(size_p, size_b):
         return 0.0
-    (px, py), (bx, by) = _centre(pred), _centre(box)
+    (px, py), (bx, by) = centre(pred), centre(box)
     distance = ((px - bx) ** 2 + (py - by) ** 2) ** 0.5 / max(size_p, size_b)
     if distance >= cfg.centre_gate:
         return 0.0
@@ -230,7 +225,7 @@ def _stable(filled: dict[int, tuple[tuple, float, str]], window: int) -> dict[in
         near = [filled[g][0] for g in frames[lo:hi]]
         w = max(b[2] for b in near)
         h = max(b[3] for b in near)
-        cx, cy = _centre(box)
+        cx, cy = centre(box)
         out[f] = ((cx - w / 2, cy - h / 2, w, h), score, source)
     return out
 
