@@ -74,6 +74,8 @@ def test_centerface_session_gets_the_budget_and_the_option_wins():
     assert det._sess.get_session_options().intra_op_num_threads == 1
     det = create(DetectorSpec("centerface", options=(("threads", 2),)), threads=1)
     assert det._sess.get_session_options().intra_op_num_threads == 2
+    # every image is a new input shape: no memory pattern is planned and kept for each
+    assert det._sess.get_session_options().enable_mem_pattern is False
 
 
 def test_multiscale_hands_the_budget_to_its_backends():
