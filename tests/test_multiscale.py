@@ -179,8 +179,34 @@ def test_bad_options_are_clear_errors() -> None:
         create(DetectorSpec("multiscale", options=(("base", "yunet"), ("scales", (0.0,)))))
     with pytest.raises(ValueError, match="full_max_pixels"):
         create(DetectorSpec("multiscale", options=(("base", "yunet"), ("full_max_pixels", -1))))
+    with pytest.raises(ValueError, match="upscaled_max_pixels"):
+        create(
+            DetectorSpec("multiscale", options=(("base", "yunet"), ("upscaled_max_pixels", 1000)))
+        )
     with pytest.raises(ValueError, match="itself"):
         create(DetectorSpec("multiscale", options=(("base", "multiscale"),)))
+
+
+def test_upscaled_regions_run_on_tiles_within_their_pixel_budget(astronaut: np.ndarray) -> None:
+    """``upscaled_max_pixels``: an upscaled region runs on equal tiles of at most that many
+    pixels that together cover it, and a small face in it is still found."""
+    scene, box = small_face_scene(astronaut, 10.0)
+    budget = 300_000
+    det = create(DetectorSpec("multiscale", options=(("upscaled_max_pixels", budget),)))
+    crops: list[tuple[int, int]] = []
+    up = det._up_base
+    real_detect = up.detect
+
+    def recording(crop: np.ndarray) -> list[Face]:
+        crops.append(crop.shape[:2])
+        return real_detect(crop)
+
+    up.detect = recording  # type: ignore[method-assign]
+    h, w = scene.shape[:2]
+    faces = det._in_regions(scene, 2.0, [(0, 0, w, h)])
+    assert len(crops) > 1 and all(ch * cw <= budget for ch, cw in crops)
+    assert sum(ch * cw for ch, cw in crops) >= 4 * h * w  # together they cover the region
+    assert best_iou(faces, box) >= 0.5
 
 
 @pytest.mark.parametrize(
@@ -255,16 +281,17 @@ def test_runtime_and_precision_reach_the_centerface_bases() -> None:
     )
     assert (fp32.precision, fp32.runtime) == ("fp32", "onnxruntime")
     assert fp32.model_sha256 == cf.SOURCE_SHA256 and fp32._up_base is fp32._base
-    # int8 at 1x and 0.5x, the focus pass in fp32 unless upscale_precision says otherwise; the
-    # audit's model id names both files
-    int8 = create(DetectorSpec("multiscale", options=(("precision", "int8"),)))
+    # int8 in every pass unless upscale_precision says otherwise: one session, one model id
+    same = create(DetectorSpec("multiscale", options=(("precision", "int8"),)))
+    assert same.precision == "int8"
+    assert same.model_sha256 == cf.INT8_SHA256 and same._up_base is same._base
+    # the focus pass in fp32: the audit's model id names both files
+    int8 = create(
+        DetectorSpec("multiscale", options=(("precision", "int8"), ("upscale_precision", "fp32")))
+    )
     assert int8.precision == "int8, upscaled fp32"
     assert int8.model_sha256 == f"{cf.INT8_SHA256}+{cf.SOURCE_SHA256}"
     assert (int8._base.precision, int8._up_base.precision) == ("int8", "fp32")
-    same = create(
-        DetectorSpec("multiscale", options=(("precision", "int8"), ("upscale_precision", "same")))
-    )
-    assert same.model_sha256 == cf.INT8_SHA256 and same._up_base is same._base
     # the base's own options win over the shared ones
     det = create(
         DetectorSpec(

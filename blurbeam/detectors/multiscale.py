@@ -2,13 +2,14 @@
 
 A face of 8-16 px is below what CenterFace or YuNet see at the image's own size; the same face
 after a 2x upscale is 16-32 px, well inside their range. This meta-backend runs its ``base``
-detector at each of ``scales`` (``1.0`` is the image as is; ``2.0`` upscales it, in tiles of
-``tile`` pixels of the upscaled image so memory stays bounded; ``0.5`` halves it), maps every
-face back to image pixels, keeps from an upscaled pass only the faces that are small in the
-original image (the large ones are better seen at 1x) and from a downscaled pass only the large
-ones, optionally adds a second backend (``ensemble``) at 1x, and fuses the lot: ``vote`` (the default) replaces the best box of each cluster by the score-weighted
-mean of the cluster's boxes and landmarks, ``nms`` keeps it as it is (on WIDER dev305 the two are
-within 0.003 AP; vote is ahead on hard AP and blur recall, see docs/BENCHMARKS.md).
+detector at each of ``scales`` (``1.0`` is the image as is; ``2.0`` upscales it, in tiles of at
+most ``upscaled_max_pixels`` pixels of the upscaled image so memory stays bounded; ``0.5`` halves
+it), maps every face back to image pixels, keeps from an upscaled pass only the faces that are
+small in the original image (the large ones are better seen at 1x) and from a downscaled pass
+only the large ones, optionally adds a second backend (``ensemble``) at 1x, and fuses the lot:
+``vote`` (the default) replaces the best box of each cluster by the score-weighted mean of the
+cluster's boxes and landmarks, ``nms`` keeps it as it is (on WIDER dev305 the two are within
+0.003 AP; vote is ahead on hard AP and blur recall, see docs/BENCHMARKS.md).
 
 By default the upscaled pass is restricted to where faces are (``focus``): it upscales only the
 regions around the small faces the 1x pass found, even at low scores (small faces come in crowds),
@@ -34,7 +35,11 @@ first), ``confident`` (0.5, for ``first``), ``upscale_base`` (the backend for sc
 ``upscale_base_options``, ``upscaled_score_factor`` (1.0: multiplies the score of every face
 of an upscaled pass before fusion, so below 1 a face only that pass found ranks after an equally
 confident 1x face; how a fused face's score then uses it is ``score_rule``'s business),
-``tile`` (2048, in upscaled pixels; 0 = the whole image), ``tile_overlap`` (96),
+``tile`` (2048, in upscaled pixels, used when ``upscaled_max_pixels`` is 0; 0 = the whole
+image), ``tile_overlap`` (96),
+``upscaled_max_pixels`` (2,000,000: an upscaled image or region runs on as few equal tiles of
+at most this many pixels as cover it, overlapping by ``tile_overlap``; 0 = tiles of ``tile`` px
+a side instead; the budget bounds a worker's memory: docs/BENCHMARKS.md),
 ``full_max_pixels`` (1,500,000: the 1x pass of a larger image runs on as few equal tiles of at
 most this many pixels as cover it, overlapping by ``tile_overlap``, so a worker's memory does not
 grow with the image; a face larger than the overlap that a seam cuts is the 0.5x pass's; 0 = the
@@ -43,9 +48,11 @@ upscaled), ``focus_margin`` (96 image px around them), ``ensemble`` (None, or a 
 name run at 1x), ``ensemble_options``, ``fusion`` (vote | nms), ``fusion_iou`` (0.4),
 ``runtime`` and ``precision`` (handed on to the CenterFace bases, see
 :mod:`blurbeam.detectors.runtime`), ``upscale_precision`` (fp32 | int8 | same: the precision of
-the upscaled passes' CenterFace when no ``upscale_base`` is named; fp32 by default, because on
-WIDER dev305 an int8 focus pass cost hard AP 0.885 -> 0.876 while int8 at 1x and 0.5x cost
-0.002, docs/BENCHMARKS.md "Detector runtime and precision").
+the upscaled passes' CenterFace when no ``upscale_base`` is named; ``same`` by default, the
+precision of the other passes: on all 886 WIDER pool886 photos, where settings are chosen, the
+int8 focus pass in 2 MP tiles against an fp32 one in 2,048 px tiles moved hard AP by -0.0010 and
+blur recall by -0.0003, for 24% less detector CPU and a third of the peak memory;
+docs/BENCHMARKS.md "Detector runtime and precision" has the figures, and dev305's).
 """
 
 from __future__ import annotations
@@ -69,6 +76,8 @@ RUNTIME_OPTIONS = ("runtime", "precision")
 UPSCALE_PRECISIONS = ("fp32", "int8", "same")
 #: The 1x pass of a larger image runs on tiles of at most this many pixels (``full_max_pixels``).
 FULL_MAX_PIXELS = 1_500_000
+#: An upscaled image or region runs on tiles of at most this many pixels (``upscaled_max_pixels``).
+UPSCALED_MAX_PIXELS = 2_000_000
 
 
 def _pairs(value: Any) -> tuple[tuple[str, Any], ...]:
@@ -302,6 +311,12 @@ class MultiScaleDetector(Detector):
                 f"got {self._full_max_pixels}"
             )
         self._overlap = int(o.get("tile_overlap", 96))
+        self._up_max_pixels = int(float(o.get("upscaled_max_pixels", UPSCALED_MAX_PIXELS)))
+        if self._up_max_pixels < 0 or 0 < self._up_max_pixels < 256 * 256:
+            raise ValueError(
+                f"upscaled_max_pixels must be 0 (tiles of `tile` px) or at least {256 * 256:,}, "
+                f"got {self._up_max_pixels}"
+            )
         self._up_factor = float(o.get("upscaled_score_factor", 1.0))
         self._focus = bool(o.get("focus", True))
         self._focus_max = float(o.get("focus_max_face", 24))
@@ -334,7 +349,7 @@ class MultiScaleDetector(Detector):
         )
         self._up_base = self._base
         up_name = o.get("upscale_base")
-        up_precision = str(o.get("upscale_precision", "fp32"))
+        up_precision = str(o.get("upscale_precision", "same"))
         if up_precision not in UPSCALE_PRECISIONS:
             raise ValueError(
                 f"unknown upscale_precision {up_precision!r}; choose from {UPSCALE_PRECISIONS}"
@@ -403,8 +418,17 @@ class MultiScaleDetector(Detector):
             return self._on_tiles(base, rgb, boxes, 1.0)
         interp = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
         big = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=interp)
-        boxes = tiles(big.shape[1], big.shape[0], self._tile, self._overlap)
+        if scale > 1.0:
+            boxes = self._up_tiles(big.shape[1], big.shape[0])
+        else:
+            boxes = tiles(big.shape[1], big.shape[0], self._tile, self._overlap)
         return self._on_tiles(base, big, boxes, scale)
+
+    def _up_tiles(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
+        """The tiles an upscaled image or region of ``width`` x ``height`` px runs on."""
+        if self._up_max_pixels:
+            return grid_tiles(width, height, self._up_max_pixels, self._overlap)
+        return tiles(width, height, self._tile, self._overlap)
 
     def _in_regions(
         self, rgb: np.ndarray, scale: float, regions: list[tuple[int, int, int, int]]
@@ -417,7 +441,7 @@ class MultiScaleDetector(Detector):
                 (round((x1 - x0) * scale), round((y1 - y0) * scale)),
                 interpolation=cv2.INTER_LINEAR,
             )
-            boxes = tiles(big.shape[1], big.shape[0], self._tile, self._overlap)
+            boxes = self._up_tiles(big.shape[1], big.shape[0])
             faces += self._on_tiles(self._up_base, big, boxes, scale, (x0 * scale, y0 * scale))
         return faces
 
