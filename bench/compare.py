@@ -248,21 +248,24 @@ def load_rgb(path: Path) -> np.ndarray | None:
 # --------------------------------------------------------------------------------------------
 
 
-def tree_rss(proc: Any) -> int:
-    """Resident bytes of a psutil process and all its descendants (0 for the ones gone)."""
+def tree_rss(proc: Any) -> tuple[int, int]:
+    """Resident bytes of a psutil process and all its descendants, and of the largest of them
+    (0 for the ones gone)."""
     import psutil
 
-    total = 0
+    total = largest = 0
     try:
         procs = [proc, *proc.children(recursive=True)]
     except psutil.Error:
-        return 0
+        return 0, 0
     for p in procs:
         try:
-            total += p.memory_info().rss
+            rss = p.memory_info().rss
         except psutil.Error:
             continue
-    return total
+        total += rss
+        largest = max(largest, rss)
+    return total, largest
 
 
 @dataclass
@@ -272,6 +275,8 @@ class Measured:
     cpu_s: float
     peak_rss_bytes: int
     start_time: float  # time.time() at launch
+    #: the peak RSS of the largest single process of the tree (a worker, for blurbeam's runs)
+    peak_process_rss_bytes: int = 0
 
 
 def run_measured(
@@ -285,7 +290,7 @@ def run_measured(
     import psutil
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    peak = 0
+    peak = peak_one = 0
     stop = threading.Event()
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as fh:
@@ -295,9 +300,10 @@ def run_measured(
         ps = psutil.Process(proc.pid)
 
         def sample() -> None:
-            nonlocal peak
+            nonlocal peak, peak_one
             while not stop.is_set():
-                peak = max(peak, tree_rss(ps))
+                total, largest = tree_rss(ps)
+                peak, peak_one = max(peak, total), max(peak_one, largest)
                 stop.wait(interval)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -314,7 +320,7 @@ def run_measured(
         sampler.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Measured(rc, wall, cpu, peak, start_time)
+    return Measured(rc, wall, cpu, peak, start_time, peak_one)
 
 
 def tail(path: Path, lines: int = 5) -> str:
@@ -336,6 +342,8 @@ class Context:
     output: Path
     deface: str  # auto | require | skip
     timeout: float | None
+    #: ``--detector-option K=V`` pairs every blurbeam run gets (``--blurbeam-option``)
+    blurbeam_options: tuple[str, ...] = ()
 
 
 @dataclass
@@ -400,6 +408,7 @@ def run_blurbeam(ctx: Context, name: str, workers: int, extra: Sequence[str] = (
         "--run-id",
         f"compare-{name}",
         *extra,
+        *(a for kv in ctx.blurbeam_options for a in ("--detector-option", kv)),
         "--direct_num_workers",
         str(workers),
     ]
@@ -705,6 +714,7 @@ def tool_summary(name: str, run: ToolRun, n_images: int) -> dict[str, Any]:
             cpu_s=round(m.cpu_s, 3),
             images_per_s=round(n_images / m.wall_s, 4) if m.wall_s > 0 else None,
             peak_rss_mb=round(m.peak_rss_bytes / 2**20, 1),
+            peak_process_rss_mb=round(m.peak_process_rss_bytes / 2**20, 1),
             ms_median=_pct(run.per_image_ms, 50),
             ms_p95=_pct(run.per_image_ms, 95),
             timed_images=len(run.per_image_ms),
@@ -813,20 +823,21 @@ def _fmt(v: Any, spec: str) -> str:
 
 def table(rows: dict[str, dict[str, Any]]) -> str:
     head = (
-        "| tool | images/s | ms/image median | p95 | CPU s | peak RSS MiB | blur recall "
-        "| <32 px | >=32 px | mask recall | collateral | missing |"
+        "| tool | images/s | ms/image median | p95 | CPU s | peak RSS MiB | largest process MiB "
+        "| blur recall | <32 px | >=32 px | mask recall | collateral | missing |"
     )
-    lines = [head, "|" + " --- |" * 12]
+    lines = [head, "|" + " --- |" * 13]
     for r in rows.values():
         if r["status"] != "ok":
             reason = " ".join(str(r["reason"]).split()).replace("|", "/")[:160]
-            lines.append(f"| {r['label']} | {r['status']}: {reason} |" + " |" * 10)
+            lines.append(f"| {r['label']} | {r['status']}: {reason} |" + " |" * 11)
             continue
         pct = "-" if r.get("collateral") is None else f"{100 * r['collateral']:.2f}%"
         lines.append(
             f"| {r['label']} | {_fmt(r.get('images_per_s'), '.2f')} "
             f"| {_fmt(r.get('ms_median'), '.0f')} | {_fmt(r.get('ms_p95'), '.0f')} "
             f"| {_fmt(r.get('cpu_s'), '.0f')} | {_fmt(r.get('peak_rss_mb'), '.0f')} "
+            f"| {_fmt(r.get('peak_process_rss_mb'), '.0f')} "
             f"| {_fmt(r.get('blur_recall'), '.3f')} | {_fmt(r.get('blur_recall_small'), '.3f')} "
             f"| {_fmt(r.get('blur_recall_large'), '.3f')} "
             f"| {_fmt(r.get('mask_blur_recall'), '.3f')} | {pct} "
@@ -944,6 +955,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="reuse the tools that already ran successfully on the same images in --output",
     )
+    ap.add_argument(
+        "--blurbeam-option",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a --detector-option every blurbeam run gets (e.g. upscale_precision=same)",
+    )
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--times", default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -990,7 +1008,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from blurbeam.pipelines.scaffold import DEFAULT_DETECTOR
 
     info = machine_info()
-    ctx = Context(mirror, rels, output, args.deface, args.timeout)
+    ctx = Context(mirror, rels, output, args.deface, args.timeout, tuple(args.blurbeam_option))
     print(
         f"compare: {len(rels)} images from {images}; default detector {DEFAULT_DETECTOR}; "
         f"tools {', '.join(tools)}; load average {info['load_avg_before']}",

@@ -17,7 +17,9 @@ the official WIDER tool (keep lists of ``ground_truth/`` beside the set, else th
 lists of ``../shared/data/widerface/ground_truth`` restricted to the set's images), and blur
 recall (valid faces >= 10 px whose box is >= 80% inside the anonymizer's mask) at the
 configuration's anonymize threshold and mask scale, overall and on faces >= 40 px, plus false
-positives per image. ``--threshold`` rescans the anonymize threshold of every configuration.
+positives per image, and the peak RSS of the ``run`` process (the configuration's own when it ran
+alone: one ``--config`` per invocation). ``--threshold`` rescans the anonymize threshold of every
+configuration.
 
 ``plot`` draws CPU ms per image against blur recall for every scored configuration.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -43,8 +46,14 @@ AP_MIN_SCORE = 0.02
 
 
 def _ms(base: dict[str, Any], **multiscale: Any) -> dict[str, Any]:
-    # the configurations measured before the 1x pass was tiled keep it whole
-    opts: dict[str, Any] = {"base_options": tuple(sorted(base.items())), "full_max_pixels": 0}
+    # the configurations measured before the 1x pass was tiled keep it whole, and those
+    # measured while the focus pass ran in fp32 and in tiles of 2048 px by default name them
+    opts: dict[str, Any] = {
+        "base_options": tuple(sorted(base.items())),
+        "full_max_pixels": 0,
+        "upscale_precision": "fp32",
+        "upscaled_max_pixels": 0,
+    }
     opts.update(multiscale)
     return {
         "detector": "multiscale",
@@ -68,6 +77,39 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # the 1x pass of an image above N pixels in tiles of at most N pixels (bounded memory)
     "tiled1mp-int8-focus-fp32-ort": _ms(ORT_INT8, full_max_pixels=1_000_000),
     "tiled1.5mp-int8-focus-fp32-ort": _ms(ORT_INT8, full_max_pixels=1_500_000),
+    # the upscaled (focus) pass in equal tiles of at most N upscaled pixels (bounded memory)
+    "focus1mp-tiled1.5mp-int8-focus-fp32-ort": _ms(
+        ORT_INT8, full_max_pixels=1_500_000, upscaled_max_pixels=1_000_000
+    ),
+    "focus1.5mp-tiled1.5mp-int8-focus-fp32-ort": _ms(
+        ORT_INT8, full_max_pixels=1_500_000, upscaled_max_pixels=1_500_000
+    ),
+    "focus2mp-tiled1.5mp-int8-focus-fp32-ort": _ms(
+        ORT_INT8, full_max_pixels=1_500_000, upscaled_max_pixels=2_000_000
+    ),
+    # the focus pass on an int8 model calibrated on the focus pass's own inputs, written by
+    # bench/quantize_centerface.py --images .../pool886/images --count 64 --exclude-every 4
+    # --inputs focus --output bench/out/quantize_focus/centerface_int8_focus.onnx: not kept
+    "focus-calibrated-int8-tiled1.5mp-ort": _ms(
+        ORT_INT8,
+        full_max_pixels=1_500_000,
+        upscale_base="centerface",
+        upscale_base_options=(
+            ("model_path", str(OUT.parent / "quantize_focus" / "centerface_int8_focus.onnx")),
+            ("precision", "int8"),
+            ("runtime", "onnxruntime"),
+        ),
+    ),
+    "int8-all-tiled1.5mp-ort": _ms(ORT_INT8, full_max_pixels=1_500_000, upscale_precision="same"),
+    **{
+        f"int8-all-tiled1.5mp-focus{n}mp-ort": _ms(
+            ORT_INT8,
+            full_max_pixels=1_500_000,
+            upscale_precision="same",
+            upscaled_max_pixels=int(float(n) * 1_000_000),
+        )
+        for n in ("1", "2")
+    },
     "int8-all-passes-ov": _ms(OV_INT8, upscale_precision="same"),
     "margin48-int8-all-ort": _ms(ORT_INT8, upscale_precision="same", focus_margin=48),
     "margin48-int8-focus-fp32-ort": _ms(ORT_INT8, focus_margin=48),
@@ -138,6 +180,9 @@ def run(set_name: str, config: str, every: int) -> Path:
         "params": getattr(det, "params", lambda: {})(),
         "threads": 1,
         "wall_s": round(time.time() - t_all, 1),
+        # the process's peak RSS: of this configuration alone only when it ran alone (one
+        # --config per invocation)
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "load_avg_1min": round(os.getloadavg()[0], 2),
         "images": images,
     }
@@ -199,6 +244,7 @@ def score(path: Path, threshold: float | None = None) -> dict[str, Any]:
         "fp_per_image": round(float(s["false_positives_per_image"]), 3),
         "cpu_ms_mean": round(float(np.mean(cpu)), 1),
         "cpu_ms_median": round(float(np.median(cpu)), 1),
+        "peak_rss_mib": rec.get("peak_rss_mib", ""),
         "model_sha256": rec["model_sha256"][:16],
     }
 
@@ -221,6 +267,7 @@ def table(sets: list[str], threshold: float | None) -> list[dict[str, Any]]:
         "fp_per_image",
         "cpu_ms_mean",
         "cpu_ms_median",
+        "peak_rss_mib",
     ]
     print("| " + " | ".join(cols) + " |")
     print("|" + " --- |" * len(cols))

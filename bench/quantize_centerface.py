@@ -11,6 +11,11 @@ activations (the U8S8 pairing that VNNI and OpenVINO run fastest). Activation ra
 it: the whole photo at its own size, the photo at 0.5x, and a 2x-upscaled crop around its centre,
 every input padded to multiples of 32 with zeros as ``CenterFaceDetector.detect_raw`` pads.
 
+``--inputs focus`` calibrates on the default detector's focus-pass inputs instead (the 2x regions
+around the small faces its 1x and 0.5x passes find), and ``--exclude-every K`` keeps the subset
+that ``bench/frontier.py --every K`` scores out of calibration; that experiment is in
+docs/BENCHMARKS.md and its model was not kept.
+
 Calibrate on pool886 only, never on the images the accuracy is reported on (dev305), and never
 commit the calibration photos: the script records only their count, the directory's name and the
 sha256 of the sorted list of file names in ``<output>.json`` beside the model.
@@ -69,6 +74,34 @@ def calibration_inputs(paths: list[Path]) -> Iterator[np.ndarray]:
         yield padded_blob(big)
 
 
+def focus_inputs(paths: list[Path], max_pixels: int) -> Iterator[np.ndarray]:
+    """Per photo: what the default detector's focus pass feeds the network, the 2x-upscaled
+    regions around the small faces its 1x and 0.5x passes find, in tiles of at most
+    ``max_pixels`` (calibration keeps every activation of a batch in memory)."""
+    from blurbeam.detectors import DetectorSpec, create
+    from blurbeam.detectors.multiscale import grid_tiles
+
+    det = create(DetectorSpec("multiscale", 0.15, 0.0, (("precision", "int8"),)), threads=0)
+    seen: list[np.ndarray] = []
+
+    class Recorder:
+        def detect(self, crop: np.ndarray) -> list:
+            seen.append(crop)
+            return []
+
+    det._up_base = Recorder()  # the focus pass runs last: recording it changes no seed
+    for p in paths:
+        bgr = cv2.imread(str(p))
+        if bgr is None:
+            raise SystemExit(f"quantize_centerface: cannot read {p}")
+        seen.clear()
+        det.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        for big in list(seen):
+            h, w = big.shape[:2]
+            for x0, y0, x1, y1 in grid_tiles(w, h, max_pixels, 96):
+                yield padded_blob(np.ascontiguousarray(big[y0:y1, x0:x1]))
+
+
 def flush_every(inputs: int) -> int:
     """How many calibration outputs the calibrator holds before reducing them to ranges: a few
     (memory), and not a divisor of ``inputs`` (onnxruntime's MinMax calibrator fails with "No
@@ -82,6 +115,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", default=str(DEFAULT_OUTPUT))
     ap.add_argument("--count", type=int, default=96, help="photos used for calibration")
     ap.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax")
+    ap.add_argument(
+        "--exclude-every",
+        type=int,
+        default=0,
+        help="leave out every K-th photo (sorted, from the first), the subset that "
+        "bench/frontier.py --every K scores, so that it stays unseen by calibration",
+    )
+    ap.add_argument(
+        "--inputs",
+        choices=("passes", "focus"),
+        default="passes",
+        help="passes: each photo at 1x, 0.5x and a 2x central crop; focus: the default "
+        "detector's focus-pass inputs (2x regions around small faces) only",
+    )
+    ap.add_argument(
+        "--max-pixels",
+        type=int,
+        default=1_000_000,
+        help="--inputs focus: calibration tiles of at most this many pixels",
+    )
     ap.add_argument(
         "--keep-head-fp32",
         action="store_true",
@@ -108,15 +161,24 @@ def main(argv: list[str] | None = None) -> int:
     if len(every) < args.count:
         print(f"quantize_centerface: {len(every)} images under {src_dir}", file=sys.stderr)
         return 2
-    idx = np.linspace(0, len(every) - 1, args.count).round().astype(int)
-    paths = [every[i] for i in idx]
+    pool = [
+        p for i, p in enumerate(every) if not (args.exclude_every and i % args.exclude_every == 0)
+    ]
+    idx = np.linspace(0, len(pool) - 1, args.count).round().astype(int)
+    paths = [pool[i] for i in idx]
+
+    if args.inputs == "focus":  # the count sets the flush interval, so gather them first
+        blobs = list(focus_inputs(paths, args.max_pixels))
+        n_inputs = len(blobs)
+        source: Iterator[np.ndarray] = iter(blobs)
+    else:
+        n_inputs = 3 * len(paths)
+        source = calibration_inputs(paths)
+    print(f"quantize_centerface: {n_inputs} calibration inputs", file=sys.stderr)
 
     class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = calibration_inputs(paths)
-
         def get_next(self) -> dict[str, np.ndarray] | None:
-            blob = next(self._it, None)
+            blob = next(source, None)
             return None if blob is None else {INPUT_NAME: blob}
 
     t0 = time.time()
@@ -148,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             weight_type=QuantType.QInt8,
             calibrate_method=method,
             nodes_to_exclude=exclude,
-            extra_options={"CalibMaxIntermediateOutputs": flush_every(3 * len(paths))},
+            extra_options={"CalibMaxIntermediateOutputs": flush_every(n_inputs)},
         )
     names = "\n".join(p.name for p in every).encode()
     record = {
@@ -163,9 +225,15 @@ def main(argv: list[str] | None = None) -> int:
             "method": args.method,
             "directory": src_dir.name if src_dir.name != "images" else src_dir.parent.name,
             "photos": len(paths),
+            "inputs": n_inputs,
             "of": len(every),
+            "excluded": f"every {args.exclude_every}th photo from the first"
+            if args.exclude_every
+            else "none",
             "file_list_sha256": hashlib.sha256(names).hexdigest(),
-            "inputs_per_photo": "1x, 0.5x, 2x of the central 320x320 crop",
+            "inputs_per_photo": "1x, 0.5x, 2x of the central 320x320 crop"
+            if args.inputs == "passes"
+            else f"the default detector's focus-pass inputs, in tiles of <= {args.max_pixels} px",
         },
         "seconds": round(time.time() - t0, 1),
     }
