@@ -244,7 +244,7 @@ def score(path: Path, threshold: float | None = None) -> dict[str, Any]:
         "fp_per_image": round(float(s["false_positives_per_image"]), 3),
         "cpu_ms_mean": round(float(np.mean(cpu)), 1),
         "cpu_ms_median": round(float(np.median(cpu)), 1),
-        "peak_rss_mib": rec.get("peak_rss_mib", ""),
+        "peak_rss_mib": rec.get("peak_rss_mib", rec.get("peak_rss_mb", "")),
         "model_sha256": rec["model_sha256"][:16],
     }
 

@@ -1,0 +1,142 @@
+"""Where blurbeam's collateral blur comes from, in a finished ``bench/compare.py`` run.
+
+    python bench/collateral_sources.py [--compare bench/out/compare] [--tool blurbeam-2w]
+
+compare.py counts as collateral every changed pixel (its pixel rule) outside all labelled faces
+(any label, valid or not, box enlarged 1.7x). This script splits those pixels by the detection
+whose mask region (the audit's box scaled by its ``mask_scale``, plus a margin of 4 px for the
+5x5 window of the pixel rule) holds them:
+
+- **labelled**: the detection overlaps a labelled face (IoU >= 0.3, or its centre inside the
+  labelled box enlarged 1.7x): collateral from a mask that reaches past 1.7x that face;
+- **unlabelled**: it overlaps none: a false positive, or a face WIDER left unlabelled;
+- **none**: no detection's region holds the pixel (JPEG re-encoding noise and the like).
+
+Unlabelled detections are also split by score, which says what a higher anonymize threshold
+would remove (and, with true unlabelled faces among them, what it would leave unblurred).
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
+
+#: Extra pixels around a mask region that the pixel rule's 5x5 window can reach.
+MARGIN = 4
+SCORE_BANDS = (0.15, 0.3, 0.5, 0.7, 1.01)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of one (x, y, w, h) box with (N, 4) boxes."""
+    ix = np.clip(np.minimum(a[0] + a[2], b[:, 0] + b[:, 2]) - np.maximum(a[0], b[:, 0]), 0, None)
+    iy = np.clip(np.minimum(a[1] + a[3], b[:, 1] + b[:, 3]) - np.maximum(a[1], b[:, 1]), 0, None)
+    inter = ix * iy
+    union = a[2] * a[3] + b[:, 2] * b[:, 3] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def labelled(det: np.ndarray, gt: np.ndarray) -> bool:
+    if not len(gt):
+        return False
+    if box_iou(det, gt).max() >= 0.3:
+        return True
+    cx, cy = det[0] + det[2] / 2, det[1] + det[3] / 2
+    gx, gy = gt[:, 0] + gt[:, 2] / 2, gt[:, 1] + gt[:, 3] / 2
+    return bool(np.any((np.abs(cx - gx) <= 0.85 * gt[:, 2]) & (np.abs(cy - gy) <= 0.85 * gt[:, 3])))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import pyarrow.parquet as pq
+    from compare import (
+        DEFAULT_CHANGED_THRESHOLD,
+        changed_mask,
+        default_images_dir,
+        load_rgb,
+        outside_faces_mask,
+    )
+
+    from blurbeam.geometry import clip_rect, scale_box
+    from lab.detection.wider_ap import image_key, parse_gt_txt
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--compare", default=str(ROOT / "bench" / "out" / "compare"))
+    ap.add_argument("--tool", default="blurbeam-2w")
+    ap.add_argument("--gt", default=str(default_images_dir().parent / "gt.txt"))
+    args = ap.parse_args(argv)
+    run = Path(args.compare).resolve() / args.tool
+    mirror = Path(args.compare).resolve() / "input"
+    gt = parse_gt_txt(args.gt)
+    totals = {"labelled": 0, "unlabelled": 0, "none": 0}
+    by_band = {
+        f"{lo:.2f}-{hi:.2f}": 0 for lo, hi in zip(SCORE_BANDS, SCORE_BANDS[1:], strict=False)
+    }
+    detections = {"labelled": 0, "unlabelled": 0}
+    outside_total = 0
+    cols = ["source_uri", "status", "faces", "method_params"]
+    for f in sorted((run / "audit").glob("*.parquet")):
+        for r in pq.read_table(f, columns=cols).to_pylist():
+            if r["status"] == "error":
+                continue
+            rel = Path(r["source_uri"]).relative_to(mirror).as_posix()
+            g = gt.get(image_key(rel))
+            before, after = load_rgb(mirror / rel), load_rgb(run / rel)
+            if g is None or before is None or after is None or before.shape != after.shape:
+                continue
+            h, w = before.shape[:2]
+            gboxes = np.asarray(g.boxes, dtype=np.float64).reshape(-1, 4)
+            outside = outside_faces_mask(gboxes, w, h)
+            collateral = changed_mask(before, after, DEFAULT_CHANGED_THRESHOLD) & outside
+            outside_total += int(outside.sum())
+            scale = float(json.loads(r["method_params"]).get("mask_scale", 1.6))
+            owner = np.zeros((h, w), np.int8)  # 0 none, 1 unlabelled, 2 labelled (wins)
+            band_of = np.full((h, w), -1, np.int8)
+            faces = sorted(r["faces"] or [], key=lambda d: d["score"])
+            for d in faces:
+                box = np.array([d["x"], d["y"], d["w"], d["h"]], dtype=np.float64)
+                is_lab = labelled(box, gboxes)
+                detections["labelled" if is_lab else "unlabelled"] += 1
+                sx, sy, sw, sh = scale_box(*(float(v) for v in box), scale)
+                roi = clip_rect(sx - MARGIN, sy - MARGIN, sx + sw + MARGIN, sy + sh + MARGIN, w, h)
+                if roi is None:
+                    continue
+                x0, y0, x1, y1 = roi
+                region = owner[y0:y1, x0:x1]
+                if is_lab:
+                    region[...] = 2
+                else:
+                    band = int(np.searchsorted(SCORE_BANDS, d["score"], side="right")) - 1
+                    free = region < 2
+                    region[free] = 1
+                    band_of[y0:y1, x0:x1][free] = max(band, 0)
+            totals["labelled"] += int(np.count_nonzero(collateral & (owner == 2)))
+            totals["unlabelled"] += int(np.count_nonzero(collateral & (owner == 1)))
+            totals["none"] += int(np.count_nonzero(collateral & (owner == 0)))
+            for i, key in enumerate(by_band):
+                by_band[key] += int(np.count_nonzero(collateral & (owner == 1) & (band_of == i)))
+    changed = sum(totals.values())
+    result = {
+        "compare": str(args.compare),
+        "tool": args.tool,
+        "collateral": round(changed / outside_total, 5) if outside_total else None,
+        "share_of_collateral": {k: round(v / changed, 3) for k, v in totals.items()}
+        if changed
+        else {},
+        "collateral_from": {k: round(v / outside_total, 5) for k, v in totals.items()},
+        "unlabelled_by_score": {k: round(v / outside_total, 5) for k, v in by_band.items()},
+        "detections": detections,
+    }
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
