@@ -13,7 +13,8 @@ whose mask region (the audit's box scaled by its ``mask_scale``, plus a margin o
 - **none**: no detection's region holds the pixel (JPEG re-encoding noise and the like).
 
 Unlabelled detections are also split by score, which says what a higher anonymize threshold
-would remove (and, with true unlabelled faces among them, what it would leave unblurred).
+would remove (and, with true unlabelled faces among them, what it would leave unblurred), and
+by size and score together; a pixel two unlabelled regions share counts for the higher-scoring.
 Prints one JSON object.
 """
 
@@ -33,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 #: Extra pixels around a mask region that the pixel rule's 5x5 window can reach.
 MARGIN = 4
 SCORE_BANDS = (0.15, 0.3, 0.5, 0.7, 1.01)
+#: Larger side of a detection, px.
+SIZE_BANDS = (0, 16, 32, 64, 128, 1e9)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -76,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     mirror = Path(args.compare).resolve() / "input"
     gt = parse_gt_txt(args.gt)
     totals = {"labelled": 0, "unlabelled": 0, "none": 0}
-    by_band = {
-        f"{lo:.2f}-{hi:.2f}": 0 for lo, hi in zip(SCORE_BANDS, SCORE_BANDS[1:], strict=False)
-    }
+    bands = [f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(SCORE_BANDS, SCORE_BANDS[1:], strict=False)]
+    sizes = [f"{lo:g}-{hi:g} px" for lo, hi in zip(SIZE_BANDS, SIZE_BANDS[1:], strict=False)]
+    grid = np.zeros((len(sizes), len(bands)), np.int64)  # collateral pixels
+    grid_count = np.zeros((len(sizes), len(bands)), np.int64)  # detections
     detections = {"labelled": 0, "unlabelled": 0}
     outside_total = 0
     cols = ["source_uri", "status", "faces", "method_params"]
@@ -99,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             scale = float(json.loads(r["method_params"]).get("mask_scale", 1.6))
             owner = np.zeros((h, w), np.int8)  # 0 none, 1 unlabelled, 2 labelled (wins)
             band_of = np.full((h, w), -1, np.int8)
+            size_of = np.full((h, w), -1, np.int8)
             faces = sorted(r["faces"] or [], key=lambda d: d["score"])
             for d in faces:
                 box = np.array([d["x"], d["y"], d["w"], d["h"]], dtype=np.float64)
@@ -113,15 +118,18 @@ def main(argv: list[str] | None = None) -> int:
                 if is_lab:
                     region[...] = 2
                 else:
-                    band = int(np.searchsorted(SCORE_BANDS, d["score"], side="right")) - 1
+                    band = max(int(np.searchsorted(SCORE_BANDS, d["score"], side="right")) - 1, 0)
+                    size = int(np.searchsorted(SIZE_BANDS, max(box[2], box[3]), side="right")) - 1
+                    grid_count[size, band] += 1
                     free = region < 2
                     region[free] = 1
-                    band_of[y0:y1, x0:x1][free] = max(band, 0)
+                    band_of[y0:y1, x0:x1][free] = band
+                    size_of[y0:y1, x0:x1][free] = size
             totals["labelled"] += int(np.count_nonzero(collateral & (owner == 2)))
             totals["unlabelled"] += int(np.count_nonzero(collateral & (owner == 1)))
             totals["none"] += int(np.count_nonzero(collateral & (owner == 0)))
-            for i, key in enumerate(by_band):
-                by_band[key] += int(np.count_nonzero(collateral & (owner == 1) & (band_of == i)))
+            mine = collateral & (owner == 1)
+            np.add.at(grid, (size_of[mine], band_of[mine]), 1)
     changed = sum(totals.values())
     result = {
         "compare": str(args.compare),
@@ -131,7 +139,19 @@ def main(argv: list[str] | None = None) -> int:
         if changed
         else {},
         "collateral_from": {k: round(v / outside_total, 5) for k, v in totals.items()},
-        "unlabelled_by_score": {k: round(v / outside_total, 5) for k, v in by_band.items()},
+        "unlabelled_by_score": {
+            b: round(int(grid[:, j].sum()) / outside_total, 5) for j, b in enumerate(bands)
+        },
+        "unlabelled_by_size_and_score": {
+            z: {
+                b: {
+                    "collateral": round(int(grid[i, j]) / outside_total, 5),
+                    "detections": int(grid_count[i, j]),
+                }
+                for j, b in enumerate(bands)
+            }
+            for i, z in enumerate(sizes)
+        },
         "detections": detections,
     }
     print(json.dumps(result, indent=1))

@@ -17,7 +17,8 @@ the official WIDER tool (keep lists of ``ground_truth/`` beside the set, else th
 lists of ``../shared/data/widerface/ground_truth`` restricted to the set's images), and blur
 recall (valid faces >= 10 px whose box is >= 80% inside the anonymizer's mask) at the
 configuration's anonymize threshold and mask scale, overall and on faces >= 40 px, plus false
-positives per image, and the peak RSS of the ``run`` process (the configuration's own when it ran
+positives per image (``--drop-large PX:SCORE`` first removes the faces of at least PX px that
+score below SCORE), and the peak RSS of the ``run`` process (the configuration's own when it ran
 alone: one ``--config`` per invocation). ``--threshold`` rescans the anonymize threshold of every
 configuration.
 
@@ -203,7 +204,9 @@ def ground_truth(set_name: str, keys: set[str]) -> Any:
     return wider_ap.WiderGroundTruth(images={k: images[k] for k in keys}, keep=keep)
 
 
-def score(path: Path, threshold: float | None = None) -> dict[str, Any]:
+def score(
+    path: Path, threshold: float | None = None, drop_large: tuple[float, float] | None = None
+) -> dict[str, Any]:
     from blurbeam.lab.detection import wider_ap
     from blurbeam.lab.detection.blur_recall import PrivacyConfig, image_privacy, summarise
 
@@ -215,6 +218,12 @@ def score(path: Path, threshold: float | None = None) -> dict[str, Any]:
     preds = {
         im["key"]: np.asarray(im["preds"], dtype=np.float64).reshape(-1, 5) for im in rec["images"]
     }
+    if drop_large is not None:  # a face this large needs at least this score
+        px, min_score = drop_large
+        preds = {
+            k: p[~((np.maximum(p[:, 2], p[:, 3]) >= px) & (p[:, 4] < min_score))]
+            for k, p in preds.items()
+        }
     ap = wider_ap.evaluate(preds, gt)
     pc = PrivacyConfig(mask_scale=cfg["mask"])
     per = []
@@ -249,11 +258,13 @@ def score(path: Path, threshold: float | None = None) -> dict[str, Any]:
     }
 
 
-def table(sets: list[str], threshold: float | None) -> list[dict[str, Any]]:
+def table(
+    sets: list[str], threshold: float | None, drop_large: tuple[float, float] | None = None
+) -> list[dict[str, Any]]:
     rows = []
     for s in sets:
         for path in sorted((OUT / s).glob("*.json")):
-            rows.append(score(path, threshold))
+            rows.append(score(path, threshold, drop_large))
     cols = [
         "set",
         "config",
@@ -328,6 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("table")
     t.add_argument("--set", action="append", required=True)
     t.add_argument("--threshold", type=float, default=None)
+    t.add_argument(
+        "--drop-large",
+        type=lambda v: tuple(float(x) for x in v.split(":")),
+        default=None,
+        metavar="PX:SCORE",
+        help="score as if faces whose larger side is at least PX needed a score of SCORE",
+    )
     p = sub.add_parser("plot")
     p.add_argument("--set", action="append", default=["pool886", "dev305"])
     p.add_argument("--output", default=str(ROOT / "docs" / "speed_frontier.png"))
@@ -336,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         for c in args.config:
             print(run(args.set, c, args.every), file=sys.stderr)
     elif args.cmd == "table":
-        table(args.set, args.threshold)
+        table(args.set, args.threshold, args.drop_large)
     else:
         plot(table(args.set, None), Path(args.output))
     return 0
