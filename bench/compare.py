@@ -566,6 +566,7 @@ def save_run(ctx: Context, name: str, run: ToolRun) -> None:
         "command": run.command,
         "info": run.info,
         "rels": ctx.rels,
+        "blurbeam_options": list(ctx.blurbeam_options),
         "finished_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
     path = ctx.output / "runs" / f"{name}.json"
@@ -581,6 +582,10 @@ def load_run(ctx: Context, name: str) -> ToolRun | None:
         return None
     if data.get("status") != "ok" or data.get("rels") != ctx.rels or not data.get("out_dir"):
         return None
+    if name.startswith("blurbeam") and data.get("blurbeam_options", []) != list(
+        ctx.blurbeam_options
+    ):
+        return None  # run with other detector options
     run = ToolRun(
         "ok",
         None,

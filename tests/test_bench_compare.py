@@ -177,3 +177,9 @@ def test_saved_runs_are_reused_only_on_the_same_images(tmp_path):
     assert compare.load_run(other, "floor") is None
     compare.save_run(ctx, "loop", compare.ToolRun("failed", "exit 1"))
     assert compare.load_run(ctx, "loop") is None
+    # a blurbeam run is reused only with the same --blurbeam-option pairs
+    opts = compare.Context(ctx.input_dir, ctx.rels, tmp_path, "skip", None, ("tile=1024",))
+    bb = compare.ToolRun("ok", None, measured, tmp_path / "blurbeam-2w", [10.0, 12.0], ["x"], {})
+    compare.save_run(opts, "blurbeam-2w", bb)
+    assert compare.load_run(opts, "blurbeam-2w") is not None
+    assert compare.load_run(ctx, "blurbeam-2w") is None
