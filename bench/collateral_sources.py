@@ -38,19 +38,12 @@ SCORE_BANDS = (0.15, 0.3, 0.5, 0.7, 1.01)
 SIZE_BANDS = (0, 16, 32, 64, 128, 1e9)
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of one (x, y, w, h) box with (N, 4) boxes."""
-    ix = np.clip(np.minimum(a[0] + a[2], b[:, 0] + b[:, 2]) - np.maximum(a[0], b[:, 0]), 0, None)
-    iy = np.clip(np.minimum(a[1] + a[3], b[:, 1] + b[:, 3]) - np.maximum(a[1], b[:, 1]), 0, None)
-    inter = ix * iy
-    union = a[2] * a[3] + b[:, 2] * b[:, 3] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-
-
 def labelled(det: np.ndarray, gt: np.ndarray) -> bool:
     if not len(gt):
         return False
-    if box_iou(det, gt).max() >= 0.3:
+    from blurbeam.detectors.multiscale import boxes_iou
+
+    if boxes_iou(det, gt).max() >= 0.3:
         return True
     cx, cy = det[0] + det[2] / 2, det[1] + det[3] / 2
     gx, gy = gt[:, 0] + gt[:, 2] / 2, gt[:, 1] + gt[:, 3] / 2

@@ -61,22 +61,21 @@ def patch_session(setting: str) -> None:
     ort.InferenceSession.__init__ = init  # type: ignore[method-assign]
 
 
-def parse_option(text: str) -> tuple[str, object]:
-    """``K=V``, V parsed as JSON when it is JSON (as ``--detector-option`` does)."""
-    key, _, value = text.partition("=")
-    try:
-        return key.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return key.strip(), value
+def _key_value(text: str) -> tuple[str, object]:
+    """``--detector-option K=V`` as the CLI parses it (imported here, in the launching process
+    only: the pipeline module imports Beam, which would inflate a measured process's RSS)."""
+    from blurbeam.pipelines.scaffold import key_value
+
+    return key_value(text)
 
 
-def measure(setting: str, images: Path, every: int, options: list[str]) -> dict:
+def measure(setting: str, images: Path, every: int, options: list[list[object]]) -> dict:
     sys.path.insert(0, str(ROOT))
     patch_session(setting)
     from blurbeam import imageio
     from blurbeam.detectors import DetectorSpec, create
 
-    opts = tuple(sorted(parse_option(o) for o in options))
+    opts = tuple(sorted((str(k), v) for k, v in options))
     det = create(DetectorSpec("multiscale", 0.15, 0.0, opts), threads=1)
     paths = sorted(p for p in images.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     paths = paths[:: max(1, every)]
@@ -102,18 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", default=str(DEFAULT_IMAGES))
     ap.add_argument("--every", type=int, default=4)
     ap.add_argument("--setting", action="append", choices=SETTINGS, default=[])
-    ap.add_argument("--detector-option", action="append", default=[], metavar="K=V")
+    ap.add_argument("--detector-option", type=_key_value, action="append", default=[])
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # run one setting here
+    ap.add_argument("--options-json", default="[]", help=argparse.SUPPRESS)  # its options
     args = ap.parse_args(argv)
     if args.one:
-        row = measure(args.one, Path(args.images), args.every, args.detector_option)
+        row = measure(args.one, Path(args.images), args.every, json.loads(args.options_json))
         print(json.dumps(row), flush=True)
         return 0
     for setting in args.setting or list(SETTINGS):
         cmd = [sys.executable, __file__, "--one", setting, "--images", args.images]
-        cmd += ["--every", str(args.every)]
-        for kv in args.detector_option:
-            cmd += ["--detector-option", kv]
+        cmd += ["--every", str(args.every), "--options-json", json.dumps(args.detector_option)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             print(f"ort_memory: {setting} failed: {proc.stderr.strip()[-300:]}", file=sys.stderr)

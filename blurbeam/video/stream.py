@@ -174,7 +174,7 @@ def _pairs(first: list, second: list) -> list[tuple[tuple, tuple]]:
         size, (ax, ay) = max(a[2], a[3]), centre(a)
         similar = [b for b in second if 0.5 * size <= max(b[2], b[3]) <= 2.0 * size]
         if similar:
-            dist = [(centre(b)[0] - ax) ** 2 + (centre(b)[1] - ay) ** 2 for b in similar]
+            dist = [(bx - ax) ** 2 + (by - ay) ** 2 for bx, by in map(centre, similar)]
             out.append((a, similar[dist.index(min(dist))]))
     return out
 
