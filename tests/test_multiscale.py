@@ -302,3 +302,86 @@ def test_runtime_and_precision_reach_the_centerface_bases() -> None:
     assert det.model_sha256 == cf.SOURCE_SHA256
     with pytest.raises(ValueError, match="unknown upscale_precision 'fp16'"):
         create(DetectorSpec("multiscale", options=(("upscale_precision", "fp16"),)))
+
+
+def test_each_pass_is_tiled_by_the_precision_it_runs_in() -> None:
+    """fp32 activations take four times int8's memory: an fp32 pass runs on smaller tiles
+    (``FP32_TILES``) unless the options name the tiling."""
+    from blurbeam.detectors.multiscale import FP32_TILES, TILES
+
+    def tiling(det: object) -> tuple:
+        return (det._full_max_pixels, det._overlap, det._up_max_pixels, det._up_overlap)
+
+    def of(t: dict) -> tuple:
+        return (t["full_max_pixels"], t["tile_overlap"])
+
+    fp32 = create(DetectorSpec("multiscale", options=(("precision", "fp32"),)))
+    assert tiling(fp32)[:2] == of(FP32_TILES)
+    assert tiling(fp32)[2:] == (FP32_TILES["upscaled_max_pixels"], FP32_TILES["tile_overlap"])
+    int8 = create(DetectorSpec("multiscale", options=(("precision", "int8"),)))
+    assert tiling(int8)[:2] == of(TILES)
+    assert tiling(int8)[2:] == (TILES["upscaled_max_pixels"], TILES["tile_overlap"])
+    assert FP32_TILES["full_max_pixels"] < TILES["full_max_pixels"]
+    mixed = create(
+        DetectorSpec("multiscale", options=(("precision", "int8"), ("upscale_precision", "fp32")))
+    )
+    assert tiling(mixed) == (*of(TILES), FP32_TILES["upscaled_max_pixels"], 144)
+    named = create(
+        DetectorSpec(
+            "multiscale",
+            options=(
+                ("full_max_pixels", 2_000_000),
+                ("precision", "fp32"),
+                ("tile_overlap", 64),
+                ("upscaled_max_pixels", 0),
+            ),
+        )
+    )
+    assert tiling(named) == (2_000_000, 64, 0, 64)
+
+
+def test_the_downscaled_pass_of_a_large_image_stays_within_the_budget_and_finds_large_faces(
+    astronaut: np.ndarray,
+) -> None:
+    """When the 0.5x image is larger than ``full_max_pixels`` it runs on tiles of that budget,
+    and the whole image once more at a coarser scale for faces larger than the tiles' overlap:
+    no network input exceeds the budget, and large faces across the 0.5x seams are found."""
+    budget = 400_000
+    w, h = 2400, 1600
+    det = create(
+        DetectorSpec(
+            "multiscale",
+            options=(
+                ("full_max_pixels", budget),
+                ("precision", "int8"),
+                ("upscaled_max_pixels", budget),
+            ),
+        )
+    )
+    inputs: list[tuple[int, int]] = []
+    real_detect = det._base.detect
+
+    def recording(crop: np.ndarray) -> list[Face]:
+        inputs.append(crop.shape[:2])
+        return real_detect(crop)
+
+    det._base.detect = recording  # type: ignore[method-assign]
+    half = grid_tiles(w // 2, h // 2, budget, 96)
+    assert len(half) == 3  # three strips: x 0-464, 368-832, 736-1200
+    # 400 px faces (200 px at 0.5x, more than the overlap) centred on both seams
+    seams = [(half[i][0] + half[i - 1][2]) for i in (1, 2)]  # twice each overlap's middle
+    r = 400 / ASTRONAUT_FACE[3]
+    fx, fy, fw, fh = (v * r for v in ASTRONAUT_FACE)
+    head = cv2.resize(astronaut, (round(512 * r), round(512 * r)), interpolation=cv2.INTER_AREA)
+    head = head[int(fy - 0.3 * fh) : int(fy + 1.3 * fh), int(fx - 0.3 * fw) : int(fx + 1.3 * fw)]
+    boxes = []
+    canvas = np.full((h, w, 3), 90, np.uint8)
+    for cx, cy in ((seams[0], 500), (seams[1], 1100)):
+        ox, oy = int(cx - head.shape[1] / 2), int(cy - head.shape[0] / 2)
+        canvas[oy : oy + head.shape[0], ox : ox + head.shape[1]] = head
+        boxes.append((ox + 0.3 * fw, oy + 0.3 * fh, fw, fh))
+    faces = det.detect(canvas)
+    assert inputs and all(ih * iw <= budget for ih, iw in inputs)
+    assert len(inputs) > len(grid_tiles(w, h, budget, 96)) + len(half)  # the coarse pass ran
+    for box in boxes:
+        assert best_iou(faces, box) >= 0.5

@@ -36,16 +36,20 @@ first), ``confident`` (0.5, for ``first``), ``upscale_base`` (the backend for sc
 of an upscaled pass before fusion, so below 1 a face only that pass found ranks after an equally
 confident 1x face; how a fused face's score then uses it is ``score_rule``'s business),
 ``tile`` (2048, in upscaled pixels, used when ``upscaled_max_pixels`` is 0; 0 = the whole
-image), ``tile_overlap`` (96),
-``upscaled_max_pixels`` (2,000,000: an upscaled image or region runs on as few equal tiles of
-at most this many pixels as cover it, overlapping by ``tile_overlap``; 0 = tiles of ``tile`` px
-a side instead; the budget bounds a worker's memory: docs/BENCHMARKS.md),
-``full_max_pixels`` (1,500,000: the 1x pass of a larger image runs on as few equal tiles of at
-most this many pixels as cover it, overlapping by ``tile_overlap``, so a worker's memory does not
-grow with the image; a face larger than the overlap that a seam cuts is the 0.5x pass's; 0 = the
-whole image), ``focus`` (True), ``focus_max_face`` (24: 1x faces at most this large make a tile
-upscaled), ``focus_margin`` (96 image px around them), ``ensemble`` (None, or a second backend
-name run at 1x), ``ensemble_options``, ``fusion`` (vote | nms), ``fusion_iou`` (0.4),
+image), ``tile_overlap`` (96; 144 for a pass in fp32),
+``upscaled_max_pixels`` (2,000,000; 1,000,000 in fp32: an upscaled image or region runs on as
+few equal tiles of at most this many pixels as cover it, overlapping by ``tile_overlap``; 0 =
+tiles of ``tile`` px a side instead; the budget bounds a worker's memory: docs/BENCHMARKS.md),
+``full_max_pixels`` (1,500,000; 1,000,000 in fp32: the 1x pass of a larger image runs on as
+few equal tiles of at most this many pixels as cover it, overlapping by ``tile_overlap``, so a
+worker's memory does not grow with the image; a face larger than the overlap that a seam cuts
+is the 0.5x pass's. The 0.5x pass of an image whose half size exceeds the budget runs on such
+tiles too, plus the whole image at a coarser scale within the budget for the faces larger than
+the overlap there; 0 = the whole image at 1x, and tiles of ``tile`` px at 0.5x; each pass's
+tiling defaults by the precision it runs in, :data:`FP32_TILES`), ``focus`` (True),
+``focus_max_face`` (24: 1x faces at most this large make a tile upscaled), ``focus_margin``
+(96 image px around them), ``ensemble`` (None, or a second backend name run at 1x),
+``ensemble_options``, ``fusion`` (vote | nms), ``fusion_iou`` (0.4),
 ``runtime`` and ``precision`` (handed on to the CenterFace bases, see
 :mod:`blurbeam.detectors.runtime`), ``upscale_precision`` (fp32 | int8 | same: the precision of
 the upscaled passes' CenterFace when no ``upscale_base`` is named; ``same`` by default, the
@@ -57,6 +61,7 @@ docs/BENCHMARKS.md "Detector runtime and precision" has the figures, and dev305'
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -78,6 +83,21 @@ UPSCALE_PRECISIONS = ("fp32", "int8", "same")
 FULL_MAX_PIXELS = 1_500_000
 #: An upscaled image or region runs on tiles of at most this many pixels (``upscaled_max_pixels``).
 UPSCALED_MAX_PIXELS = 2_000_000
+#: Tiles overlap by this many pixels (``tile_overlap``).
+TILE_OVERLAP = 96
+#: The defaults of ``full_max_pixels``, ``upscaled_max_pixels`` and ``tile_overlap`` for a pass
+#: whose CenterFace runs in fp32 (a CPU without VNNI, or ``precision=fp32``). fp32 activations
+#: take four times the memory of int8 ones: in the int8 tiles a worker peaked at 744 MiB.
+#: Chosen on all 886 WIDER pool886 photos: the largest tiles that keep the detector's peak
+#: under 420 MiB and hard AP and blur recall within .002 and .001 of fp32 in the int8 tiles
+#: (docs/BENCHMARKS.md, "The fp32 path in smaller tiles").
+FP32_TILES = {"full_max_pixels": 1_000_000, "upscaled_max_pixels": 1_000_000, "tile_overlap": 144}
+#: The same defaults for every other pass (int8 CenterFace, other backends).
+TILES = {
+    "full_max_pixels": FULL_MAX_PIXELS,
+    "upscaled_max_pixels": UPSCALED_MAX_PIXELS,
+    "tile_overlap": TILE_OVERLAP,
+}
 
 
 def _pairs(value: Any) -> tuple[tuple[str, Any], ...]:
@@ -198,6 +218,22 @@ def fuse(
     return out
 
 
+def _tiles_for(base: Detector) -> dict[str, int]:
+    """The default tiling of the passes ``base`` runs (by the precision it runs in)."""
+    return FP32_TILES if getattr(base, "precision", "") == "fp32" else TILES
+
+
+def _pixel_budget(options: dict[str, Any], key: str, zero_means: str) -> int | None:
+    """The pixel budget option ``key`` (None when not given); ValueError unless 0 or at
+    least 256 x 256."""
+    if key not in options:
+        return None
+    value = int(float(options[key]))
+    if value < 0 or 0 < value < 256 * 256:
+        raise ValueError(f"{key} must be {zero_means} or at least {256 * 256:,}, got {value}")
+    return value
+
+
 def tiles(width: int, height: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
     """(x0, y0, x1, y1) tiles of at most ``tile`` px covering the image with ``overlap``."""
     if tile <= 0 or (width <= tile and height <= tile):
@@ -304,19 +340,10 @@ class MultiScaleDetector(Detector):
         self._upscaled_max = float(o.get("upscaled_max_face", 32))
         self._downscaled_min = float(o.get("downscaled_min_face", 48))
         self._tile = int(o.get("tile", 2048))
-        self._full_max_pixels = int(float(o.get("full_max_pixels", FULL_MAX_PIXELS)))
-        if self._full_max_pixels < 0 or 0 < self._full_max_pixels < 256 * 256:
-            raise ValueError(
-                f"full_max_pixels must be 0 (no tiles) or at least {256 * 256:,}, "
-                f"got {self._full_max_pixels}"
-            )
-        self._overlap = int(o.get("tile_overlap", 96))
-        self._up_max_pixels = int(float(o.get("upscaled_max_pixels", UPSCALED_MAX_PIXELS)))
-        if self._up_max_pixels < 0 or 0 < self._up_max_pixels < 256 * 256:
-            raise ValueError(
-                f"upscaled_max_pixels must be 0 (tiles of `tile` px) or at least {256 * 256:,}, "
-                f"got {self._up_max_pixels}"
-            )
+        # checked before any model loads; a missing one defaults by precision (below)
+        full_max = _pixel_budget(o, "full_max_pixels", "0 (no tiles)")
+        up_max = _pixel_budget(o, "upscaled_max_pixels", "0 (tiles of `tile` px)")
+        overlap = int(o["tile_overlap"]) if "tile_overlap" in o else None
         self._up_factor = float(o.get("upscaled_score_factor", 1.0))
         self._focus = bool(o.get("focus", True))
         self._focus_max = float(o.get("focus_max_face", 24))
@@ -378,6 +405,12 @@ class MultiScaleDetector(Detector):
                 DetectorSpec(str(ens), inner, 0.0, _pairs(o.get("ensemble_options"))),
                 threads=self.threads,
             )
+        base_tiles = _tiles_for(self._base)
+        up_tiles = _tiles_for(self._up_base)
+        self._full_max_pixels = base_tiles["full_max_pixels"] if full_max is None else full_max
+        self._up_max_pixels = up_tiles["upscaled_max_pixels"] if up_max is None else up_max
+        self._overlap = base_tiles["tile_overlap"] if overlap is None else overlap
+        self._up_overlap = up_tiles["tile_overlap"] if overlap is None else overlap
         parts = [self._base.model_sha256]
         if self._up_base is not self._base:
             parts.append(self._up_base.model_sha256)
@@ -416,6 +449,8 @@ class MultiScaleDetector(Detector):
                 return base.detect(rgb)
             boxes = grid_tiles(w, h, self._full_max_pixels, self._overlap)
             return self._on_tiles(base, rgb, boxes, 1.0)
+        if scale < 1.0 and self._full_max_pixels > 0:
+            return self._downscaled(rgb, scale)
         interp = cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA
         big = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=interp)
         if scale > 1.0:
@@ -424,11 +459,37 @@ class MultiScaleDetector(Detector):
             boxes = tiles(big.shape[1], big.shape[0], self._tile, self._overlap)
         return self._on_tiles(base, big, boxes, scale)
 
+    def _downscaled(self, rgb: np.ndarray, scale: float) -> list[Face]:
+        """The faces of a pass at ``scale`` < 1, on tiles within the 1x pass's pixel budget.
+        When the downscaled image needs tiles, a face larger than their overlap may be cut by
+        every seam, so the whole image runs once more, at the largest scale within the budget
+        and at most half of ``scale`` (those faces are then at least half the overlap across),
+        and its faces that large are added."""
+        h, w = rgb.shape[:2]
+        budget = self._full_max_pixels
+        small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        sh, sw = small.shape[:2]
+        if sh * sw <= budget:
+            return self._on_tiles(self._base, small, [(0, 0, sw, sh)], scale)
+        boxes = grid_tiles(sw, sh, budget, self._overlap)
+        faces = self._on_tiles(self._base, small, boxes, scale)
+        del small
+        whole = min(math.sqrt(budget / (w * h)), scale / 2)
+        cw, ch = max(1, math.floor(w * whole)), max(1, math.floor(h * whole))
+        coarse = cv2.resize(rgb, (cw, ch), interpolation=cv2.INTER_AREA)
+        cut = self._overlap / scale  # image px: smaller faces lie whole in some tile
+        faces += [
+            f
+            for f in self._on_tiles(self._base, coarse, [(0, 0, cw, ch)], cw / w)
+            if max(f.w, f.h) >= cut
+        ]
+        return faces
+
     def _up_tiles(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
         """The tiles an upscaled image or region of ``width`` x ``height`` px runs on."""
         if self._up_max_pixels:
-            return grid_tiles(width, height, self._up_max_pixels, self._overlap)
-        return tiles(width, height, self._tile, self._overlap)
+            return grid_tiles(width, height, self._up_max_pixels, self._up_overlap)
+        return tiles(width, height, self._tile, self._up_overlap)
 
     def _in_regions(
         self, rgb: np.ndarray, scale: float, regions: list[tuple[int, int, int, int]]
