@@ -47,11 +47,13 @@ AP_MIN_SCORE = 0.02
 
 
 def _ms(base: dict[str, Any], **multiscale: Any) -> dict[str, Any]:
-    # the configurations measured before the 1x pass was tiled keep it whole, and those
-    # measured while the focus pass ran in fp32 and in tiles of 2048 px by default name them
+    # the configurations measured before the 1x pass was tiled keep it whole, those measured
+    # while the focus pass ran in fp32 and in tiles of 2048 px by default name them, and
+    # every tile overlaps by 96 px unless named (fp32 passes now default to 144)
     opts: dict[str, Any] = {
         "base_options": tuple(sorted(base.items())),
         "full_max_pixels": 0,
+        "tile_overlap": 96,
         "upscale_precision": "fp32",
         "upscaled_max_pixels": 0,
     }
@@ -113,6 +115,34 @@ CONFIGS: dict[str, dict[str, Any]] = {
         )
         for n in ("1", "2")
     },
+    # what a CPU without VNNI runs (precision auto is fp32 there): every pass in fp32, in the
+    # int8 default's tiles and in smaller ones (a worker's memory, docs/BENCHMARKS.md)
+    **{
+        f"fp32-all-tiled{a}mp-focus{b}mp-ort": _ms(
+            ORT_FP32,
+            full_max_pixels=int(float(a) * 1_000_000),
+            upscale_precision="same",
+            upscaled_max_pixels=int(float(b) * 1_000_000),
+        )
+        for a, b in (("1.5", "2"), ("1", "2"), ("1", "1.5"), ("1", "1"))
+    },
+    **{
+        f"fp32-all-tiled1mp-focus1mp-overlap{n}-ort": _ms(
+            ORT_FP32,
+            full_max_pixels=1_000_000,
+            upscale_precision="same",
+            upscaled_max_pixels=1_000_000,
+            tile_overlap=n,
+        )
+        for n in (144, 192)
+    },
+    "int8-all-tiled1.5mp-focus2mp-overlap144-ort": _ms(
+        ORT_INT8,
+        full_max_pixels=1_500_000,
+        upscale_precision="same",
+        upscaled_max_pixels=2_000_000,
+        tile_overlap=144,
+    ),
     "int8-all-passes-ov": _ms(OV_INT8, upscale_precision="same"),
     "margin48-int8-all-ort": _ms(ORT_INT8, upscale_precision="same", focus_margin=48),
     "margin48-int8-focus-fp32-ort": _ms(ORT_INT8, focus_margin=48),
