@@ -38,8 +38,11 @@ def decode_task(task: ImageTask, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageT
 
 def checked_model_sha256(detector: Detector, expected_model_sha256: str | None) -> str:
     """``detector``'s model sha256; a ``RuntimeError`` when ``expected_model_sha256`` is given
-    and differs: a worker never detects with a model the run was not planned with."""
+    and differs, or the detector carries a ``refusal``: a worker never detects with a model or
+    settings the run was not planned with."""
     sha = detector.model_sha256
+    if detector.refusal:
+        raise RuntimeError(detector.refusal)
     if expected_model_sha256 and sha != expected_model_sha256:
         raise RuntimeError(
             f"this worker's detector model ({sha[:16]}) is not the one the run was planned "

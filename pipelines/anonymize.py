@@ -344,13 +344,13 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
         raise ValueError("--input and --output are required")
     output = check_locations(opts.input, opts.output)
     policy = MetadataPolicy(keep_metadata=opts.keep_metadata, keep_gps=opts.keep_gps)
-    from blurbeam.detectors import model_fingerprint
+    from blurbeam import detectors
     from blurbeam.errors import one_line
     from blurbeam.extras import MissingExtra
 
-    def fingerprint(spec: DetectorSpec, what: str) -> str:
+    def fingerprint(spec: DetectorSpec, what: str) -> tuple[str, dict]:
         try:
-            return model_fingerprint(spec)
+            return detectors.describe(spec)
         except MissingExtra:  # its message names the extra to install
             raise
         except Exception as exc:
@@ -358,18 +358,20 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
                 f"{what} {spec.name!r} cannot load its model here: {one_line(exc)}"
             ) from None
 
-    model_sha = fingerprint(spec, "detector")
+    model_sha, settings = fingerprint(spec, "detector")
     video_spec = video_params = None
     if opts.video_detector:
         from blurbeam.detectors.runtime import pin
 
         video_spec = pin(DetectorSpec(opts.video_detector))
         video_params = detector_params(video_spec)
-        video_sha = fingerprint(video_spec, "video detector")
+        video_sha, video_settings = fingerprint(video_spec, "video detector")
     config = {
         "package_version": __version__,
         "models": {"detector": model_sha},
-        "detector": {"name": spec.name, **det_params},
+        # the settings the code resolves (its defaults included), so a changed default is a
+        # new config even within one package version
+        "detector": {"name": spec.name, **det_params, "settings": settings},
         "blur": blur.params(),
         "metadata": {"keep_metadata": policy.keep_metadata, "keep_gps": policy.keep_gps},
         "max_pixels": opts.max_pixels,
@@ -387,7 +389,11 @@ def plan(opts: AnonymizeOptions, input_slices: int | None = None) -> RunPlan:
     if opts.video_detect_every != 1:
         config["video_detect_every"] = opts.video_detect_every
     if video_spec is not None:  # only when set, so that runs without it keep their hash
-        config["video_detector"] = {"name": video_spec.name, **video_params}
+        config["video_detector"] = {
+            "name": video_spec.name,
+            **video_params,
+            "settings": video_settings,
+        }
         config["models"]["video_detector"] = video_sha
     if opts.image_column:  # only when set, so that configs without it keep their hash
         config["image_column"] = opts.image_column
@@ -508,6 +514,7 @@ def build(
         opencv_threads=rp.opencv_threads,
         detector_threads=rp.worker_threads,
         expected_model_sha256=rp.config["models"]["detector"],
+        expected_settings=rp.config["detector"].get("settings"),
         corrections=rp.corrections.by_input if corrected else None,
         drop_false_positives=bool(corrected and rp.corrections.drop_false_positives),
         stored_corrections=rp.stored_corrections,
@@ -523,6 +530,7 @@ def build(
         video_segments_dir=video_segments_dir(p.options, rp.run_id, rp.video_segment_seconds),
         video_detector=rp.video_spec,
         video_model_sha256=rp.config["models"].get("video_detector"),
+        video_settings=(rp.config.get("video_detector") or {}).get("settings"),
         video_ctx=rp.video_ctx,
     )
     records = p | "Anonymize" >> anonymize

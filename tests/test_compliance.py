@@ -223,8 +223,38 @@ def test_config_hash_covers_package_version_and_models(tmp_path, monkeypatch):
     monkeypatch.undo()
     import blurbeam.detectors as detectors
 
-    monkeypatch.setattr(detectors, "model_fingerprint", lambda spec: "f" * 64)
+    real_describe = detectors.describe
+    monkeypatch.setattr(detectors, "describe", lambda spec: ("f" * 64, real_describe(spec)[1]))
     assert plan().ctx.config_hash != base.ctx.config_hash
+
+
+def test_config_records_the_detectors_resolved_settings_and_hashes_its_code_defaults(
+    tmp_path, monkeypatch
+):
+    """A default changed in the code, not in any option, is a new config (and so a resumed
+    run reprocesses); run.json says what the detector ran with."""
+    src = tmp_path / "in"
+    build_inputs(src)
+
+    def plan() -> anon.RunPlan:
+        argv = ["--input", str(src), "--output", str(tmp_path / "o"), "--detector", "multiscale"]
+        return anon.plan(PipelineOptions(argv).view_as(anon.AnonymizeOptions))
+
+    from blurbeam.detectors import multiscale
+
+    base = plan()
+    settings = base.config["detector"]["settings"]
+    tiles = multiscale.FP32_TILES if settings["base_settings"]["precision"] == "fp32" else None
+    tiles = tiles or multiscale.TILES
+    assert settings["full_max_pixels"] == tiles["full_max_pixels"]
+    assert settings["scales"] == [0.5, 1.0, 2.0] and settings["fusion"] == "vote"
+    assert settings["base_settings"]["nms_threshold"] == 0.3
+    json.dumps(base.config)  # JSON as it is
+    monkeypatch.setitem(multiscale.TILES, "full_max_pixels", 1_234_567)
+    monkeypatch.setitem(multiscale.FP32_TILES, "full_max_pixels", 1_234_567)
+    changed = plan()
+    assert changed.config["detector"]["settings"]["full_max_pixels"] == 1_234_567
+    assert changed.ctx.config_hash != base.ctx.config_hash
 
 
 def test_a_worker_with_another_model_fails_closed(tmp_path):
@@ -239,6 +269,24 @@ def test_a_worker_with_another_model_fails_closed(tmp_path):
     p.run().wait_until_finish()
     [rec] = anon.read_run_records(rp.output, rp.run_id).to_pylist()
     assert rec["status"] == "error" and "not the one the run was planned with" in rec["error"]
+    assert not (out / "a.jpg").exists()
+
+
+def test_a_worker_whose_code_resolves_other_settings_fails_closed(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    (src).mkdir()
+    (src / "a.jpg").write_bytes(face_image(1))
+    argv = ["--input", str(src), "--output", str(out), *DETECTOR, "--max-error-rate", "1"]
+    rp = anon.plan(PipelineOptions(argv).view_as(anon.AnonymizeOptions))
+    settings = rp.config["detector"]["settings"]
+    assert settings["nms_threshold"] == 0.3  # yunet's default, resolved by the launcher
+    settings["nms_threshold"] = 0.45  # the launcher's code had another default
+    p = beam.Pipeline()
+    anon.build(p, rp)
+    p.run().wait_until_finish()
+    [rec] = anon.read_run_records(rp.output, rp.run_id).to_pylist()
+    assert rec["status"] == "error" and "settings differ" in rec["error"]
+    assert "nms_threshold" in rec["error"]
     assert not (out / "a.jpg").exists()
 
 

@@ -135,11 +135,12 @@ class Anonymize(beam.PTransform):
     built (an input of shards only loads no per-file detector). ``corrections`` (input URI ->
     ``Correction``), ``drop_false_positives`` and ``stored_corrections`` add the reviewer's
     boxes (``blurbeam.stages.ReviewerBoxes``). The other arguments are those of ``ReadImages``,
-    ``DetectFaces`` (``detector``, ``detector_threads``, ``expected_model_sha256``) and of the
-    writers; ``video`` (``transforms.video.video_options``), ``video_segments_dir`` (segments
+    ``DetectFaces`` (``detector``, ``detector_threads``, ``expected_model_sha256``; with
+    ``expected_settings``, the launcher's ``Detector.settings()``, a worker whose code resolves
+    other settings fails every task) and of the writers; ``video`` (``transforms.video.video_options``), ``video_segments_dir`` (segments
     across workers in that folder; None: each video whole on one worker), ``temp_dir`` and
     ``video_detector`` (the videos' own detector, None: ``detector``; with its
-    ``video_model_sha256`` and the ``video_ctx`` its records carry) go to
+    ``video_model_sha256``, ``video_settings`` and the ``video_ctx`` its records carry) go to
     ``transforms.video.AnonymizeVideos``."""
 
     def __init__(
@@ -164,6 +165,7 @@ class Anonymize(beam.PTransform):
         opencv_threads: int | None = None,
         detector_threads: int = 0,
         expected_model_sha256: str | None = None,
+        expected_settings: dict | None = None,
         corrections: dict | None = None,
         drop_false_positives: bool = False,
         stored_corrections: dict | None = None,
@@ -174,13 +176,17 @@ class Anonymize(beam.PTransform):
         temp_dir: str | None = None,
         video_detector: DetectorSpec | None = None,
         video_model_sha256: str | None = None,
+        video_settings: dict | None = None,
         video_ctx: RunContext | None = None,
     ):
         super().__init__()
         self._input = (input_spec, exclude, input_slices, every_file, refs)
         self._output, self._ctx, self._progress_dir = output, ctx, progress_dir
         self._detector = DetectorHandler(
-            detector, threads=detector_threads, expected_model_sha256=expected_model_sha256
+            detector,
+            threads=detector_threads,
+            expected_model_sha256=expected_model_sha256,
+            expected_settings=expected_settings,
         )
         self._blur, self._policy, self._max_pixels = blur, policy, max_pixels
         self._read = ReadImagesFn(
@@ -207,7 +213,10 @@ class Anonymize(beam.PTransform):
         # videos may have a detector of their own (``video_detector``, its records ``video_ctx``)
         self._video_handler = (
             DetectorHandler(
-                video_detector, threads=detector_threads, expected_model_sha256=video_model_sha256
+                video_detector,
+                threads=detector_threads,
+                expected_model_sha256=video_model_sha256,
+                expected_settings=video_settings,
             )
             if video_detector is not None
             else self._detector

@@ -98,18 +98,21 @@ class TaskModelHandler(ModelHandler[ImageTask, ImageTask, _Loaded], Generic[Mode
 class DetectorHandler(TaskModelHandler):
     """The face detector ``spec`` names, with ``threads`` for its inference library (0: the
     library's default). With ``expected_model_sha256`` a worker whose model file differs fails
-    every task it gets."""
+    every task it gets, and with ``expected_settings`` (the launcher's ``Detector.settings()``)
+    one whose code resolves other settings does."""
 
     def __init__(
         self,
         spec: DetectorSpec,
         threads: int = 0,
         expected_model_sha256: str | None = None,
+        expected_settings: dict | None = None,
     ) -> None:
         super().__init__()
         self._spec = spec
         self._threads = threads
         self._expected = expected_model_sha256
+        self._expected_settings = expected_settings
         self._faces = Metrics.counter(NAMESPACE, "faces")
         self._ms = Metrics.distribution(NAMESPACE, "detect_ms")
 
@@ -119,7 +122,20 @@ class DetectorHandler(TaskModelHandler):
     def load(self):
         from blurbeam.detectors import create
 
-        return create(self._spec, threads=self._threads)
+        detector = create(self._spec, threads=self._threads)
+        if self._expected_settings is not None:
+            ran = detector.settings()
+            if ran != self._expected_settings:
+                keys = sorted(
+                    k
+                    for k in set(ran) | set(self._expected_settings)
+                    if ran.get(k) != self._expected_settings.get(k)
+                )
+                detector.refusal = (
+                    f"this worker's detector settings differ from the ones the run was planned "
+                    f"with ({', '.join(keys)}): refusing to detect with them"
+                )
+        return detector
 
     def infer_one(self, task: ImageTask, model) -> ImageTask:
         from blurbeam.stages import detect_task

@@ -24,6 +24,7 @@ __all__ = [
     "get_class",
     "create",
     "model_fingerprint",
+    "describe",
     "detect_image",
 ]
 
@@ -84,6 +85,13 @@ def model_fingerprint(spec: DetectorSpec) -> str:
     loading the detector once in this process. Part of a run's config hash, so that a new model
     is a new config; workers check that they load the same model."""
     return create(spec, load=True).model_sha256
+
+
+def describe(spec: DetectorSpec) -> tuple[str, dict]:
+    """(``model_fingerprint``, ``Detector.settings()``) of ``spec``, from one load in this
+    process: what a run's config records of its detector."""
+    det = create(spec, load=True)
+    return det.model_sha256, det.settings()
 
 
 #: Gaussian sigma (px) of the extra pass on bilevel images (see ``detect_image``).

@@ -103,6 +103,24 @@ class Detector:
         #: default, usually every core). A run-time hint, not part of the spec or the config
         #: hash: results do not depend on it. Set by ``create`` before ``load``.
         self.threads = 0
+        self._settings: dict[str, Any] = {}
+        #: Why this worker must not detect with this detector (set by whoever loaded it, e.g.
+        #: its settings differ from the run's plan); every detection then fails.
+        self.refusal: str | None = None
+
+    def option(self, key: str, default: Any = None) -> Any:
+        """The option ``key`` of the spec, else ``default``; either way recorded in
+        :meth:`settings`. ``load`` reads every option that changes results through here."""
+        value = self.options.get(key, default)
+        self._settings[key] = value
+        return value
+
+    def settings(self) -> dict[str, Any]:
+        """What the loaded detector runs with, the code's defaults included (each option ``load``
+        read, JSON-ready). Part of a run's config and so of its config hash: a run planned with
+        other defaults is another config, and a worker whose code resolves other settings than
+        the launcher's refuses to detect."""
+        return {k: _json_ready(v) for k, v in sorted(self._settings.items())}
 
     def thread_count(self) -> int:
         """Threads to give the inference library: the ``threads`` option when set, else the
@@ -125,6 +143,17 @@ class Detector:
             for f in faces
             if f.score >= self.score_threshold and max(f.w, f.h) >= self.min_face_size
         ]
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with tuples as lists and numpy scalars as Python numbers, for JSON."""
+    if isinstance(value, tuple | list):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def file_sha256(path: str | Path) -> str:

@@ -128,10 +128,11 @@ class CenterFaceDetector(Detector):
         from blurbeam.detectors.runtime import open_session, resolve
 
         self.runtime, self.precision = resolve(
-            str(self.options.get("runtime", "auto")), str(self.options.get("precision", "auto"))
+            str(self.option("runtime", "auto")), str(self.option("precision", "auto"))
         )
         default = INT8_MODEL_FILE if self.precision == "int8" else MODEL_FILE
-        path = Path(self.options.get("model_path") or default)
+        self._settings.update(runtime=self.runtime, precision=self.precision)  # as resolved
+        path = Path(self.option("model_path") or default)
         if not path.is_file():
             raise CenterFaceUnavailable(f"CenterFace model {path} not found")
         self.model_sha256 = model_identity(path)
@@ -142,9 +143,9 @@ class CenterFaceDetector(Detector):
                 f"{path} is not a dynamic-shape CenterFace model (input {INPUT_NAME}: {shape}); "
                 "convert it with bench/convert_centerface.py --source FILE --output OUT"
             )
-        self._input_scale = float(self.options.get("input_scale", 1.0))
-        self._max_side = int(self.options.get("max_side", 0))
-        self._nms = float(self.options.get("nms_threshold", 0.3))
+        self._input_scale = float(self.option("input_scale", 1.0))
+        self._max_side = int(self.option("max_side", 0))
+        self._nms = float(self.option("nms_threshold", 0.3))
         if self._input_scale <= 0:
             raise ValueError(f"centerface input_scale must be > 0, got {self._input_scale}")
 

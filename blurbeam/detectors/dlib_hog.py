@@ -49,8 +49,8 @@ def _logit(score: float) -> float:
     return math.log(s / (1.0 - s))
 
 
-def _upsample(options: dict[str, Any]) -> int:
-    n = int(options.get("upsample", 1))
+def _upsample(value: Any) -> int:
+    n = int(value)
     if not 0 <= n <= 3:
         raise ValueError(f"dlib option upsample must be 0-3, got {n}")
     return n
@@ -79,7 +79,7 @@ class DlibHogDetector(Detector):
 
     def load(self) -> None:
         dlib = _import_dlib()
-        self._upsample_n = _upsample(self.options)
+        self._upsample_n = _upsample(self.option("upsample", 1))
         self.model_sha256 = _dlib_version_sha(dlib)
         self._det = dlib.get_frontal_face_detector()
 
@@ -116,7 +116,7 @@ class DlibCnnDetector(Detector):
 
     def load(self) -> None:
         dlib = _import_dlib()
-        self._upsample_n = _upsample(self.options)
+        self._upsample_n = _upsample(self.option("upsample", 1))
         path = mmod_model_path()
         self.model_sha256 = file_sha256(path)
         self._net = dlib.cnn_face_detection_model_v1(path)

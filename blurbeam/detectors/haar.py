@@ -33,11 +33,11 @@ class HaarDetector(Detector):
 
     def _detect(self, rgb: np.ndarray) -> list[Face]:
         gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-        min_size = int(self.options.get("min_size", 12))
+        min_size = int(self.option("min_size", 12))
         boxes, _, weights = self._cascade.detectMultiScale3(
             gray,
-            scaleFactor=float(self.options.get("scale_factor", 1.1)),
-            minNeighbors=int(self.options.get("min_neighbors", 4)),
+            scaleFactor=float(self.option("scale_factor", 1.1)),
+            minNeighbors=int(self.option("min_neighbors", 4)),
             minSize=(min_size, min_size),
             outputRejectLevels=True,
         )

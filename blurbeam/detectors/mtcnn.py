@@ -45,7 +45,7 @@ class MTCNNDetector(Detector):
             h.update((weights / name).read_bytes())
         self.model_sha256 = h.hexdigest()
         self._net = MTCNN(device="CPU:0")
-        self._min_size = int(self.options.get("min_face_size", 12))
+        self._min_size = int(self.option("min_face_size", 12))
 
     def _detect(self, rgb: np.ndarray) -> list[Face]:
         results = self._net.detect_faces(

@@ -334,37 +334,37 @@ class MultiScaleDetector(Detector):
 
     def load(self) -> None:
         o = self.options
-        self._scales = tuple(float(s) for s in o.get("scales", (0.5, 1.0, 2.0)))
+        self._scales = tuple(float(s) for s in self.option("scales", (0.5, 1.0, 2.0)))
         if not self._scales or any(s <= 0 for s in self._scales):
             raise ValueError(f"multiscale scales must be positive, got {self._scales}")
-        self._upscaled_max = float(o.get("upscaled_max_face", 32))
-        self._downscaled_min = float(o.get("downscaled_min_face", 48))
-        self._tile = int(o.get("tile", 2048))
+        self._upscaled_max = float(self.option("upscaled_max_face", 32))
+        self._downscaled_min = float(self.option("downscaled_min_face", 48))
+        self._tile = int(self.option("tile", 2048))
         # checked before any model loads; a missing one defaults by precision (below)
         full_max = _pixel_budget(o, "full_max_pixels", "0 (no tiles)")
         up_max = _pixel_budget(o, "upscaled_max_pixels", "0 (tiles of `tile` px)")
         overlap = int(o["tile_overlap"]) if "tile_overlap" in o else None
-        self._up_factor = float(o.get("upscaled_score_factor", 1.0))
-        self._focus = bool(o.get("focus", True))
-        self._focus_max = float(o.get("focus_max_face", 24))
-        self._focus_margin = float(o.get("focus_margin", 96))
-        self._fusion = str(o.get("fusion", "vote"))
-        self._fusion_iou = float(o.get("fusion_iou", 0.4))
-        self._floor = float(o.get("floor", 0.05))
-        self._score_rule = str(o.get("score_rule", "agree"))
-        self._confident = float(o.get("confident", 0.5))
+        self._up_factor = float(self.option("upscaled_score_factor", 1.0))
+        self._focus = bool(self.option("focus", True))
+        self._focus_max = float(self.option("focus_max_face", 24))
+        self._focus_margin = float(self.option("focus_margin", 96))
+        self._fusion = str(self.option("fusion", "vote"))
+        self._fusion_iou = float(self.option("fusion_iou", 0.4))
+        self._floor = float(self.option("floor", 0.05))
+        self._score_rule = str(self.option("score_rule", "agree"))
+        self._confident = float(self.option("confident", 0.5))
         if self._score_rule not in SCORE_RULES:
             raise ValueError(f"unknown score_rule {self._score_rule!r}; choose from {SCORE_RULES}")
         inner = min(self.score_threshold, self._floor)
         if self._fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {self._fusion!r}; choose from {FUSIONS}")
-        base_name = str(o.get("base", "centerface"))
+        base_name = str(self.option("base", "centerface"))
         if base_name == self.name:
             raise ValueError("multiscale cannot use itself as base")
         shared = {k: o[k] for k in RUNTIME_OPTIONS if k in o}
 
         def base_pairs(name: str, key: str) -> tuple[tuple[str, Any], ...]:
-            pairs = _pairs(o.get(key))
+            pairs = _pairs(self.option(key))
             if name != "centerface" or not shared:
                 return pairs
             return tuple(sorted({**shared, **dict(pairs)}.items()))
@@ -375,8 +375,8 @@ class MultiScaleDetector(Detector):
             threads=self.threads,
         )
         self._up_base = self._base
-        up_name = o.get("upscale_base")
-        up_precision = str(o.get("upscale_precision", "same"))
+        up_name = self.option("upscale_base")
+        up_precision = str(self.option("upscale_precision", "same"))
         if up_precision not in UPSCALE_PRECISIONS:
             raise ValueError(
                 f"unknown upscale_precision {up_precision!r}; choose from {UPSCALE_PRECISIONS}"
@@ -389,7 +389,7 @@ class MultiScaleDetector(Detector):
                 DetectorSpec(base_name, inner, 0.0, tuple(sorted(pairs.items()))),
                 threads=self.threads,
             )
-        if up_name and (up_name != base_name or o.get("upscale_base_options")):
+        if up_name and (up_name != base_name or self.option("upscale_base_options")):
             if up_name == self.name:
                 raise ValueError("multiscale cannot use itself as upscale_base")
             self._up_base = create(
@@ -399,10 +399,10 @@ class MultiScaleDetector(Detector):
                 threads=self.threads,
             )
         self._ensemble: Detector | None = None
-        ens = o.get("ensemble")
+        ens = self.option("ensemble")
         if ens:
             self._ensemble = create(
-                DetectorSpec(str(ens), inner, 0.0, _pairs(o.get("ensemble_options"))),
+                DetectorSpec(str(ens), inner, 0.0, _pairs(self.option("ensemble_options"))),
                 threads=self.threads,
             )
         base_tiles = _tiles_for(self._base)
@@ -411,6 +411,12 @@ class MultiScaleDetector(Detector):
         self._up_max_pixels = up_tiles["upscaled_max_pixels"] if up_max is None else up_max
         self._overlap = base_tiles["tile_overlap"] if overlap is None else overlap
         self._up_overlap = up_tiles["tile_overlap"] if overlap is None else overlap
+        self._settings.update(  # as resolved for the precision each pass runs in
+            full_max_pixels=self._full_max_pixels,
+            upscaled_max_pixels=self._up_max_pixels,
+            tile_overlap=self._overlap,
+            upscaled_tile_overlap=self._up_overlap,
+        )
         parts = [self._base.model_sha256]
         if self._up_base is not self._base:
             parts.append(self._up_base.model_sha256)
@@ -422,6 +428,15 @@ class MultiScaleDetector(Detector):
         up_precision_ran = str(getattr(self._up_base, "precision", ""))
         if up_precision_ran and up_precision_ran != self.precision and 2.0 in self._scales:
             self.precision += f", upscaled {up_precision_ran}"
+
+    def settings(self) -> dict[str, Any]:
+        out = super().settings()
+        out["base_settings"] = self._base.settings()
+        if self._up_base is not self._base:
+            out["upscale_base_settings"] = self._up_base.settings()
+        if self._ensemble is not None:
+            out["ensemble_settings"] = self._ensemble.settings()
+        return out
 
     @staticmethod
     def _on_tiles(

@@ -45,10 +45,10 @@ class YuNetDetector(Detector):
             "",
             (320, 320),
             score_threshold=float(self.score_threshold),
-            nms_threshold=float(self.options.get("nms_threshold", 0.3)),
-            top_k=int(self.options.get("top_k", 5000)),
+            nms_threshold=float(self.option("nms_threshold", 0.3)),
+            top_k=int(self.option("top_k", 5000)),
         )
-        self._max_side = int(self.options.get("max_side", 0))
+        self._max_side = int(self.option("max_side", 0))
 
     def _detect(self, rgb: np.ndarray) -> list[Face]:
         h, w = rgb.shape[:2]
