@@ -36,13 +36,28 @@ def decode_task(task: ImageTask, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageT
     return task.stage("decode", run)
 
 
-def checked_model_sha256(detector: Detector, expected_model_sha256: str | None) -> str:
+def checked_model_sha256(
+    detector: Detector,
+    expected_model_sha256: str | None,
+    expected_settings: dict[str, Any] | None = None,
+) -> str:
     """``detector``'s model sha256; a ``RuntimeError`` when ``expected_model_sha256`` is given
-    and differs, or the detector carries a ``refusal``: a worker never detects with a model or
-    settings the run was not planned with."""
+    and differs, or ``expected_settings`` (the launcher's ``Detector.settings()``) is given and
+    the detector resolved others: a worker never detects with a model or settings the run was
+    not planned with."""
     sha = detector.model_sha256
-    if detector.refusal:
-        raise RuntimeError(detector.refusal)
+    if expected_settings is not None:
+        ran = detector.settings()
+        if ran != expected_settings:
+            keys = sorted(
+                k
+                for k in set(ran) | set(expected_settings)
+                if ran.get(k) != expected_settings.get(k)
+            )
+            raise RuntimeError(
+                f"this worker's detector settings differ from the ones the run was planned with "
+                f"({', '.join(keys)}): refusing to detect with them"
+            )
     if expected_model_sha256 and sha != expected_model_sha256:
         raise RuntimeError(
             f"this worker's detector model ({sha[:16]}) is not the one the run was planned "
@@ -52,13 +67,17 @@ def checked_model_sha256(detector: Detector, expected_model_sha256: str | None) 
 
 
 def detect_task(
-    task: ImageTask, detector: Detector, expected_model_sha256: str | None = None
+    task: ImageTask,
+    detector: Detector,
+    expected_model_sha256: str | None = None,
+    expected_settings: dict[str, Any] | None = None,
 ) -> ImageTask:
-    """The faces ``detector`` finds in the decoded image. With ``expected_model_sha256`` a
-    detector whose model file differs fails the task (``checked_model_sha256``)."""
+    """The faces ``detector`` finds in the decoded image. With ``expected_model_sha256`` (and
+    ``expected_settings``) a detector whose model file (or settings) differ fails the task
+    (``checked_model_sha256``)."""
 
     def run(t: ImageTask) -> dict[str, Any]:
-        sha = checked_model_sha256(detector, expected_model_sha256)
+        sha = checked_model_sha256(detector, expected_model_sha256, expected_settings)
         faces = detect_image(detector, t.decoded.pixels, t.mode)
         return {"faces": tuple(faces), "detector_model_sha256": sha}
 

@@ -257,37 +257,56 @@ def test_config_records_the_detectors_resolved_settings_and_hashes_its_code_defa
     assert changed.ctx.config_hash != base.ctx.config_hash
 
 
-def test_a_worker_with_another_model_fails_closed(tmp_path):
+def run_with_other_launcher(tmp_path, change, clip_of=None) -> dict:
+    """One face image (or with ``clip_of``, an astronaut, a short video of her) through a run
+    whose plan ``change`` edited (as if another launcher had planned it; None: as planned);
+    returns its one record. An edited plan writes no output."""
     src, out = tmp_path / "in", tmp_path / "out"
-    (src).mkdir()
-    (src / "a.jpg").write_bytes(face_image(1))
+    src.mkdir(parents=True)
+    name = "a.jpg" if clip_of is None else "a.mp4"
+    if clip_of is None:
+        (src / name).write_bytes(face_image(1))
+    else:
+        from test_video import make_clip
+
+        make_clip(src / name, clip_of, frames=8, size=(320, 240), audio=None)
     argv = ["--input", str(src), "--output", str(out), *DETECTOR, "--max-error-rate", "1"]
     rp = anon.plan(PipelineOptions(argv).view_as(anon.AnonymizeOptions))
-    rp.config["models"]["detector"] = "0" * 64  # the launcher planned with another model
+    if change is not None:
+        change(rp.config)
     p = beam.Pipeline()
     anon.build(p, rp)
     p.run().wait_until_finish()
     [rec] = anon.read_run_records(rp.output, rp.run_id).to_pylist()
+    assert (out / name).exists() == (change is None)
+    return rec
+
+
+def test_a_worker_with_another_model_fails_closed(tmp_path):
+    def other_model(config: dict) -> None:
+        config["models"]["detector"] = "0" * 64
+
+    rec = run_with_other_launcher(tmp_path, other_model)
     assert rec["status"] == "error" and "not the one the run was planned with" in rec["error"]
-    assert not (out / "a.jpg").exists()
+
+
+def other_default(config: dict) -> None:
+    settings = config["detector"]["settings"]
+    assert settings["nms_threshold"] == 0.3  # yunet's default, resolved by the launcher
+    settings["nms_threshold"] = 0.45  # the launcher's code had another default
 
 
 def test_a_worker_whose_code_resolves_other_settings_fails_closed(tmp_path):
-    src, out = tmp_path / "in", tmp_path / "out"
-    (src).mkdir()
-    (src / "a.jpg").write_bytes(face_image(1))
-    argv = ["--input", str(src), "--output", str(out), *DETECTOR, "--max-error-rate", "1"]
-    rp = anon.plan(PipelineOptions(argv).view_as(anon.AnonymizeOptions))
-    settings = rp.config["detector"]["settings"]
-    assert settings["nms_threshold"] == 0.3  # yunet's default, resolved by the launcher
-    settings["nms_threshold"] = 0.45  # the launcher's code had another default
-    p = beam.Pipeline()
-    anon.build(p, rp)
-    p.run().wait_until_finish()
-    [rec] = anon.read_run_records(rp.output, rp.run_id).to_pylist()
+    # the same detector loaded by a run in this process first: workers reuse a loaded model
+    assert run_with_other_launcher(tmp_path / "first", None)["status"] == "ok"
+    rec = run_with_other_launcher(tmp_path / "second", other_default)
     assert rec["status"] == "error" and "settings differ" in rec["error"]
     assert "nms_threshold" in rec["error"]
-    assert not (out / "a.jpg").exists()
+
+
+def test_a_video_worker_whose_code_resolves_other_settings_fails_closed(tmp_path, astronaut):
+    rec = run_with_other_launcher(tmp_path, other_default, clip_of=astronaut)
+    assert rec["status"] == "error" and "settings differ" in rec["error"]
 
 
 def test_a_corrections_file_no_attestation_names_is_ignored(tmp_path):

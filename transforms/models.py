@@ -122,25 +122,17 @@ class DetectorHandler(TaskModelHandler):
     def load(self):
         from blurbeam.detectors import create
 
-        detector = create(self._spec, threads=self._threads)
-        if self._expected_settings is not None:
-            ran = detector.settings()
-            if ran != self._expected_settings:
-                keys = sorted(
-                    k
-                    for k in set(ran) | set(self._expected_settings)
-                    if ran.get(k) != self._expected_settings.get(k)
-                )
-                detector.refusal = (
-                    f"this worker's detector settings differ from the ones the run was planned "
-                    f"with ({', '.join(keys)}): refusing to detect with them"
-                )
-        return detector
+        return create(self._spec, threads=self._threads)
+
+    @property
+    def expected_settings(self) -> dict | None:
+        return self._expected_settings
 
     def infer_one(self, task: ImageTask, model) -> ImageTask:
         from blurbeam.stages import detect_task
 
-        out = detect_task(task, model, self._expected)
+        # checked per task, not at load: a process may reuse a model another run loaded
+        out = detect_task(task, model, self._expected, self._expected_settings)
         if out.faces is not None and not out.failed and task.faces is None:
             self._faces.inc(len(out.faces))
             self._ms.update(int(out.timings_ms["detect"]))

@@ -272,6 +272,7 @@ class _Detector:
     ) -> None:
         self._shared = SharedModel(handler)
         self._expected = expected
+        self._expected_settings = handler.expected_settings
         self._opencv_threads = opencv_threads
         self._acquired = False
 
@@ -284,7 +285,7 @@ class _Detector:
             self._shared.acquire()
             self._acquired = True
         detector = self._shared.model
-        checked_model_sha256(detector, self._expected)
+        checked_model_sha256(detector, self._expected, self._expected_settings)
         return detector
 
     @property

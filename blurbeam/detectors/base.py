@@ -104,9 +104,6 @@ class Detector:
         #: hash: results do not depend on it. Set by ``create`` before ``load``.
         self.threads = 0
         self._settings: dict[str, Any] = {}
-        #: Why this worker must not detect with this detector (set by whoever loaded it, e.g.
-        #: its settings differ from the run's plan); every detection then fails.
-        self.refusal: str | None = None
 
     def option(self, key: str, default: Any = None) -> Any:
         """The option ``key`` of the spec, else ``default``; either way recorded in
