@@ -210,7 +210,8 @@ def run(set_name: str, config: str, every: int) -> Path:
         "detector": cfg["detector"],
         "options": repr(cfg["options"]),
         "model_sha256": det.model_sha256,
-        "params": getattr(det, "params", lambda: {})(),
+        # what the detector resolved, its code defaults included (as a run's config records)
+        "settings": det.settings(),
         "threads": 1,
         "wall_s": round(time.time() - t_all, 1),
         # the process's peak RSS: of this configuration alone only when it ran alone (one
