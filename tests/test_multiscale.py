@@ -385,3 +385,28 @@ def test_the_downscaled_pass_of_a_large_image_stays_within_the_budget_and_finds_
     assert len(inputs) > len(grid_tiles(w, h, budget, 96)) + len(half)  # the coarse pass ran
     for box in boxes:
         assert best_iou(faces, box) >= 0.5
+
+
+def test_after_a_large_image_the_bases_give_back_their_memory(astronaut: np.ndarray) -> None:
+    """Above ``LARGE_IMAGE_BUDGETS`` 1x budgets the detector asks its CenterFace to free the
+    inference buffers the tiles left (onnxruntime's arena); a smaller image does not. The faces
+    stay the same, and the next detection works as before."""
+    from blurbeam.detectors.multiscale import LARGE_IMAGE_BUDGETS
+
+    scene, box = small_face_scene(astronaut, 40.0)  # 640x480
+    budget = 65_536
+    assert scene.shape[0] * scene.shape[1] > LARGE_IMAGE_BUDGETS * budget
+    det = create(DetectorSpec("multiscale", options=(("full_max_pixels", budget),)))
+    calls: list[int] = []
+    real_release = det._base.release_memory
+
+    def counting() -> None:
+        calls.append(1)
+        real_release()
+
+    det._base.release_memory = counting  # type: ignore[method-assign]
+    first = det.detect(scene)
+    assert calls == [1]
+    assert det.detect(scene) == first and best_iou(first, box) >= 0.5
+    det.detect(np.ascontiguousarray(scene[:200, :300]))  # 60,000 px: not large
+    assert calls == [1, 1]

@@ -131,6 +131,10 @@ class Detector:
     def _detect(self, rgb: np.ndarray) -> list[Face]:
         raise NotImplementedError
 
+    def release_memory(self) -> None:
+        """Give back the memory the inference library kept from earlier images (results do not
+        change; the next image pays to grow it again): nothing by default."""
+
     def detect(self, rgb: np.ndarray) -> list[Face]:
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"detectors take uint8 RGB (H, W, 3), got {rgb.dtype} {rgb.shape}")

@@ -149,6 +149,9 @@ class CenterFaceDetector(Detector):
         if self._input_scale <= 0:
             raise ValueError(f"centerface input_scale must be > 0, got {self._input_scale}")
 
+    def release_memory(self) -> None:
+        self._sess.release_memory(np.zeros((1, 3, 32, 32), np.float32))
+
     def _detect(self, rgb: np.ndarray) -> list[Face]:
         h, w = rgb.shape[:2]
         r = self._input_scale

@@ -92,6 +92,9 @@ TILE_OVERLAP = 96
 #: under 420 MiB and hard AP and blur recall within .002 and .001 of fp32 in the int8 tiles
 #: (docs/BENCHMARKS.md, "The fp32 path in smaller tiles").
 FP32_TILES = {"full_max_pixels": 1_000_000, "upscaled_max_pixels": 1_000_000, "tile_overlap": 144}
+#: After an image of more than this many 1x pixel budgets (``full_max_pixels``: where the 0.5x
+#: pass runs on tiles too), the bases give back their inference memory (``release_memory``).
+LARGE_IMAGE_BUDGETS = 4
 #: The same defaults for every other pass (int8 CenterFace, other backends).
 TILES = {
     "full_max_pixels": FULL_MAX_PIXELS,
@@ -522,6 +525,16 @@ class MultiScaleDetector(Detector):
         return faces
 
     def _detect(self, rgb: np.ndarray) -> list[Face]:
+        faces = self._fused(rgb)
+        h, w = rgb.shape[:2]
+        if self._full_max_pixels > 0 and h * w > LARGE_IMAGE_BUDGETS * self._full_max_pixels:
+            # a large photo's tiles left the inference library's buffers at their largest; give
+            # them back before the image is blurred and encoded (its copies peak there)
+            for base in {id(b): b for b in (self._base, self._up_base)}.values():
+                base.release_memory()
+        return faces
+
+    def _fused(self, rgb: np.ndarray) -> list[Face]:
         h, w = rgb.shape[:2]
         found: list[Face] = []
         sources: list[int] = []

@@ -111,6 +111,10 @@ class Session:
         """The model's declared input shape; a dynamic dimension is a string or None/-1."""
         raise NotImplementedError
 
+    def release_memory(self, blob: np.ndarray) -> None:
+        """Give back to the system the buffers the runs so far kept for reuse, by one run on
+        ``blob`` (a small input): nothing by default."""
+
 
 class OnnxRuntimeSession(Session):
     runtime = "onnxruntime"
@@ -147,6 +151,15 @@ class OnnxRuntimeSession(Session):
 
     def run(self, blob: np.ndarray) -> list[np.ndarray]:
         return list(self._sess.run(self._outputs, {self._input: blob}))
+
+    def release_memory(self, blob: np.ndarray) -> None:
+        # onnxruntime's CPU arena keeps every buffer a run needed (a 24 MP photo's tiles leave
+        # about 150 MB); a run with arena shrinkage on frees the ones not in use at its end
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self._sess.run(self._outputs, {self._input: blob}, options)
 
 
 class OpenVinoSession(Session):
