@@ -346,3 +346,18 @@ def test_a_corrections_file_no_attestation_names_is_ignored(tmp_path):
     assert redone["num_faces"] == face0["num_faces"]  # the detection was not dropped
     problems, _ = attest.verify(str(out))
     assert any("corrections/forged.json is named by no attestation" in p for p in problems)
+
+
+@pytest.mark.parametrize("name", ["haar", "yunet", "centerface", "multiscale", "none"])
+def test_a_detectors_settings_do_not_change_as_it_detects(name, astronaut):
+    """What the launcher records is what every image runs with: a backend that read an option
+    while detecting would differ from the plan from its second image on."""
+    from blurbeam.detectors import DetectorSpec, create, describe
+    from blurbeam.stages import checked_model_sha256
+
+    sha, planned = describe(DetectorSpec(name))
+    det = create(DetectorSpec(name))
+    for _ in range(2):
+        assert checked_model_sha256(det, sha, planned) == sha
+        det.detect(astronaut)
+    assert det.settings() == planned

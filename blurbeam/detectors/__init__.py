@@ -76,6 +76,7 @@ def create(spec: DetectorSpec, load: bool = True, threads: int = 0) -> Detector:
     det.threads = max(0, int(threads))
     if load:
         det.load()
+        det._loaded = True  # settings() is final: options are read in load only
     return det
 
 
@@ -84,7 +85,7 @@ def model_fingerprint(spec: DetectorSpec) -> str:
     """The sha256 of the model file(s) ``spec`` loads (``Detector.model_sha256``), found by
     loading the detector once in this process. Part of a run's config hash, so that a new model
     is a new config; workers check that they load the same model."""
-    return create(spec, load=True).model_sha256
+    return describe(spec)[0]
 
 
 def describe(spec: DetectorSpec) -> tuple[str, dict]:

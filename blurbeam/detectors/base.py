@@ -108,6 +108,11 @@ class Detector:
     def option(self, key: str, default: Any = None) -> Any:
         """The option ``key`` of the spec, else ``default``; either way recorded in
         :meth:`settings`. ``load`` reads every option that changes results through here."""
+        if getattr(self, "_loaded", False):  # set by ``create`` once ``load`` returns
+            raise RuntimeError(
+                f"{self.name}: option {key!r} read after load; read options in load, where "
+                "settings() records them"
+            )
         value = self.options.get(key, default)
         self._settings[key] = value
         return value

@@ -30,15 +30,17 @@ class HaarDetector(Detector):
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
             raise RuntimeError(f"could not load {path}")
+        self._min_size = int(self.option("min_size", 12))
+        self._scale_factor = float(self.option("scale_factor", 1.1))
+        self._min_neighbors = int(self.option("min_neighbors", 4))
 
     def _detect(self, rgb: np.ndarray) -> list[Face]:
         gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
-        min_size = int(self.option("min_size", 12))
         boxes, _, weights = self._cascade.detectMultiScale3(
             gray,
-            scaleFactor=float(self.option("scale_factor", 1.1)),
-            minNeighbors=int(self.option("min_neighbors", 4)),
-            minSize=(min_size, min_size),
+            scaleFactor=self._scale_factor,
+            minNeighbors=self._min_neighbors,
+            minSize=(self._min_size, self._min_size),
             outputRejectLevels=True,
         )
         faces = []
