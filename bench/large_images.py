@@ -4,6 +4,7 @@
     python bench/large_images.py memory [--size 6000x4000] [--detector-option K=V ...]
     python bench/large_images.py sweep [--size 6000x4000] [--faces 150,300,700,1500]
         [--detector-option K=V ...]
+    python bench/large_images.py stages --photo FILE [--detector-option K=V ...]
 
 WIDER photos are at most about 1.5 MP; camera photos are 12-50 MP, where every pass of the
 multiscale detector runs on tiles. ``make`` writes ``--count`` dev305 photos (every 30th)
@@ -13,7 +14,9 @@ peak RSS on such photos). ``memory`` runs the default detector (one thread) on o
 peak RSS before and after ``detect``. ``sweep`` pastes skimage's astronaut's head with a face of
 each ``--faces`` size at 9 places across a grey canvas of ``--size`` (seams of every pass
 included) and prints, per size, the worst over the places of the best IoU of a found box with
-the face and of the share of the face box the found boxes cover.
+the face and of the share of the face box the found boxes cover. ``stages`` runs one photo
+through ``anonymize``'s stage functions (decode, detect, blur, encode) in a fresh process and
+prints the process's peak RSS after loading the detector and after each stage.
 """
 
 from __future__ import annotations
@@ -85,6 +88,37 @@ def memory(size: tuple[int, int], options: list[tuple[str, object]]) -> dict:
     }
 
 
+def stages(photo: Path, options: list[tuple[str, object]]) -> dict:
+    from blurbeam.blur import BlurConfig
+    from blurbeam.imageio import MetadataPolicy
+    from blurbeam.stages import anonymize_task, decode_task, detect_task, encode_task
+    from blurbeam.task import ImageTask
+
+    def peak() -> int:
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+    det = _detector(options)
+    row: dict = {"photo": photo.name, "options": options, "peak_rss_mib": {"loaded": peak()}}
+    task = ImageTask(
+        source_uri=str(photo),
+        shard_uri=str(photo),
+        key=photo.name,
+        rel=photo.name,
+        data=photo.read_bytes(),
+    )
+    for name, stage in (
+        ("decode", decode_task),
+        ("detect", lambda t: detect_task(t, det)),
+        ("blur", lambda t: anonymize_task(t, BlurConfig())),
+        ("encode", lambda t: encode_task(t, MetadataPolicy())),
+    ):
+        task = stage(task)
+        if task.error:
+            raise SystemExit(f"large_images: {photo}: {task.error}")
+        row["peak_rss_mib"][name] = peak()
+    return row
+
+
 def sweep(size: tuple[int, int], faces_px: list[int], options: list[tuple[str, object]]) -> dict:
     import cv2
     import numpy as np
@@ -127,15 +161,17 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("make")
     m.add_argument("--output", type=Path, required=True)
     m.add_argument("--count", type=int, default=10)
-    for name in ("make", "memory", "sweep"):
+    for name in ("make", "memory", "sweep", "stages"):
         p = m if name == "make" else sub.add_parser(name)
         p.add_argument("--size", type=_size, default=(6000, 4000))
         if name != "make":
             p.add_argument("--detector-option", type=_key_value, action="append", default=[])
         if name == "sweep":
             p.add_argument("--faces", default="150,300,700,1500")
-        if name == "memory":  # the measured process gets the options as JSON: parsing
-            # them imports the pipeline module, and Beam would inflate its RSS
+        if name == "stages":
+            p.add_argument("--photo", type=Path, required=True)
+        if name in ("memory", "stages"):  # the measured process gets the options as JSON:
+            # parsing them imports the pipeline module, and Beam would inflate its RSS
             p.add_argument("--options-json", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -145,11 +181,15 @@ def main(argv: list[str] | None = None) -> int:
         faces = [int(v) for v in args.faces.split(",")]
         print(json.dumps(sweep(args.size, faces, args.detector_option)))
     elif args.options_json is not None:
-        print(json.dumps(memory(args.size, [tuple(kv) for kv in json.loads(args.options_json)])))
+        options = [tuple(kv) for kv in json.loads(args.options_json)]
+        row = memory(args.size, options) if args.cmd == "memory" else stages(args.photo, options)
+        print(json.dumps(row))
     else:  # a fresh process: its peak RSS is this detector's alone
         size = f"{args.size[0]}x{args.size[1]}"
         options = json.dumps(args.detector_option)
-        cmd = [sys.executable, __file__, "memory", "--size", size, "--options-json", options]
+        cmd = [sys.executable, __file__, args.cmd, "--size", size, "--options-json", options]
+        if args.cmd == "stages":
+            cmd += ["--photo", str(args.photo)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             print(f"large_images: {proc.stderr.strip()[-300:]}", file=sys.stderr)

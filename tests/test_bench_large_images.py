@@ -35,3 +35,18 @@ def test_memory_reports_the_peak_of_a_fresh_process(
 def test_a_bad_size_is_a_clear_error() -> None:
     with pytest.raises(SystemExit):
         large.main(["sweep", "--size", "big"])
+
+
+def test_stages_reports_the_peak_after_each_stage(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_shards import face_image
+
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes(face_image(1))
+    assert large.main(["stages", "--photo", str(photo)]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    peaks = row["peak_rss_mib"]
+    assert list(peaks) == ["loaded", "decode", "detect", "blur", "encode"]
+    values = list(peaks.values())
+    assert values[0] > 0 and values == sorted(values)  # a peak never falls
