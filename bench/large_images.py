@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--photo", str(args.photo)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
-            print(f"large_images: {proc.stderr.strip()[-300:]}", file=sys.stderr)
+            last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+            print(f"large_images: {last.removeprefix('large_images: ')[-300:]}", file=sys.stderr)
             return 1
         print(proc.stdout.strip().splitlines()[-1])
     return 0
