@@ -144,6 +144,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
         tile_overlap=144,
     ),
     "int8-all-passes-ov": _ms(OV_INT8, upscale_precision="same"),
+    # the default's tiles on OpenVINO (pip install openvino)
+    "int8-all-tiled1.5mp-focus2mp-ov": _ms(
+        OV_INT8,
+        full_max_pixels=1_500_000,
+        upscale_precision="same",
+        upscaled_max_pixels=2_000_000,
+    ),
     "margin48-int8-all-ort": _ms(ORT_INT8, upscale_precision="same", focus_margin=48),
     "margin48-int8-focus-fp32-ort": _ms(ORT_INT8, focus_margin=48),
     "no-focus-int8-ort": _ms(ORT_INT8, scales=(0.5, 1.0)),
