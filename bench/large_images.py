@@ -1,7 +1,8 @@
 """Camera-sized photos: the default detector's memory on them and its large faces at the seams.
 
     python bench/large_images.py make --output DIR [--size 6000x4000] [--count 10]
-    python bench/large_images.py memory [--size 6000x4000] [--detector-option K=V ...]
+    python bench/large_images.py memory [--size 6000x4000] [--detector NAME]
+        [--detector-option K=V ...]
     python bench/large_images.py sweep [--size 6000x4000] [--faces 150,300,700,1500]
         [--detector-option K=V ...]
     python bench/large_images.py stages --photo FILE [--detector-option K=V ...]
@@ -9,9 +10,9 @@
 WIDER photos are at most about 1.5 MP; camera photos are 12-50 MP, where every pass of the
 multiscale detector runs on tiles. ``make`` writes ``--count`` dev305 photos (every 30th)
 upscaled to ``--size`` as JPEG (quality 90), for ``bench/compare.py --images DIR`` (a worker's
-peak RSS on such photos). ``memory`` runs the default detector (one thread) on one crowd photo
-(``../shared/data/crowds``) upscaled to ``--size``, in a fresh process, and prints the process's
-peak RSS before and after ``detect``. ``sweep`` pastes skimage's astronaut's head with a face of
+peak RSS on such photos). ``memory`` runs the default detector (or ``--detector``; one thread)
+on one crowd photo (``../shared/data/crowds``) upscaled to ``--size``, in a fresh process, and
+prints the process's peak RSS before and after ``detect``. ``sweep`` pastes skimage's astronaut's head with a face of
 each ``--faces`` size at 9 places across a grey canvas of ``--size`` (seams of every pass
 included) and prints, per size, the worst over the places of the best IoU of a found box with
 the face and of the share of the face box the found boxes cover. ``stages`` runs one photo
@@ -48,10 +49,10 @@ def _key_value(text: str) -> tuple[str, object]:
     return key_value(text)
 
 
-def _detector(options: list[tuple[str, object]]):
+def _detector(options: list[tuple[str, object]], name: str = "multiscale"):
     from blurbeam.detectors import DetectorSpec, create
 
-    return create(DetectorSpec("multiscale", options=tuple(sorted(options))), threads=1)
+    return create(DetectorSpec(name, options=tuple(sorted(options))), threads=1)
 
 
 def make(output: Path, size: tuple[int, int], count: int) -> None:
@@ -67,7 +68,9 @@ def make(output: Path, size: tuple[int, int], count: int) -> None:
     print(f"large_images: wrote {len(src)} photos of {size[0]}x{size[1]} to {output}")
 
 
-def memory(size: tuple[int, int], options: list[tuple[str, object]]) -> dict:
+def memory(
+    size: tuple[int, int], options: list[tuple[str, object]], detector: str = "multiscale"
+) -> dict:
     import cv2
     import numpy as np
 
@@ -75,11 +78,12 @@ def memory(size: tuple[int, int], options: list[tuple[str, object]]) -> dict:
     if not crowd:
         raise SystemExit(f"large_images: no crowd photo under {SHARED / 'crowds'}")
     rgb = np.ascontiguousarray(cv2.resize(cv2.imread(str(crowd[0])), size)[:, :, ::-1])
-    det = _detector(options)
+    det = _detector(options, detector)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     faces = det.detect(rgb)
     return {
         "size": f"{size[0]}x{size[1]}",
+        "detector": detector,
         "options": options,
         "precision": det.precision,
         "faces": len(faces),
@@ -170,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--faces", default="150,300,700,1500")
         if name == "stages":
             p.add_argument("--photo", type=Path, required=True)
+        if name == "memory":
+            p.add_argument("--detector", default="multiscale")
         if name in ("memory", "stages"):  # the measured process gets the options as JSON:
             # parsing them imports the pipeline module, and Beam would inflate its RSS
             p.add_argument("--options-json", default=None, help=argparse.SUPPRESS)
@@ -182,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(sweep(args.size, faces, args.detector_option)))
     elif args.options_json is not None:
         options = [tuple(kv) for kv in json.loads(args.options_json)]
-        row = memory(args.size, options) if args.cmd == "memory" else stages(args.photo, options)
+        if args.cmd == "memory":
+            row = memory(args.size, options, args.detector)
+        else:
+            row = stages(args.photo, options)
         print(json.dumps(row))
     else:  # a fresh process: its peak RSS is this detector's alone
         size = f"{args.size[0]}x{args.size[1]}"
@@ -190,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, __file__, args.cmd, "--size", size, "--options-json", options]
         if args.cmd == "stages":
             cmd += ["--photo", str(args.photo)]
+        else:
+            cmd += ["--detector", args.detector]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]

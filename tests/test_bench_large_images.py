@@ -32,6 +32,17 @@ def test_memory_reports_the_peak_of_a_fresh_process(
     assert row["faces"] > 0 and row["peak_rss_mib"] >= row["peak_rss_mib_before_detect"] > 0
 
 
+def test_memory_runs_the_detector_it_is_given(shared, capsys: pytest.CaptureFixture[str]) -> None:
+    if not (large.SHARED / "crowds").is_dir():
+        pytest.skip(f"no crowd photos under {large.SHARED}")
+    args = ["memory", "--size", "640x480", "--detector", "centerface"]
+    assert large.main([*args, "--detector-option", "precision=int8"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["detector"] == "centerface" and row["precision"] == "int8"
+    assert large.main(["memory", "--size", "640x480", "--detector", "no-such-detector"]) == 1
+    assert "no-such-detector" in capsys.readouterr().err
+
+
 def test_a_bad_size_is_a_clear_error() -> None:
     with pytest.raises(SystemExit):
         large.main(["sweep", "--size", "big"])
