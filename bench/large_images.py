@@ -12,12 +12,13 @@ multiscale detector runs on tiles. ``make`` writes ``--count`` dev305 photos (ev
 upscaled to ``--size`` as JPEG (quality 90), for ``bench/compare.py --images DIR`` (a worker's
 peak RSS on such photos). ``memory`` runs the default detector (or ``--detector``; one thread)
 on one crowd photo (``../shared/data/crowds``) upscaled to ``--size``, in a fresh process, and
-prints the process's peak RSS before and after ``detect``. ``sweep`` pastes skimage's astronaut's head with a face of
-each ``--faces`` size at 9 places across a grey canvas of ``--size`` (seams of every pass
-included) and prints, per size, the worst over the places of the best IoU of a found box with
-the face and of the share of the face box the found boxes cover. ``stages`` runs one photo
-through ``anonymize``'s stage functions (decode, detect, blur, encode) in a fresh process and
-prints the process's peak RSS after loading the detector and after each stage.
+prints the process's peak RSS before and after ``detect``. ``sweep`` pastes skimage's
+astronaut's head with a face of each ``--faces`` size at 9 places across a grey canvas of
+``--size`` (seams of every pass included) and prints, per size, the worst over the places of
+the best IoU of a found box with the face and of the share of the face box the found boxes
+cover. ``stages`` runs one photo through ``anonymize``'s stage functions (decode, detect, blur,
+encode) in a fresh process and prints the process's peak RSS after loading the detector and
+after each stage.
 """
 
 from __future__ import annotations
