@@ -290,6 +290,14 @@ def test_a_worker_with_another_model_fails_closed(tmp_path):
     assert rec["status"] == "error" and "not the one the run was planned with" in rec["error"]
 
 
+def test_a_video_worker_with_another_model_fails_closed(tmp_path, astronaut):
+    def other_model(config: dict) -> None:
+        config["models"]["detector"] = "0" * 64
+
+    rec = run_with_other_launcher(tmp_path, other_model, clip_of=astronaut)
+    assert rec["status"] == "error" and "not the one the run was planned with" in rec["error"]
+
+
 def other_default(config: dict) -> None:
     settings = config["detector"]["settings"]
     assert settings["nms_threshold"] == 0.3  # yunet's default, resolved by the launcher

@@ -137,11 +137,13 @@ class Anonymize(beam.PTransform):
     boxes (``blurbeam.stages.ReviewerBoxes``). The other arguments are those of ``ReadImages``,
     ``DetectFaces`` (``detector``, ``detector_threads``, ``expected_model_sha256``; with
     ``expected_settings``, the launcher's ``Detector.settings()``, a worker whose code resolves
-    other settings fails every task) and of the writers; ``video`` (``transforms.video.video_options``), ``video_segments_dir`` (segments
-    across workers in that folder; None: each video whole on one worker), ``temp_dir`` and
-    ``video_detector`` (the videos' own detector, None: ``detector``; with its
-    ``video_model_sha256``, ``video_settings`` and the ``video_ctx`` its records carry) go to
-    ``transforms.video.AnonymizeVideos``."""
+    other settings fails every task) and of the writers; ``video``
+    (``transforms.video.video_options``), ``video_segments_dir`` (segments across workers in
+    that folder; None: each video whole on one worker), ``temp_dir`` and ``video_detector``
+    (the videos' own detector, None: ``detector``; with its ``video_model_sha256``,
+    ``video_settings`` and the ``video_ctx`` its records carry) go to
+    ``transforms.video.AnonymizeVideos``, whose detector handler carries the expected model
+    and settings."""
 
     def __init__(
         self,
@@ -222,8 +224,7 @@ class Anonymize(beam.PTransform):
             else self._detector
         )
         self._video_ctx = video_ctx or ctx
-        expected_video = video_model_sha256 if video_detector is not None else expected_model_sha256
-        self._video = (video, temp_dir, video_segments_dir, max_bytes, expected_video)
+        self._video = (video, temp_dir, video_segments_dir, max_bytes)
 
     def expand(self, pbegin):
         routed = pbegin | "ListInput" >> ExpandInput(*self._input) | "Route" >> beam.Map(route)
@@ -302,7 +303,7 @@ class Anonymize(beam.PTransform):
     def _videos(self, refs):
         """Video files, whole or in segments across workers (``transforms.video``): (audit
         records, done-index rows)."""
-        options, temp_dir, segments_dir, max_bytes, expected = self._video
+        options, temp_dir, segments_dir, max_bytes = self._video
         videos = AnonymizeVideos(
             self._output,
             self._video_ctx,
@@ -311,7 +312,6 @@ class Anonymize(beam.PTransform):
             options or video_options(self._max_pixels, policy=self._policy),
             max_bytes,
             segments_dir=segments_dir,
-            expected_model_sha256=expected,
             progress_dir=self._progress_dir,
             temp_dir=temp_dir,
             opencv_threads=self._opencv_threads,

@@ -125,6 +125,10 @@ class DetectorHandler(TaskModelHandler):
         return create(self._spec, threads=self._threads)
 
     @property
+    def expected_model_sha256(self) -> str | None:
+        return self._expected
+
+    @property
     def expected_settings(self) -> dict | None:
         return self._expected_settings
 

@@ -166,8 +166,8 @@ class _VideoFn(_AuditingFn):
     """What the video DoFns share: the detector, reading a video, publishing one and its
     audit record. ``options`` is a ``blurbeam.video.process.VideoOptions``; ``max_bytes``
     bounds the file as it bounds an image file; ``temp_dir`` is the local directory temporary
-    files go in (None: the system's). With ``expected_model_sha256`` a worker whose detector
-    model differs fails the video."""
+    files go in (None: the system's). A worker whose detector model or settings differ from
+    the ones ``handler`` expects fails the video."""
 
     def __init__(
         self,
@@ -177,13 +177,12 @@ class _VideoFn(_AuditingFn):
         blur: BlurConfig,
         options: Any,
         max_bytes: int,
-        expected_model_sha256: str | None = None,
         progress_dir: str | None = None,
         temp_dir: str | None = None,
         opencv_threads: int | None = None,
     ) -> None:
         super().__init__(output, ctx, progress_dir)
-        self._detector = _Detector(handler, expected_model_sha256, opencv_threads)
+        self._detector = _Detector(handler, opencv_threads)
         self._blur = blur
         self._options = options
         self._max_bytes = max_bytes
@@ -265,13 +264,12 @@ class _VideoFn(_AuditingFn):
 
 class _Detector:
     """The process's detector for a video DoFn, acquired on the first video (a run without
-    videos loads nothing here) and checked against the run's model."""
+    videos loads nothing here) and checked against the model and settings ``handler``
+    expects."""
 
-    def __init__(
-        self, handler: DetectorHandler, expected: str | None, opencv_threads: int | None
-    ) -> None:
+    def __init__(self, handler: DetectorHandler, opencv_threads: int | None) -> None:
         self._shared = SharedModel(handler)
-        self._expected = expected
+        self._expected = handler.expected_model_sha256
         self._expected_settings = handler.expected_settings
         self._opencv_threads = opencv_threads
         self._acquired = False
@@ -408,11 +406,10 @@ class ProcessSegmentFn(beam.DoFn):
         self,
         handler: DetectorHandler,
         blur: BlurConfig,
-        expected_model_sha256: str | None = None,
         temp_dir: str | None = None,
         opencv_threads: int | None = None,
     ) -> None:
-        self._detector = _Detector(handler, expected_model_sha256, opencv_threads)
+        self._detector = _Detector(handler, opencv_threads)
         self._blur = blur
         self._temp_dir = temp_dir
         self._segments = Metrics.counter("blurbeam", "video_segments")
@@ -552,7 +549,6 @@ class AnonymizeVideos(beam.PTransform):
         max_bytes: int,
         *,
         segments_dir: str | None = None,
-        expected_model_sha256: str | None = None,
         progress_dir: str | None = None,
         temp_dir: str | None = None,
         opencv_threads: int | None = None,
@@ -560,7 +556,6 @@ class AnonymizeVideos(beam.PTransform):
         super().__init__()
         self._args = (output, ctx, handler, blur, options, max_bytes)
         self._kwargs = {
-            "expected_model_sha256": expected_model_sha256,
             "progress_dir": progress_dir,
             "temp_dir": temp_dir,
             "opencv_threads": opencv_threads,
@@ -577,11 +572,7 @@ class AnonymizeVideos(beam.PTransform):
         )
         _, _, handler, blur, _, _ = self._args
         segment_fn = ProcessSegmentFn(
-            handler,
-            blur,
-            self._kwargs["expected_model_sha256"],
-            self._kwargs["temp_dir"],
-            self._kwargs["opencv_threads"],
+            handler, blur, self._kwargs["temp_dir"], self._kwargs["opencv_threads"]
         )
         joined = (
             planned
