@@ -37,21 +37,14 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import frontier  # noqa: E402
 
+from blurbeam.geometry import iou  # noqa: E402
+
 FACE_PX = 64  # the box's larger side in the crop
 SIDE = 3 * FACE_PX  # the crop: 3x the box, centred on it
 MATCH_IOU = 0.3
 VERIFIERS = ("centerface", "yunet", "either")
 MIN_SIZES = (0, 32, 48, 64)
 THRESHOLDS = (0.02, 0.05, 0.1, 0.2)
-
-
-def iou(a: Any, b: Any) -> float:
-    """IoU of two (x, y, w, h) boxes."""
-    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
 
 
 def crop(rgb: np.ndarray, box: Any) -> tuple[np.ndarray, tuple[float, float, float, float]]:
